@@ -1,0 +1,278 @@
+"""`StyleConfig`: the single source of every default, read by the API, the CLI and the widgets.
+
+Each field carries a ``help`` text in its metadata; the CLI builds its flags from these fields, so the
+defaults shown by ``nst stylize --help`` are the ones below and cannot drift.
+
+Loss formulas and what alpha/beta mean under each normalisation are documented in ``nst_lib.losses``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import ConfigError
+
+ARCHS = ("vgg16", "vgg19", "resnet50")
+OPTIMIZERS = ("lbfgs", "adam")
+INITS = ("content", "noise", "style")
+CONTENT_LOSSES = ("mean", "gatys")
+GRAM_NORMS = ("size", "gatys", "mean")
+POOLINGS = ("max", "avg")
+PREPROCESSINGS = ("caffe", "torch")
+
+
+def _f(default: Any, help: str, **kw: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kw})
+
+
+@dataclass(frozen=True)
+class StyleConfig:
+    """Everything that determines one stylisation. Frozen: derive variants with ``replace``."""
+
+    # --- network -----------------------------------------------------------------------------------
+    arch: str = _f("vgg19", "feature network", choices=ARCHS)
+    weights: str | None = _f(
+        "imagenet",
+        "'imagenet', 'torchvision' (VGG16 only), a path to a Keras .h5/.weights.h5 file, or none for random",
+    )
+    preprocessing: str | None = _f(
+        None, "input preprocessing; none picks the one the weights were trained with", choices=PREPROCESSINGS
+    )
+    pooling: str = _f("max", "pooling layers; 'avg' is Gatys' swap of max for average pooling", choices=POOLINGS)
+    content_layers: tuple[str, ...] | None = _f(
+        None, "content layers (Keras names or aliases such as relu4_2); none = the architecture's preset"
+    )
+    style_layers: tuple[str, ...] | None = _f(None, "style layers; none = the architecture's preset")
+    style_layer_weights: tuple[float, ...] | None = _f(
+        None, "one weight per style layer, normalised to sum 1; none = equal weights"
+    )
+    # --- loss ----------------------------------------------------------------------------------------
+    content_weight: float = _f(1.0, "alpha: weight of the content loss")
+    # Calibrated on VGG19/ImageNet with the size-invariant losses below (a beta sweep on Tübingen × Starry
+    # Night): a clearly painted image that keeps the content's layout. 1e-4 is subtle, 1e-2 loses the content.
+    style_weight: float = _f(1e-3, "beta: weight of the style loss")
+    tv_weight: float = _f(1.0, "weight of the total-variation smoothness loss")
+    content_loss: str = _f("mean", "content loss: 'mean' squared error or 'gatys' 1/2 sum", choices=CONTENT_LOSSES)
+    gram_norm: str = _f(
+        "size",
+        "style loss normalisation: 'size' (Gram/M, 1/4N^2, size-invariant), 'gatys' (1/4N^2M^2), 'mean' (TF tutorial)",
+        choices=GRAM_NORMS,
+    )
+    # --- images --------------------------------------------------------------------------------------
+    size: int = _f(512, "long side of the output in pixels")
+    style_scale: float = _f(1.0, "style image long side relative to size")
+    style_blend_weights: tuple[float, ...] | None = _f(
+        None, "one weight per style image, normalised to sum 1; none = equal (seed 004's batch average)"
+    )
+    max_pixels: int = _f(2048 * 2048, "pixel budget; larger requests are downscaled with a warning")
+    preserve_color: bool = _f(False, "luminance-only transfer keeping the content's colours (Gatys et al. 2017)")
+    # --- optimisation --------------------------------------------------------------------------------
+    steps: int = _f(300, "optimisation steps (per pyramid level)")
+    optimizer: str = _f("lbfgs", "optimiser", choices=OPTIMIZERS)
+    learning_rate: float | None = _f(
+        None, "step size; none = the optimiser's default (L-BFGS 1.0, Adam 5.0 on the 0-255 pixel scale)"
+    )
+    adam_beta1: float = _f(0.9, "Adam beta1")
+    adam_epsilon: float = _f(1e-8, "Adam epsilon (on the 0-255 pixel scale)")
+    # scipy's L-BFGS-B keeps 10 pairs, Torch's 100; 20 converges as well here at a fraction of the memory.
+    lbfgs_history: int = _f(20, "L-BFGS curvature pairs kept for the whole run")
+    init: str = _f("content", "starting image", choices=INITS)
+    seed: int = _f(0, "random seed (noise init); same seed and inputs give the same output")
+    pyramid_levels: int = _f(1, "coarse-to-fine levels, each coarser one half the size; 1 = off")
+    snapshot_every: int = _f(50, "save a snapshot and a resumable checkpoint every k steps; 0 = off")
+
+    def __post_init__(self) -> None:
+        # Accept lists (from JSON or user code) and keep the dataclass hashable.
+        for name in ("content_layers", "style_layers", "style_layer_weights", "style_blend_weights"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, tuple):
+                if isinstance(value, str):
+                    value = (value,)
+                object.__setattr__(self, name, tuple(value))
+        if isinstance(self.weights, str) and self.weights.lower() == "none":
+            object.__setattr__(self, "weights", None)
+        self.validate()
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value is not None and value not in choices:
+                raise ConfigError(f"{f.name}={value!r} is not one of {', '.join(choices)}")
+        positive = ("size", "steps", "lbfgs_history", "pyramid_levels", "max_pixels", "style_scale")
+        for name in positive:
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
+        for name in ("content_weight", "style_weight", "tv_weight", "snapshot_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ConfigError(f"learning_rate must be positive, got {self.learning_rate!r}")
+        for name in ("style_layer_weights", "style_blend_weights"):
+            w = getattr(self, name)
+            if w is not None and (any(x < 0 for x in w) or sum(w) <= 0):
+                raise ConfigError(f"{name} must be non-negative with a positive sum, got {w!r}")
+        if self.style_layer_weights is not None and self.style_layers is not None:
+            if len(self.style_layer_weights) != len(self.style_layers):
+                raise ConfigError(
+                    f"style_layer_weights has {len(self.style_layer_weights)} values "
+                    f"for {len(self.style_layers)} style layers"
+                )
+
+    # --- construction ------------------------------------------------------------------------------
+    def replace(self, **overrides: Any) -> StyleConfig:
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise ConfigError(f"unknown StyleConfig field(s): {', '.join(sorted(unknown))}")
+        return dataclasses.replace(self, **overrides)
+
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> StyleConfig:
+        """A paper's configuration; see ``PRESETS`` for each value's source."""
+        if name not in PRESETS:
+            raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        return cls(**{**PRESETS[name]["values"], **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StyleConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+
+def field_help(name: str) -> str:
+    return next(f.metadata["help"] for f in dataclasses.fields(StyleConfig) if f.name == name)
+
+
+# One preset per paper or reference implementation. "values" are StyleConfig overrides; "sources" say
+# where each value comes from. Keras' VGG is not the mean-activation-normalised VGG that Gatys used,
+# so published alpha/beta ratios are quoted for the record and the weights are re-scaled where noted.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {
+        "values": {},
+        "sources": {
+            "*": "StyleConfig defaults: Gatys 2016 layers on VGG19 with size-invariant losses; weights calibrated here",
+        },
+    },
+    "gatys2016": {
+        "values": {
+            "arch": "vgg19",
+            "content_layers": ("block4_conv2",),
+            "style_layers": ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
+            "style_layer_weights": (0.2, 0.2, 0.2, 0.2, 0.2),
+            "content_loss": "gatys",
+            "gram_norm": "gatys",
+            "pooling": "avg",
+            "init": "noise",
+            "optimizer": "lbfgs",
+            "content_weight": 1.0,
+            "style_weight": 1e3,
+            "tv_weight": 0.0,
+            "size": 512,
+            "steps": 500,
+        },
+        "sources": {
+            "arch": "Gatys, Ecker, Bethge, CVPR 2016, §2: VGG-19",
+            "content_layers": "ibid. §3: conv4_2 (Keras block4_conv2 is Caffe relu4_2, ReLU fused)",
+            "style_layers": "ibid. §3 / Fig. 2: conv1_1 ... conv5_1",
+            "style_layer_weights": "ibid. §2.2: w_l = 1/5 on the five layers",
+            "content_loss": "ibid. eq. 1: 1/2 sum of squared differences",
+            "gram_norm": "ibid. eq. 4: 1/(4 N^2 M^2)",
+            "pooling": "ibid. §2: max pooling replaced by average pooling",
+            "init": "ibid. §2: white noise (Fig. 6 compares content/style init)",
+            "optimizer": "ibid. §2: L-BFGS",
+            "content_weight": "ibid. eq. 7: alpha, kept at 1 so beta alone sets the ratio",
+            "style_weight": "paper's alpha/beta = 1e-3 is for its normalised VGG; 1e3 calibrated for Keras VGG19",
+            "tv_weight": "not used in the paper",
+            "size": "ibid. §3: about 512 px",
+            "steps": "not stated; 500 L-BFGS steps converge visually here",
+        },
+    },
+    "tf_tutorial": {
+        "values": {
+            "arch": "vgg19",
+            "content_layers": ("block5_conv2",),
+            "style_layers": ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
+            "content_loss": "mean",
+            "gram_norm": "mean",
+            "content_weight": 1e4,
+            "style_weight": 1e-2,
+            "tv_weight": 30.0 / 255.0**2,
+            "optimizer": "adam",
+            "learning_rate": 0.02 * 255.0,
+            "adam_beta1": 0.99,
+            "adam_epsilon": 0.1 / 255.0,
+            "init": "content",
+            "size": 512,
+            "steps": 1000,
+        },
+        "sources": {
+            "*": "TensorFlow tutorial 'Neural style transfer' (tensorflow.org/tutorials/generative/style_transfer)",
+            "content_layers": "tutorial: content_layers = ['block5_conv2']",
+            "style_layers": "tutorial: block1_conv1 ... block5_conv1",
+            "gram_norm": "tutorial: gram / num_locations, loss = mean((G - A)^2) per layer",
+            "content_weight": "tutorial: content_weight = 1e4",
+            "style_weight": "tutorial: style_weight = 1e-2",
+            "tv_weight": "tutorial: total_variation_weight = 30 on a 0..1 image; squared TV here, rescaled to 0..255",
+            "learning_rate": "tutorial: Adam(learning_rate=0.02) on a 0..1 image = 5.1 on 0..255",
+            "adam_beta1": "tutorial: beta_1 = 0.99",
+            "adam_epsilon": "tutorial: epsilon = 1e-1 on a 0..1 image = 0.1/255 on 0..255",
+            "size": "tutorial: max_dim = 512",
+            "steps": "tutorial: epochs = 10 x steps_per_epoch = 100",
+        },
+    },
+    "seed001": {
+        "values": {
+            "arch": "vgg19",
+            "content_layers": ("block5_conv2",),
+            "style_layers": ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
+            "content_loss": "gatys",
+            "gram_norm": "gatys",
+            "init": "content",
+            "optimizer": "lbfgs",
+            "style_weight": 1e3,
+            "size": 512,
+            "steps": 300,
+        },
+        "sources": {
+            "*": "seed 001 (architecture comparison VGG16/VGG19/ResNet50), §II-V",
+            "content_loss": "seed 001 §II: L_content = 1/2 sum (F - P)^2",
+            "gram_norm": "seed 001 §II: E_l = 1/(4 N^2 M^2) sum (G - A)^2",
+            "content_layers": "seed 001 does not list its layers; the Keras example's block5_conv2 it builds on",
+            "style_layers": "Keras example: block1_conv1 ... block5_conv1",
+            "arch": "seed 001 compares vgg16/vgg19/resnet50; set arch to switch (layer presets per arch)",
+            "size": "seed 001 uses 1024 px and 128 px; 512 px fits a laptop, set size for the resolution study",
+        },
+    },
+    "seed004": {
+        "values": {
+            "arch": "vgg19",
+            "content_layers": ("conv_4",),
+            "style_layers": ("conv_1", "conv_2", "conv_3", "conv_4", "conv_5"),
+            "content_loss": "mean",
+            "gram_norm": "mean",
+            "init": "content",
+            "optimizer": "lbfgs",
+            "style_weight": 1e-3,
+            "size": 256,
+            "steps": 300,
+        },
+        "sources": {
+            "*": "seed 004 (Ast-GAN) §3.3, which follows the PyTorch NST tutorial",
+            "content_layers": "seed 004 §3.3: content layer conv_4 (4th conv of VGG19 = block2_conv2)",
+            "style_layers": "seed 004 §3.3: conv_1 ... conv_5 (block1_conv1 ... block3_conv1)",
+            "content_loss": "seed 004 eq. for L_content: 1/n sum (F_X - F_C)^2",
+            "gram_norm": "seed 004: mean squared error between Gram matrices",
+            "style_weight": "seed 004 §4.3 sweeps the style weight (Fig. 8) without giving values; a mid value here",
+            "size": "seed 004 works on 64 px generated styles; 256 px output",
+        },
+    },
+}

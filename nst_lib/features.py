@@ -1,0 +1,264 @@
+"""Feature extractors: VGG16, VGG19 and ResNet50 from ``keras.applications``, truncated after the deepest
+requested layer, frozen, with the preprocessing of their weights applied inside.
+
+Layer names are Keras names. Keras fuses the ReLU into each conv layer, so ``block4_conv2`` outputs what
+Caffe calls ``relu4_2``; the aliases below accept Caffe (``relu4_2``, ``conv4_2``) and PyTorch-tutorial
+(``conv_4`` = the 4th conv layer) spellings for the VGGs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import ops
+
+from .errors import ConfigError, WeightsNotFoundError
+
+# Representation layers per architecture (content, style). VGG: Gatys et al. 2016. ResNet50: seed 001
+# does not list its layers; these are the last outputs of each stage, content at stage 4 like VGG's conv4.
+LAYER_PRESETS: dict[str, dict[str, tuple[str, ...]]] = {
+    "vgg19": {
+        "content": ("block4_conv2",),
+        "style": ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
+    },
+    "vgg16": {
+        "content": ("block4_conv2",),
+        "style": ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
+    },
+    "resnet50": {
+        "content": ("conv4_block6_out",),
+        "style": ("conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"),
+    },
+}
+
+KERAS_WEIGHT_FILES = {
+    "vgg19": "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "vgg16": "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5",
+    "resnet50": "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+}
+TORCHVISION_VGG16_FILE = "vgg16_torchvision_imagenet1k_v1_notop_keras.h5"
+
+_CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
+_TORCH_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+_TORCH_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+_APPS = {
+    "vgg16": lambda **kw: keras.applications.VGG16(**kw),
+    "vgg19": lambda **kw: keras.applications.VGG19(**kw),
+    "resnet50": lambda **kw: keras.applications.ResNet50(**kw),
+}
+
+
+def preprocess(images, mode: str):
+    """RGB float images in [0, 255] → network input. 'caffe': BGR minus the ImageNet mean (Keras' VGG and
+    ResNet weights); 'torch': /255, minus mean, over std (torchvision weights)."""
+    if mode == "caffe":
+        return images[..., ::-1] - _CAFFE_MEAN_BGR
+    if mode == "torch":
+        return (images / 255.0 - _TORCH_MEAN) / _TORCH_STD
+    raise ConfigError(f"unknown preprocessing {mode!r}")
+
+
+# --- weights -------------------------------------------------------------------------------------------
+def keras_cache_dir() -> Path:
+    """Where Keras keeps downloads: ``$KERAS_HOME/models`` (default ``~/.keras/models``)."""
+    return Path(os.environ.get("KERAS_HOME", Path.home() / ".keras")) / "models"
+
+
+def weight_search_dirs() -> list[Path]:
+    """Folders searched for weight files, in order: the Keras cache, ``$NST_WEIGHTS_DIR`` (os.pathsep-separated),
+    and a ``shared/weights`` folder beside the repository (this project's offline layout)."""
+    dirs = [keras_cache_dir()]
+    dirs += [Path(p) for p in os.environ.get("NST_WEIGHTS_DIR", "").split(os.pathsep) if p]
+    repo = Path(__file__).resolve().parent.parent
+    dirs += [repo.parent / "shared" / "weights", Path.cwd().parent / "shared" / "weights"]
+    return list(dict.fromkeys(d.resolve() for d in dirs))
+
+
+def find_weight_file(filename: str) -> Path | None:
+    for d in weight_search_dirs():
+        if (d / filename).is_file():
+            return d / filename
+    return None
+
+
+def resolve_weights(arch: str, weights: str | None) -> tuple[str | None, str]:
+    """(argument for keras.applications, preprocessing mode) for a weights setting, without loading."""
+    if weights is None:
+        return None, "caffe"
+    if weights == "torchvision":
+        if arch != "vgg16":
+            raise ConfigError(f"weights='torchvision' exists for vgg16 only, not {arch}")
+        path = find_weight_file(TORCHVISION_VGG16_FILE)
+        if path is None:
+            raise WeightsNotFoundError(
+                f"{TORCHVISION_VGG16_FILE} not found in {', '.join(map(str, weight_search_dirs()))}"
+            )
+        return str(path), "torch"
+    if weights == "imagenet":
+        path = find_weight_file(KERAS_WEIGHT_FILES[arch])
+        if path is not None:
+            return str(path), "caffe"
+        if arch == "vgg16" and find_weight_file(TORCHVISION_VGG16_FILE) and not _online():
+            warnings.warn(
+                "Keras' VGG16 ImageNet file is not available offline; using torchvision's VGG16 ImageNet "
+                "weights with torchvision preprocessing instead",
+                stacklevel=2,
+            )
+            return resolve_weights(arch, "torchvision")
+        return "imagenet", "caffe"  # Keras downloads it into its cache
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsNotFoundError(f"{weights}: weights file not found")
+    return str(path), ("torch" if "torch" in path.name.lower() else "caffe")
+
+
+def weights_available(arch: str, weights: str = "imagenet") -> bool:
+    """True when the weights can be loaded without a download (used by tests to skip with a reason)."""
+    if weights == "imagenet":
+        return find_weight_file(KERAS_WEIGHT_FILES[arch]) is not None
+    if weights == "torchvision":
+        return find_weight_file(TORCHVISION_VGG16_FILE) is not None
+    return True
+
+
+def _online() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("storage.googleapis.com", 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+# --- layer names ---------------------------------------------------------------------------------------
+def _vgg_conv_names(model) -> list[str]:
+    return [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+
+
+def valid_layer_names(model) -> list[str]:
+    """Layers whose outputs can serve as representations (4-D activations)."""
+    names = []
+    for layer in model.layers[1:]:
+        if isinstance(layer, (keras.layers.InputLayer, keras.layers.ZeroPadding2D)):
+            continue
+        if model.name.startswith("resnet") and not re.search(r"(_out|_relu|_pool)$", layer.name):
+            continue  # ResNet's inner conv/bn layers are legal but never what a user means
+        names.append(layer.name)
+    return names
+
+
+def resolve_layer_name(name: str, model) -> str:
+    """Keras layer name for ``name`` (a Keras name or, for VGG, a Caffe/PyTorch-tutorial alias)."""
+    names = {layer.name for layer in model.layers}
+    if name in names:
+        return name
+    if model.name.startswith("vgg"):
+        m = re.fullmatch(r"(?:relu|conv)(\d)_(\d)", name)
+        if m and f"block{m[1]}_conv{m[2]}" in names:
+            return f"block{m[1]}_conv{m[2]}"
+        m = re.fullmatch(r"pool(\d)", name)
+        if m and f"block{m[1]}_pool" in names:
+            return f"block{m[1]}_pool"
+        m = re.fullmatch(r"conv_(\d+)", name)
+        convs = _vgg_conv_names(model)
+        if m and 1 <= int(m[1]) <= len(convs):
+            return convs[int(m[1]) - 1]
+    raise ConfigError(
+        f"unknown layer {name!r} for {model.name}; valid layers: {', '.join(valid_layer_names(model))}"
+    )
+
+
+# --- extractor -----------------------------------------------------------------------------------------
+def _swap_pooling(layer):
+    if isinstance(layer, keras.layers.MaxPooling2D):
+        return keras.layers.AveragePooling2D(
+            pool_size=layer.pool_size, strides=layer.strides, padding=layer.padding, name=layer.name
+        )
+    return layer  # shared, so the pretrained weights are reused as they are
+
+
+class FeatureExtractor:
+    """Named activations of a truncated, frozen network for RGB images in [0, 255].
+
+    ``extractor(images)`` returns ``{layer_name: NHWC tensor}`` for the requested layers (aliases resolved).
+    """
+
+    def __init__(
+        self,
+        arch: str = "vgg19",
+        layers: Sequence[str] = (),
+        weights: str | None = "imagenet",
+        pooling: str = "max",
+        preprocessing: str | None = None,
+    ):
+        if arch not in _APPS:
+            raise ConfigError(f"unknown architecture {arch!r}; choose from {', '.join(_APPS)}")
+        if pooling not in ("max", "avg"):
+            raise ConfigError(f"pooling must be 'max' or 'avg', got {pooling!r}")
+        keras_weights, default_pre = resolve_weights(arch, weights)
+        self.arch, self.weights, self.pooling = arch, weights, pooling
+        self.preprocessing = preprocessing or default_pre
+        self.weights_source = keras_weights
+        base = build_base(arch, keras_weights)
+        self.layers = list(dict.fromkeys(resolve_layer_name(n, base) for n in layers))
+        if not self.layers:
+            raise ConfigError("no layers requested")
+        # A functional model on inner outputs keeps only the layers they need: the truncation.
+        model = keras.Model(base.input, [base.get_layer(n).output for n in self.layers], name=f"{arch}_features")
+        if pooling == "avg":
+            model = keras.models.clone_model(model, clone_function=_swap_pooling)
+        self.model = model
+        self.model.trainable = False
+        deepest = max(self.layers, key=lambda n: [la.name for la in base.layers].index(n))
+        probe = keras.Model(base.input, base.get_layer(deepest).output).compute_output_shape((1, 256, 256, 3))
+        self.stride = 256 // int(probe[1])  # downsampling factor of the deepest requested layer
+
+    @property
+    def min_side(self) -> int:
+        """Smallest image side that leaves the deepest layer at least one position per axis."""
+        return self.stride
+
+    def __call__(self, images) -> dict:
+        outputs = self.model(preprocess(ops.cast(images, "float32"), self.preprocessing), training=False)
+        if not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        return dict(zip(self.layers, outputs))
+
+    def __repr__(self) -> str:
+        return (
+            f"FeatureExtractor(arch={self.arch!r}, weights={self.weights!r}, pooling={self.pooling!r}, "
+            f"preprocessing={self.preprocessing!r}, layers={self.layers})"
+        )
+
+
+def build_base(arch: str, keras_weights: str | None):
+    try:
+        return _APPS[arch](include_top=False, weights=keras_weights, input_shape=(None, None, 3))
+    except Exception as exc:  # Keras raises plain Exceptions for download failures
+        if keras_weights == "imagenet":
+            raise WeightsNotFoundError(
+                f"{arch} ImageNet weights are not in {keras_cache_dir()} and could not be downloaded "
+                f"({type(exc).__name__}); put {KERAS_WEIGHT_FILES[arch]} there or set NST_WEIGHTS_DIR"
+            ) from None
+        if keras_weights is not None:
+            raise WeightsNotFoundError(f"{keras_weights}: cannot load as {arch} weights ({exc})") from None
+        raise
+
+
+_CACHE: dict[tuple, FeatureExtractor] = {}
+
+
+def get_extractor(arch, layers, weights="imagenet", pooling="max", preprocessing=None) -> FeatureExtractor:
+    """A cached FeatureExtractor: building one loads tens of MB of weights, sweeps reuse it."""
+    key = (arch, tuple(layers), weights, pooling, preprocessing)
+    if key not in _CACHE:
+        _CACHE[key] = FeatureExtractor(arch, layers, weights, pooling, preprocessing)
+    return _CACHE[key]

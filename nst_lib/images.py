@@ -1,0 +1,178 @@
+"""Image loading, conversion, resizing and saving. Inside the library images are float32 RGB in [0, 255],
+H×W×3; everything a user passes in (paths, PIL images, arrays) comes through ``load_image``.
+
+Every problem with an input raises ``ImageError`` whose message starts with the file's name.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import ImageError
+
+ImageLike = Union[str, Path, Image.Image, np.ndarray]
+
+
+def source_name(src: ImageLike) -> str:
+    if isinstance(src, (str, Path)):
+        return str(src)
+    if isinstance(src, Image.Image):
+        return getattr(src, "filename", "") or "<PIL image>"
+    return f"<array {getattr(src, 'shape', '?')}>"
+
+
+def _open(path: Path) -> Image.Image:
+    if not path.exists():
+        raise ImageError(f"{path}: file not found")
+    if not path.is_file():
+        raise ImageError(f"{path}: not a file")
+    try:
+        img = Image.open(path)
+        img.load()  # decode now, so truncation shows here and not later
+    except Image.DecompressionBombError as exc:
+        raise ImageError(f"{path}: image is absurdly large ({exc})") from None
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file (cannot identify its format)") from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
+    return img
+
+
+def _pil_to_rgb(img: Image.Image) -> np.ndarray:
+    """Any PIL mode → float32 RGB in [0, 255]: EXIF orientation applied, alpha composited on white,
+    grayscale/palette/CMYK converted, 16-bit and float images rescaled."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.repeat(np.asarray(img, dtype=np.float32)[..., None] / 257.0, 3, axis=-1)
+    if img.mode in ("I", "F"):
+        arr = np.asarray(img, dtype=np.float32)
+        scale = 257.0 if arr.max(initial=0) > 255 else 1.0
+        return np.repeat(np.clip(arr / scale, 0, 255)[..., None], 3, axis=-1)
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return np.asarray(img.convert("RGB"), dtype=np.float32)
+
+
+def _array_to_rgb(arr: np.ndarray, name: str) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.ndim == 4 and arr.shape[0] == 1:
+        arr = arr[0]
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4):
+        raise ImageError(f"{name}: expected an H×W, H×W×1, H×W×3 or H×W×4 array, got shape {arr.shape}")
+    if arr.dtype == np.uint16:
+        arr = arr.astype(np.float32) / 257.0
+    elif np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)):
+            raise ImageError(f"{name}: array contains NaN or infinite values")
+        arr = arr.astype(np.float32) * (255.0 if arr.max(initial=0) <= 1.0 else 1.0)
+    else:
+        arr = arr.astype(np.float32)
+    if arr.shape[-1] == 4:
+        alpha = arr[..., 3:] / 255.0
+        arr = arr[..., :3] * alpha + 255.0 * (1 - alpha)
+    if arr.shape[-1] == 1:
+        arr = np.repeat(arr, 3, axis=-1)
+    return np.clip(arr, 0, 255)
+
+
+def fit_size(hw: tuple[int, int], size: int | None, max_pixels: int | None = None, name: str = "image"):
+    """(height, width) with the long side equal to ``size`` (aspect kept), downscaled with a warning when
+    the result exceeds ``max_pixels``."""
+    h, w = hw
+    if size is not None:
+        if size <= 0:
+            raise ImageError(f"{name}: size must be positive, got {size}")
+        scale = size / max(h, w)
+        h, w = max(1, round(h * scale)), max(1, round(w * scale))
+    if max_pixels and h * w > max_pixels:
+        scale = (max_pixels / (h * w)) ** 0.5
+        nh, nw = max(1, int(h * scale)), max(1, int(w * scale))
+        warnings.warn(
+            f"{name}: {h}×{w} px is above the pixel budget of {max_pixels:,}; downscaled to {nh}×{nw} "
+            "(raise max_pixels to allow it)",
+            stacklevel=2,
+        )
+        h, w = nh, nw
+    return h, w
+
+
+def resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Resize a float [0, 255] H×W×3 image with Lanczos (bicubic when enlarging is small)."""
+    if image.shape[:2] == tuple(hw):
+        return image.astype(np.float32)
+    channels = [
+        np.asarray(Image.fromarray(image[..., c].astype(np.float32), mode="F").resize((hw[1], hw[0]), Image.LANCZOS))
+        for c in range(image.shape[-1])
+    ]
+    return np.clip(np.stack(channels, axis=-1), 0, 255).astype(np.float32)
+
+
+def load_image(src: ImageLike, size: int | None = None, max_pixels: int | None = None) -> np.ndarray:
+    """Load a path, PIL image or array as float32 RGB [0, 255], resized so its long side is ``size``."""
+    name = source_name(src)
+    if isinstance(src, (str, Path)):
+        rgb = _pil_to_rgb(_open(Path(src).expanduser()))
+    elif isinstance(src, Image.Image):
+        rgb = _pil_to_rgb(src)
+    elif isinstance(src, np.ndarray) or hasattr(src, "__array__"):
+        rgb = _array_to_rgb(np.asarray(src), name)
+    else:
+        raise ImageError(f"{name}: expected a path, PIL image or array, got {type(src).__name__}")
+    if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise ImageError(f"{name}: image is empty ({rgb.shape[0]}×{rgb.shape[1]})")
+    return resize(rgb, fit_size(rgb.shape[:2], size, max_pixels, name))
+
+
+def to_uint8(image) -> np.ndarray:
+    return np.clip(np.rint(np.asarray(image, dtype=np.float32)), 0, 255).astype(np.uint8)
+
+
+def save_image(path: str | Path, image) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(to_uint8(image)).save(path)
+    return path
+
+
+# --- colour ---------------------------------------------------------------------------------------------
+_RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]])
+_YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
+
+
+def rgb_to_yiq(image: np.ndarray) -> np.ndarray:
+    return (np.asarray(image, dtype=np.float64) @ _RGB_TO_YIQ.T).astype(np.float32)
+
+
+def yiq_to_rgb(image: np.ndarray) -> np.ndarray:
+    return (np.asarray(image, dtype=np.float64) @ _YIQ_TO_RGB.T).astype(np.float32)
+
+
+def grayscale(image: np.ndarray) -> np.ndarray:
+    """Luminance (Y of YIQ) replicated to three channels: g(C) of seed 003's grayscale test."""
+    y = rgb_to_yiq(image)[..., :1]
+    return np.clip(np.repeat(y, 3, axis=-1), 0, 255)
+
+
+def match_luminance(style: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """Style luminance with the content luminance's mean and std (Gatys et al. 2017, §3.1)."""
+    ys, yc = rgb_to_yiq(style)[..., 0], rgb_to_yiq(content)[..., 0]
+    matched = (ys - ys.mean()) * (yc.std() / max(ys.std(), 1e-6)) + yc.mean()
+    return np.repeat(np.clip(matched, 0, 255)[..., None], 3, axis=-1)
+
+
+def transfer_luminance(stylised: np.ndarray, content: np.ndarray) -> np.ndarray:
+    """The stylised image's luminance with the content's chrominance (I, Q): colour preservation."""
+    out = rgb_to_yiq(content)
+    out[..., 0] = rgb_to_yiq(stylised)[..., 0]
+    return np.clip(yiq_to_rgb(out), 0, 255)

@@ -1,0 +1,265 @@
+"""Image optimisers behind one protocol, and the step loop with callbacks.
+
+An optimiser sees the image as a flat float32 vector and a function ``fg(x) -> (loss, parts, grad)``.
+Its whole state (including L-BFGS's curvature pairs) is a dict of arrays, so a run can be checkpointed and
+resumed to the same result as an uninterrupted one. Pixels are kept in [0, 255] by projection after each
+step. The network's forward/backward pass dominates a step; the optimiser's own work is a few vector ops.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, NonFiniteLossError
+
+FG = Callable[[np.ndarray], tuple[float, dict, np.ndarray]]
+
+# The optimisers' own default step sizes, used when StyleConfig.learning_rate is None.
+DEFAULT_LEARNING_RATES = {"lbfgs": 1.0, "adam": 5.0}
+
+PIXEL_MIN, PIXEL_MAX = 0.0, 255.0
+
+
+def _finite(value: float) -> bool:
+    return math.isfinite(value)
+
+
+class LBFGS:
+    """Limited-memory BFGS with the two-loop recursion, Armijo backtracking and projection to the pixel box.
+
+    One instance lives for the whole run, so its curvature history is never restarted between callbacks,
+    snapshots or chunks. The first step is scaled by min(1, 1/|g|₁) as in Torch's L-BFGS.
+    """
+
+    name = "lbfgs"
+
+    def __init__(self, learning_rate: float = 1.0, history: int = 100, c1: float = 1e-4, max_backtracks: int = 10):
+        self.lr, self.m, self.c1, self.max_backtracks = learning_rate, history, c1, max_backtracks
+        self.s: list[np.ndarray] = []
+        self.y: list[np.ndarray] = []
+        self.rho: list[float] = []
+        self.f: float | None = None
+        self.g: np.ndarray | None = None
+        self.parts: dict = {}
+        self.evaluations = 0
+
+    def _direction(self, g: np.ndarray) -> np.ndarray:
+        q = g.astype(np.float32, copy=True)
+        alphas = []
+        for s, y, rho in zip(reversed(self.s), reversed(self.y), reversed(self.rho)):
+            a = rho * float(np.dot(s, q))
+            q -= a * y
+            alphas.append(a)
+        y_last = self.y[-1]
+        q *= float(np.dot(self.s[-1], y_last)) / float(np.dot(y_last, y_last))
+        for (s, y, rho), a in zip(zip(self.s, self.y, self.rho), reversed(alphas)):
+            b = rho * float(np.dot(y, q))
+            q += (a - b) * s
+        return -q
+
+    def step(self, x: np.ndarray, fg: FG) -> np.ndarray:
+        if self.g is None:
+            self.f, self.parts, self.g = fg(x)
+            self.evaluations += 1
+            if not _finite(self.f):
+                raise NonFiniteLossError(f"the loss is {self.f} at the starting image")
+        g = self.g
+        if self.s:
+            d, t = self._direction(g), self.lr
+        else:
+            d, t = -g, self.lr * min(1.0, 1.0 / max(float(np.abs(g).sum()), 1e-30))
+        gtd = float(np.dot(g, d))
+        if not gtd < 0:  # not a descent direction: drop the history and fall back to the gradient
+            self.s, self.y, self.rho = [], [], []
+            d, t = -g, self.lr * min(1.0, 1.0 / max(float(np.abs(g).sum()), 1e-30))
+            gtd = float(np.dot(g, d))
+        for _ in range(self.max_backtracks + 1):
+            x_new = np.clip(x + t * d, PIXEL_MIN, PIXEL_MAX)
+            f_new, parts_new, g_new = fg(x_new)
+            self.evaluations += 1
+            if _finite(f_new) and f_new <= self.f + self.c1 * t * gtd:
+                break
+            t *= 0.5
+        if not _finite(f_new):
+            raise NonFiniteLossError(f"the loss became {f_new} and backtracking could not recover")
+        s, y = x_new - x, g_new - g
+        sy = float(np.dot(s, y))
+        if sy > 1e-10:
+            self.s.append(s)
+            self.y.append(y)
+            self.rho.append(1.0 / sy)
+            if len(self.s) > self.m:
+                del self.s[0], self.y[0], self.rho[0]
+        self.f, self.parts, self.g = f_new, parts_new, g_new
+        return x_new
+
+    def state_dict(self) -> dict[str, Any]:
+        n = 0 if self.g is None else self.g.size
+        return {
+            "s": np.stack(self.s) if self.s else np.zeros((0, n), np.float32),
+            "y": np.stack(self.y) if self.y else np.zeros((0, n), np.float32),
+            "rho": np.asarray(self.rho, np.float64),
+            "f": np.asarray(np.nan if self.f is None else self.f),
+            "g": np.zeros(0, np.float32) if self.g is None else self.g,
+            "parts": np.asarray([self.parts.get(k, np.nan) for k in ("content", "style", "tv")], np.float64),
+            "evaluations": np.asarray(self.evaluations),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.s, self.y = list(state["s"]), list(state["y"])
+        self.rho = [float(r) for r in state["rho"]]
+        self.g = state["g"] if state["g"].size else None
+        self.f = None if self.g is None else float(state["f"])
+        self.parts = dict(zip(("content", "style", "tv"), (float(v) for v in state["parts"])))
+        self.evaluations = int(state["evaluations"])
+
+
+class Adam:
+    """Adam (Kingma & Ba 2015) on the pixels, projected to [0, 255] after each step."""
+
+    name = "adam"
+
+    def __init__(self, learning_rate: float = 5.0, beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8):
+        self.lr, self.b1, self.b2, self.eps = learning_rate, beta1, beta2, epsilon
+        self.m: np.ndarray | None = None
+        self.v: np.ndarray | None = None
+        self.t = 0
+        self.f: float | None = None
+        self.parts: dict = {}
+        self.evaluations = 0
+
+    def step(self, x: np.ndarray, fg: FG) -> np.ndarray:
+        f, parts, g = fg(x)
+        self.evaluations += 1
+        if not _finite(f):
+            raise NonFiniteLossError(f"the loss became {f}")
+        if self.m is None:
+            self.m, self.v = np.zeros_like(g), np.zeros_like(g)
+        self.t += 1
+        self.m = self.b1 * self.m + (1 - self.b1) * g
+        self.v = self.b2 * self.v + (1 - self.b2) * g * g
+        m_hat = self.m / (1 - self.b1**self.t)
+        v_hat = self.v / (1 - self.b2**self.t)
+        # Adam reports the loss of the image it was given; the step moves past it.
+        self.f, self.parts = f, parts
+        return np.clip(x - self.lr * m_hat / (np.sqrt(v_hat) + self.eps), PIXEL_MIN, PIXEL_MAX).astype(np.float32)
+
+    def state_dict(self) -> dict[str, Any]:
+        empty = np.zeros(0, np.float32)
+        return {
+            "m": empty if self.m is None else self.m,
+            "v": empty if self.v is None else self.v,
+            "t": np.asarray(self.t),
+            "evaluations": np.asarray(self.evaluations),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.m = state["m"] if state["m"].size else None
+        self.v = state["v"] if state["v"].size else None
+        self.t, self.evaluations = int(state["t"]), int(state["evaluations"])
+
+
+def make_optimizer(config) -> LBFGS | Adam:
+    lr = config.learning_rate or DEFAULT_LEARNING_RATES[config.optimizer]
+    if config.optimizer == "lbfgs":
+        return LBFGS(lr, history=config.lbfgs_history)
+    if config.optimizer == "adam":
+        return Adam(lr, beta1=config.adam_beta1, epsilon=config.adam_epsilon)
+    raise ConfigError(f"unknown optimizer {config.optimizer!r}")
+
+
+# --- the step loop -----------------------------------------------------------------------------------
+@dataclass
+class StepInfo:
+    """What a callback sees after each step. ``image()`` returns the current uint8 image (computed lazily)."""
+
+    step: int
+    steps: int
+    level: int
+    losses: dict[str, float]
+    elapsed: float
+    x: np.ndarray  # the flat float image after this step
+    to_image: Callable[[np.ndarray], np.ndarray]
+
+    def image(self) -> np.ndarray:
+        return self.to_image(self.x)
+
+
+class Callback:
+    """Override what you need. Returning True from ``on_step`` stops the run (a Stop button)."""
+
+    def on_start(self, steps: int, level: int) -> None: ...
+
+    def on_step(self, info: StepInfo) -> bool | None: ...
+
+    def on_end(self, info: StepInfo | None) -> None: ...
+
+
+class _FunctionCallback(Callback):
+    def __init__(self, fn):
+        self.fn = fn
+
+    def on_step(self, info):
+        return self.fn(info)
+
+
+def as_callbacks(callbacks: Sequence) -> list[Callback]:
+    return [c if isinstance(c, Callback) else _FunctionCallback(c) for c in callbacks]
+
+
+@dataclass
+class LoopResult:
+    x: np.ndarray
+    steps_done: int
+    stopped: bool = False
+    interrupted: bool = False
+
+
+def run_steps(
+    optimizer,
+    fg: FG,
+    x: np.ndarray,
+    start: int,
+    steps: int,
+    callbacks: Sequence[Callback] = (),
+    level: int = 0,
+    to_image: Callable[[np.ndarray], np.ndarray] | None = None,
+    progress: bool = True,
+    desc: str = "stylize",
+) -> LoopResult:
+    """Run steps ``start+1 .. steps``; each callback sees every step. Ctrl-C stops cleanly after a step."""
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    bar = tqdm(total=steps, initial=start, desc=desc, disable=not progress, dynamic_ncols=True, leave=True)
+    for cb in callbacks:
+        cb.on_start(steps, level)
+    info = None
+    result = LoopResult(x, start)
+    try:
+        for step in range(start + 1, steps + 1):
+            x = optimizer.step(x, fg)
+            losses = {"total": float(optimizer.f), **{k: float(v) for k, v in optimizer.parts.items()}}
+            result.x, result.steps_done = x, step
+            bar.update(1)
+            bar.set_postfix(loss=f"{losses['total']:.4g}", refresh=False)
+            info = StepInfo(step, steps, level, losses, time.perf_counter() - t0, x, to_image)
+            if any([bool(cb.on_step(info)) for cb in callbacks]):
+                result.stopped = True
+                break
+    except KeyboardInterrupt:
+        result.interrupted = True
+    except NonFiniteLossError as exc:
+        exc.partial = result  # the last good image and the steps before it
+        raise
+    finally:
+        bar.close()
+        for cb in callbacks:
+            cb.on_end(info)
+    return result

@@ -1,0 +1,349 @@
+"""``stylize()``: the Gatys image-optimisation engine with multi-style blending, colour preservation,
+coarse-to-fine pyramids, run folders and resume.
+
+One stylisation: inputs → float RGB at ``size`` → targets computed once per level (content features,
+style Grams) → optimiser steps on the pixels (callbacks: progress bar, snapshots, checkpoints, user
+callbacks) → output image and run folder.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import StyleConfig
+from .errors import ConfigError, ImageError, NonFiniteLossError
+from .features import LAYER_PRESETS, FeatureExtractor, get_extractor
+from .images import (
+    ImageLike,
+    fit_size,
+    grayscale,
+    load_image,
+    match_luminance,
+    resize,
+    source_name,
+    to_uint8,
+    transfer_luminance,
+)
+from .losses import ContentLoss, StyleLoss, normalize_weights, tv_loss
+from .optim import Callback, StepInfo, as_callbacks, make_optimizer, run_steps
+from .runs import Run, Timer
+
+
+@dataclass
+class StyleResult:
+    """What ``stylize`` returns. ``history`` rows hold the weighted loss terms (total = content + style + tv)."""
+
+    image: np.ndarray
+    history: list[dict]
+    snapshots: list[tuple[int, np.ndarray]]
+    config: StyleConfig
+    run_dir: Path | None
+    timings: dict[str, float]
+    status: str = "completed"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def losses(self, key: str = "total", level: int | None = None) -> np.ndarray:
+        return np.array([r[key] for r in self.history if level is None or r["level"] == level])
+
+
+def _as_style_list(style) -> list:
+    if isinstance(style, np.ndarray) and style.ndim == 4:
+        return list(style)  # a batch of style images, e.g. from a generator (seed 004)
+    if isinstance(style, (list, tuple)):
+        if not style:
+            raise ConfigError("at least one style image is needed")
+        return list(style)
+    return [style]
+
+
+def resolve_layers(config: StyleConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    preset = LAYER_PRESETS[config.arch]
+    return config.content_layers or preset["content"], config.style_layers or preset["style"]
+
+
+def level_sizes(config: StyleConfig, long_side: int) -> list[int]:
+    """Long side of each pyramid level, coarse to fine; the last is the output size."""
+    return [max(1, round(long_side / 2 ** (config.pyramid_levels - 1 - i))) for i in range(config.pyramid_levels)]
+
+
+class _Problem:
+    """Targets and the loss/gradient function for one pyramid level."""
+
+    def __init__(self, extractor: FeatureExtractor, config: StyleConfig, content: np.ndarray, styles: list):
+        import tensorflow as tf
+
+        content_layers, style_layers = resolve_layers(config)
+        resolve = {n: extractor.layers[i] for i, n in enumerate(dict.fromkeys(content_layers + style_layers))}
+        self.shape = (1, *content.shape)
+        content_feats = extractor(content[None])
+        n_content = len(content_layers)
+        contents = [
+            ContentLoss(
+                resolve[n], content_feats[resolve[n]], config.content_weight / n_content, config.content_loss
+            )
+            for n in content_layers
+        ]
+        style = StyleLoss.from_style_features(
+            [resolve[n] for n in style_layers],
+            [extractor(s[None]) for s in styles],  # targets: once per level, never per step
+            layer_weights=config.style_layer_weights,
+            blend=normalize_weights(config.style_blend_weights, len(styles), "style_blend_weights"),
+            weight=config.style_weight,
+            mode=config.gram_norm,
+        )
+        tv_weight = float(config.tv_weight)
+
+        @tf.function(reduce_retracing=True)
+        def value_and_grad(x):
+            # Keras' frozen weights are still trainable tf.Variables underneath: watch only the image,
+            # so no weight gradient is ever built.
+            with tf.GradientTape(watch_accessed_variables=False) as tape:
+                tape.watch(x)
+                feats = extractor(x)
+                lc = tf.add_n([c(feats) for c in contents])
+                ls = style(feats)
+                lt = tv_weight * tv_loss(x)
+                total = lc + ls + lt
+            return total, lc, ls, lt, tape.gradient(total, x)
+
+        self._fn = value_and_grad
+        self._tf = tf
+
+    def __call__(self, x_flat: np.ndarray):
+        total, lc, ls, lt, g = self._fn(self._tf.constant(x_flat.reshape(self.shape)))
+        parts = {"content": float(lc), "style": float(ls), "tv": float(lt)}
+        return float(total), parts, g.numpy().reshape(-1)
+
+
+def _check_size(image: np.ndarray, extractor: FeatureExtractor, name: str, what: str) -> None:
+    if min(image.shape[:2]) < extractor.min_side:
+        raise ImageError(
+            f"{name}: {image.shape[0]}×{image.shape[1]} px {what} is too small for the layers chosen on "
+            f"{extractor.arch} (needs at least {extractor.min_side} px on each side; raise size or choose "
+            "shallower layers)"
+        )
+
+
+def _initial_image(config: StyleConfig, content: np.ndarray, style: np.ndarray) -> np.ndarray:
+    if config.init == "content":
+        return content.copy()
+    if config.init == "style":
+        return resize(style, content.shape[:2])
+    rng = np.random.default_rng(config.seed)
+    return rng.uniform(0.0, 255.0, content.shape).astype(np.float32)
+
+
+class _Recorder(Callback):
+    """Snapshots, checkpoints and the running history; keeps the run folder current."""
+
+    def __init__(self, engine: _Engine, level: int, optimizer, every: int):
+        self.engine, self.level, self.optimizer, self.every = engine, level, optimizer, every
+
+    def on_step(self, info: StepInfo):
+        row = {"step": info.step, "level": self.level, **info.losses, "time_s": round(info.elapsed, 4)}
+        self.engine.history.append(row)
+        if self.every and info.step % self.every == 0:
+            image = info.image()
+            self.engine.snapshots.append((info.step, image))
+            if self.engine.run:
+                self.engine.run.save_snapshot(info.step, image, self.engine.snapshot_name(self.level, info.step))
+                self.engine.checkpoint(self.level, info.step, self.optimizer, info.x)
+        return None
+
+
+class _Engine:
+    def __init__(self, config: StyleConfig, content: np.ndarray, styles: list[np.ndarray], run: Run | None):
+        self.config, self.content, self.styles, self.run = config, content, styles, run
+        self.history: list[dict] = []
+        self.snapshots: list[tuple[int, np.ndarray]] = []
+
+    def snapshot_name(self, level: int, step: int) -> str:
+        return f"step_{step:05d}.png" if self.config.pyramid_levels == 1 else f"L{level}_step_{step:05d}.png"
+
+    def checkpoint(self, level: int, step: int, optimizer, x: np.ndarray) -> None:
+        if self.run:
+            self.run.save_checkpoint(level, step, x, optimizer.state_dict(), self.history)
+
+    def level_images(self, level: int) -> tuple[np.ndarray, list[np.ndarray]]:
+        config = self.config
+        long_side = level_sizes(config, max(self.content.shape[:2]))[level]
+        hw = fit_size(self.content.shape[:2], long_side)
+        content = resize(self.content, hw)
+        styles = []
+        for s in self.styles:
+            target = max(1, round(long_side * config.style_scale))
+            styles.append(resize(s, fit_size(s.shape[:2], target, config.max_pixels, "style")))
+        return content, styles
+
+    def run_all(self, extractor, names, callbacks, progress, timer, start=None) -> tuple[np.ndarray, str]:
+        config = self.config
+        start_level = start["level"] if start else 0
+        x_img = None
+        status = "completed"
+        for level in range(start_level, config.pyramid_levels):
+            with timer("targets"):
+                content, styles = self.level_images(level)
+                what = "after resizing" if level == config.pyramid_levels - 1 else f"at pyramid level {level}"
+                _check_size(content, extractor, names[0], what)
+                for s, n in zip(styles, names[1:]):
+                    _check_size(s, extractor, n, what)
+                content_opt, styles_opt = content, styles
+                if config.preserve_color:  # luminance-only transfer (Gatys et al. 2017)
+                    content_opt = grayscale(content)
+                    styles_opt = [match_luminance(s, content) for s in styles]
+                problem = _Problem(extractor, config, content_opt, styles_opt)
+            optimizer = make_optimizer(config)
+            step0 = 0
+            if start and level == start_level:
+                x = start["x"].reshape(-1).astype(np.float32)
+                optimizer.load_state_dict(start["optimizer"])
+                step0 = start["step"]
+            elif x_img is None:
+                x = _initial_image(config, content_opt, styles_opt[0]).reshape(-1)
+            else:
+                x = resize(x_img, content.shape[:2]).reshape(-1)
+
+            def to_image(xf, content=content, shape=content.shape):
+                img = xf.reshape(shape)
+                return to_uint8(transfer_luminance(img, content) if config.preserve_color else img)
+
+            recorder = _Recorder(self, level, optimizer, config.snapshot_every)
+            desc = "stylize" if config.pyramid_levels == 1 else f"stylize {level + 1}/{config.pyramid_levels}"
+            with timer("optimise"):
+                try:
+                    loop = run_steps(
+                        optimizer,
+                        problem,
+                        x,
+                        step0,
+                        config.steps,
+                        [recorder, *callbacks],
+                        level,
+                        to_image,
+                        progress,
+                        desc,
+                    )
+                except NonFiniteLossError as exc:
+                    self._keep_last_good(exc, level, optimizer, to_image)
+                    raise
+            x_img = loop.x.reshape(content.shape)
+            self.final = to_image(loop.x)
+            if loop.interrupted or loop.stopped:
+                status = "interrupted" if loop.interrupted else "stopped"
+                self.checkpoint(level, loop.steps_done, optimizer, loop.x)
+                break
+            self.checkpoint(level, loop.steps_done, optimizer, loop.x)
+        return self.final, status
+
+    def _keep_last_good(self, exc, level, optimizer, to_image) -> None:
+        partial = getattr(exc, "partial", None)
+        if partial is None or self.run is None:
+            return
+        path = self.run.save_snapshot(partial.steps_done, to_image(partial.x), "last_good.png")
+        self.run.save_losses(self.history)
+        self.run.write_record(status="failed: non-finite loss", steps_done=partial.steps_done)
+        exc.args = (f"{exc.args[0]} at step {partial.steps_done + 1}; the last good image is kept in {path}",)
+
+
+def _run_name(content_name: str, style_names: list[str]) -> str:
+    def stem(n: str) -> str:
+        return Path(n).stem if not n.startswith("<") else "array"
+
+    styles = "+".join(stem(n) for n in style_names[:3]) + ("+more" if len(style_names) > 3 else "")
+    return f"{stem(content_name)}_x_{styles}"
+
+
+def stylize(
+    content: ImageLike,
+    style: ImageLike | Sequence[ImageLike] | np.ndarray,
+    config: StyleConfig | None = None,
+    *,
+    out: str | Path | None = "results",
+    name: str | None = None,
+    callbacks: Sequence = (),
+    progress: bool = True,
+    **overrides: Any,
+) -> StyleResult:
+    """Paint ``content`` in the style of ``style`` (one image, a list to blend, or an N×H×W×3 batch whose
+    styles are averaged as in seed 004). ``config`` defaults to ``StyleConfig()``; keyword ``overrides``
+    replace its fields. With ``out=None`` nothing is written and ``run_dir`` is None.
+
+    Callbacks are callables or ``Callback`` objects called after every step with a ``StepInfo``;
+    returning True stops the run. Ctrl-C stops after the current step and keeps what was done.
+    """
+    config = (config or StyleConfig()).replace(**overrides)
+    timer = Timer()
+    styles_in = _as_style_list(style)
+    names = [source_name(content)] + [source_name(s) for s in styles_in]
+    with timer("load"):
+        content_img = load_image(content, config.size, config.max_pixels)
+        long_side = max(content_img.shape[:2])
+        style_imgs = [load_image(s, max(1, round(long_side * config.style_scale)), config.max_pixels) for s in styles_in]
+    run = None
+    if out is not None:
+        run = Run.create(out, name or _run_name(names[0], names[1:]))
+        run.save_inputs(content_img, style_imgs)
+        run.start(config, {"content": names[0], "styles": names[1:]})
+    return _execute(config, content_img, style_imgs, names, run, callbacks, progress, timer)
+
+
+def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = True, **overrides: Any) -> StyleResult:
+    """Continue a run from its folder's last checkpoint. ``steps=`` may raise the final level's step count."""
+    run = Run.open(run_dir)
+    config = StyleConfig.from_dict(run.record["config"]).replace(**overrides)
+    timer = Timer()
+    content_img, style_imgs = run.load_inputs()
+    names = [run.record["inputs"]["content"], *run.record["inputs"]["styles"]]
+    start = run.load_checkpoint()
+    if start is not None:
+        run.history_before = [
+            r for r in run.load_losses() if (r["level"], r["step"]) <= (start["level"], start["step"])
+        ]
+    run.write_record(config=config.to_dict(), status="running")
+    return _execute(config, content_img, style_imgs, names, run, callbacks, progress, timer, start)
+
+
+def _execute(config, content_img, style_imgs, names, run, callbacks, progress, timer, start=None) -> StyleResult:
+    with timer("build"):
+        content_layers, style_layers = resolve_layers(config)
+        extractor = get_extractor(
+            config.arch, content_layers + style_layers, config.weights, config.pooling, config.preprocessing
+        )
+    engine = _Engine(config, content_img, style_imgs, run)
+    if start is not None:
+        engine.history = list(getattr(run, "history_before", []))
+        engine.snapshots = _saved_snapshots(run)
+    user_callbacks = as_callbacks(callbacks)
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        image, status = engine.run_all(extractor, names, user_callbacks, progress, timer, start)
+    steps_done = engine.history[-1]["step"] if engine.history else 0
+    timings = timer.summary(len(engine.history))
+    if run is not None:
+        with timer("save"):
+            run.save_losses(engine.history)
+            run.finish(image, status, timings, steps_done)
+    return StyleResult(
+        image=image,
+        history=engine.history,
+        snapshots=engine.snapshots,
+        config=config,
+        run_dir=run.path if run else None,
+        timings=timings,
+        status=status,
+    )
+
+
+def _saved_snapshots(run: Run) -> list[tuple[int, np.ndarray]]:
+    from PIL import Image
+
+    out = []
+    for p in sorted((run.path / "snapshots").glob("*step_*.png")):
+        out.append((int(p.stem.split("_")[-1]), np.asarray(Image.open(p).convert("RGB"))))
+    return out

@@ -1,0 +1,222 @@
+"""The optimisation engine with random weights at 32–64 px: loss goes down, seeds reproduce, resume is
+exact, run folders are complete and never overwritten, errors keep what was done."""
+
+import json
+
+import numpy as np
+import pytest
+
+from nst_lib import StyleConfig, resume, stylize
+from nst_lib.errors import ConfigError, ImageError, NonFiniteLossError
+from nst_lib.images import rgb_to_yiq
+from nst_lib.optim import LBFGS, Adam
+
+FAST = dict(weights=None, size=48, snapshot_every=0)
+
+
+def _quadratic(diag):
+    def fg(x):
+        return float(0.5 * np.sum(diag * x * x)), {}, (diag * x).astype(np.float32)
+
+    return fg
+
+
+def test_lbfgs_minimises_an_ill_conditioned_quadratic_much_faster_than_adam():
+    diag = np.logspace(0, 3, 50).astype(np.float32)
+    fg = _quadratic(diag)
+    x0 = np.full(50, 100.0, np.float32)
+    lb, ad = LBFGS(history=20), Adam(learning_rate=1.0)
+    x_l, x_a = x0.copy(), x0.copy()
+    for _ in range(40):
+        x_l = lb.step(x_l, fg)
+        x_a = ad.step(x_a, fg)
+    # the pixel box is [0, 255], the minimum (0) is on its edge
+    assert fg(x_l)[0] < 1e-6 * fg(x0)[0]
+    assert fg(x_l)[0] < 1e-3 * fg(x_a)[0]
+
+
+def test_lbfgs_keeps_its_history_across_steps():
+    fg = _quadratic(np.linspace(1, 10, 20).astype(np.float32))
+    opt, x = LBFGS(history=5), np.full(20, 50.0, np.float32)
+    lengths = []
+    for _ in range(8):
+        x = opt.step(x, fg)
+        lengths.append(len(opt.s))
+    assert lengths[:5] == [1, 2, 3, 4, 5] and max(lengths) == 5
+
+
+def test_lbfgs_raises_on_non_finite_loss():
+    calls = {"n": 0}
+
+    def fg(x):
+        calls["n"] += 1
+        f = float(np.sum(x * x)) if calls["n"] < 4 else float("nan")
+        return f, {}, 2 * x
+
+    opt, x = LBFGS(), np.full(4, 10.0, np.float32)
+    with pytest.raises(NonFiniteLossError):
+        for _ in range(10):
+            x = opt.step(x, fg)
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_both_optimisers_lower_the_loss(small_pair, optimizer):
+    content, style = small_pair
+    r = stylize(content, style, out=None, steps=15, optimizer=optimizer, progress=False, **FAST)
+    losses = r.losses("total")
+    assert len(losses) == 15
+    assert losses[-1] < 0.5 * losses[0]
+    assert r.image.dtype == np.uint8 and r.image.shape == (36, 48, 3)
+
+
+def test_same_seed_gives_identical_output(small_pair):
+    content, style = small_pair
+    kw = dict(out=None, steps=5, init="noise", progress=False, **FAST)
+    a = stylize(content, style, seed=3, **kw)
+    b = stylize(content, style, seed=3, **kw)
+    c = stylize(content, style, seed=4, **kw)
+    np.testing.assert_array_equal(a.image, b.image)
+    assert [r["total"] for r in a.history] == [r["total"] for r in b.history]
+    assert not np.array_equal(a.image, c.image)
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_resume_equals_uninterrupted_run(small_pair, tmp_path, optimizer):
+    content, style = small_pair
+    kw = dict(progress=False, optimizer=optimizer, **FAST)
+    full = stylize(content, style, out=tmp_path / "a", steps=10, **kw)
+    first = stylize(content, style, out=tmp_path / "b", steps=4, **kw)
+    resumed = resume(first.run_dir, steps=10, progress=False)
+    assert resumed.run_dir == first.run_dir
+    np.testing.assert_array_equal(resumed.image, full.image)
+    assert [r["total"] for r in resumed.history] == [r["total"] for r in full.history]
+    record = json.loads((first.run_dir / "config.json").read_text())
+    assert record["status"] == "completed" and record["steps_done"] == 10
+
+
+def test_snapshots_history_and_run_folder(small_pair, tmp_path):
+    content, style = small_pair
+    r = stylize(content, style, out=tmp_path, steps=6, snapshot_every=2, weights=None, size=48, progress=False)
+    assert len(r.history) == 6 and [s for s, _ in r.snapshots] == [2, 4, 6]
+    files = sorted(p.name for p in (r.run_dir / "snapshots").iterdir())
+    assert files == ["step_00002.png", "step_00004.png", "step_00006.png"]
+    for name in ("output.png", "losses.csv", "config.json", "checkpoint.npz", "inputs/content.npy"):
+        assert (r.run_dir / name).is_file(), name
+    lines = (r.run_dir / "losses.csv").read_text().splitlines()
+    assert lines[0] == "step,level,total,content,style,tv,time_s" and len(lines) == 7
+    record = json.loads((r.run_dir / "config.json").read_text())
+    assert record["config"]["steps"] == 6 and record["seed"] == 0
+    assert {"nst_lib", "tensorflow", "keras"} <= set(record["versions"])
+    assert record["device"] and record["timings"]["total"] > 0 and record["status"] == "completed"
+
+
+def test_history_terms_add_up(small_pair):
+    content, style = small_pair
+    r = stylize(content, style, out=None, steps=3, progress=False, tv_weight=0.5, **FAST)
+    for row in r.history:
+        assert row["total"] == pytest.approx(row["content"] + row["style"] + row["tv"], rel=1e-5)
+
+
+def test_runs_never_overwrite_each_other(small_pair, tmp_path):
+    content, style = small_pair
+    dirs = {stylize(content, style, out=tmp_path, name="same", steps=1, progress=False, **FAST).run_dir for _ in range(3)}
+    assert len(dirs) == 3 and all((d / "output.png").is_file() for d in dirs)
+
+
+def test_callback_can_stop_and_run_resumes(small_pair, tmp_path):
+    content, style = small_pair
+    r = stylize(content, style, out=tmp_path, steps=8, progress=False, callbacks=[lambda info: info.step >= 3], **FAST)
+    assert r.status == "stopped" and len(r.history) == 3
+    done = resume(r.run_dir, progress=False)
+    assert done.status == "completed" and len(done.history) == 8
+
+
+def test_interrupt_keeps_what_was_done(small_pair, tmp_path):
+    content, style = small_pair
+
+    def ctrl_c(info):
+        if info.step == 3:
+            raise KeyboardInterrupt
+
+    r = stylize(content, style, out=tmp_path, steps=8, progress=False, callbacks=[ctrl_c], **FAST)
+    assert r.status == "interrupted" and len(r.history) == 3
+    assert (r.run_dir / "output.png").is_file() and (r.run_dir / "checkpoint.npz").is_file()
+    assert json.loads((r.run_dir / "config.json").read_text())["status"] == "interrupted"
+
+
+def test_non_finite_loss_stops_with_last_good_image(small_pair, tmp_path, monkeypatch):
+    from nst_lib import transfer
+
+    original = transfer._Problem.__call__
+    calls = {"n": 0}
+
+    def poisoned(self, x):
+        calls["n"] += 1
+        f, parts, g = original(self, x)
+        return (float("inf"), parts, g) if calls["n"] > 4 else (f, parts, g)
+
+    monkeypatch.setattr(transfer._Problem, "__call__", poisoned)
+    content, style = small_pair
+    with pytest.raises(NonFiniteLossError, match="last good image is kept in"):
+        stylize(content, style, out=tmp_path, steps=10, progress=False, optimizer="adam", **FAST)
+    (run_dir,) = tmp_path.iterdir()
+    assert (run_dir / "snapshots" / "last_good.png").is_file()
+    assert "non-finite" in json.loads((run_dir / "config.json").read_text())["status"]
+
+
+def test_multi_style_list_and_batch(small_pair):
+    content, style = small_pair
+    r = stylize(content, [style, style[::-1]], out=None, steps=2, progress=False, style_blend_weights=(3, 1), **FAST)
+    assert r.image.shape == (36, 48, 3)
+    batch = np.stack([style[:24, :24], style[4:28, 4:28]])
+    r = stylize(content, batch, out=None, steps=2, progress=False, **FAST)
+    assert len(r.history) == 2
+    with pytest.raises(ConfigError):
+        stylize(content, [style, style], out=None, steps=1, progress=False, style_blend_weights=(1,), **FAST)
+
+
+def test_preserve_color_keeps_content_chrominance(small_pair):
+    content, style = small_pair
+    r = stylize(content, style, out=None, steps=5, progress=False, preserve_color=True, **FAST)
+    iq_out = rgb_to_yiq(r.image.astype(np.float32))[..., 1:]
+    iq_in = rgb_to_yiq(content)[..., 1:]
+    assert np.abs(iq_out - iq_in).mean() < 2.0
+
+
+def test_pyramid_runs_coarse_to_fine(small_pair, tmp_path):
+    content, style = small_pair
+    r = stylize(content, style, out=tmp_path, steps=3, pyramid_levels=2, progress=False, weights=None, size=64,
+                snapshot_every=3)
+    assert [row["level"] for row in r.history] == [0, 0, 0, 1, 1, 1]
+    assert r.image.shape == (48, 64, 3)
+    assert sorted(p.name for p in (r.run_dir / "snapshots").iterdir()) == ["L0_step_00003.png", "L1_step_00003.png"]
+
+
+def test_image_too_small_for_layers_names_the_file(tmp_path):
+    tiny = tmp_path / "tiny.png"
+    from PIL import Image
+
+    Image.new("RGB", (12, 12), (9, 9, 9)).save(tiny)
+    with pytest.raises(ImageError, match=r"tiny\.png: 12×12 px .* too small .* at least 16 px"):
+        stylize(tiny, tiny, out=None, steps=1, progress=False, weights=None, size=12)
+
+
+def test_config_validation():
+    with pytest.raises(ConfigError, match="arch='vgg11'"):
+        StyleConfig(arch="vgg11")
+    with pytest.raises(ConfigError, match="size must be positive"):
+        StyleConfig(size=0)
+    with pytest.raises(ConfigError, match="unknown preset"):
+        StyleConfig.preset("nope")
+    assert StyleConfig.from_dict(StyleConfig(style_layers=["block1_conv1"]).to_dict()).style_layers == ("block1_conv1",)
+
+
+def test_every_preset_builds_and_cites_its_values():
+    from nst_lib.config import PRESETS
+
+    for name, preset in PRESETS.items():
+        config = StyleConfig.preset(name)
+        assert isinstance(config, StyleConfig)
+        sources = preset["sources"]
+        missing = [k for k in preset["values"] if k not in sources and "*" not in sources]
+        assert not missing, f"{name}: no source for {missing}"

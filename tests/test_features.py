@@ -1,0 +1,140 @@
+"""Extractors: layer presets, aliases, truncation, frozen weights, preprocessing, weight lookup."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nst_lib.errors import ConfigError, WeightsNotFoundError
+from nst_lib.features import (
+    KERAS_WEIGHT_FILES,
+    LAYER_PRESETS,
+    TORCHVISION_VGG16_FILE,
+    FeatureExtractor,
+    preprocess,
+    resolve_weights,
+    weights_available,
+)
+
+
+@pytest.mark.parametrize("arch", ["vgg16", "vgg19", "resnet50"])
+def test_presets_resolve_for_every_architecture(arch):
+    layers = LAYER_PRESETS[arch]["content"] + LAYER_PRESETS[arch]["style"]
+    fe = FeatureExtractor(arch, layers, weights=None)
+    out = fe(np.zeros((1, 64, 64, 3), np.float32))
+    assert set(out) == set(layers)
+    for name in layers:
+        assert len(out[name].shape) == 4 and out[name].shape[0] == 1
+
+
+def test_vgg_truncated_after_deepest_requested_layer():
+    fe = FeatureExtractor("vgg19", ["block2_conv1", "block1_conv1"], weights=None)
+    names = [layer.name for layer in fe.model.layers]
+    assert names[-1] == "block2_conv1"
+    assert not any(n.startswith(("block3", "block4", "block5")) for n in names)
+    assert fe.stride == 2
+
+
+def test_resnet_truncated_model_is_smaller_than_full():
+    full = keras.applications.ResNet50(include_top=False, weights=None)
+    fe = FeatureExtractor("resnet50", ["conv2_block3_out"], weights=None)
+    assert len(fe.model.layers) < len(full.layers) / 3
+    assert not any(layer.name.startswith(("conv4", "conv5")) for layer in fe.model.layers)
+
+
+def test_weights_are_frozen_and_no_weight_gradient_is_built():
+    from nst_lib.config import StyleConfig
+    from nst_lib.transfer import _Problem
+
+    fe = FeatureExtractor("vgg16", ["block2_conv2", "block1_conv1"], weights=None)
+    assert fe.model.trainable_weights == []
+    config = StyleConfig(arch="vgg16", weights=None, content_layers=("block2_conv2",), style_layers=("block1_conv1",))
+    image = np.random.default_rng(0).uniform(0, 255, (16, 16, 3)).astype(np.float32)
+    problem = _Problem(fe, config, image, [image])
+    graph = problem._fn.get_concrete_function(tf.TensorSpec((1, 16, 16, 3), tf.float32)).graph
+    # ops the returned values depend on; TF builds a Conv2D's filter gradient as dead code that the
+    # function runtime prunes, so what matters is that no output needs one
+    needed, stack = set(), [t.op for t in graph.outputs]
+    while stack:
+        op = stack.pop()
+        if op.name not in needed:
+            needed.add(op.name)
+            stack += [t.op for t in op.inputs] + list(op.control_inputs)
+    types = {graph.get_operation_by_name(n).type for n in needed}
+    assert "Conv2DBackpropInput" in types  # the image gradient flows back through the convolutions
+    assert "Conv2DBackpropFilter" not in types  # but no kernel gradient is computed
+    before = [w.numpy().copy() for w in fe.model.weights]
+    problem(image.reshape(-1))
+    for b, w in zip(before, fe.model.weights):
+        np.testing.assert_array_equal(b, w.numpy())
+
+
+def test_aliases_resolve_to_keras_names():
+    fe = FeatureExtractor("vgg19", ["relu4_2", "conv1_1", "conv_4", "pool2"], weights=None)
+    assert fe.layers == ["block4_conv2", "block1_conv1", "block2_conv2", "block2_pool"]
+
+
+def test_unknown_layer_lists_the_valid_ones():
+    with pytest.raises(ConfigError, match=r"unknown layer 'relu9_9'.*block1_conv1.*block5_conv4"):
+        FeatureExtractor("vgg19", ["relu9_9"], weights=None)
+
+
+def test_average_pooling_swap_keeps_conv_weights():
+    keras.utils.set_random_seed(1)
+    fe_max = FeatureExtractor("vgg19", ["block3_conv1"], weights=None, pooling="max")
+    kinds = [type(layer).__name__ for layer in fe_max.model.layers]
+    assert "MaxPooling2D" in kinds
+    # build the avg version from the same base weights by swapping on a fresh copy
+    fe_avg = FeatureExtractor("vgg19", ["block3_conv1"], weights=None, pooling="avg")
+    kinds_avg = [type(layer).__name__ for layer in fe_avg.model.layers]
+    assert "MaxPooling2D" not in kinds_avg and kinds_avg.count("AveragePooling2D") == 2
+    # the swap reuses the base network's conv layers: outputs of block1 (before any pooling) agree
+    fe_avg_b1 = FeatureExtractor("vgg19", ["block1_conv2"], weights=None, pooling="avg")
+    assert fe_avg_b1.model.layers[1].name == "block1_conv1"
+
+
+@pytest.mark.parametrize(
+    "mode, keras_fn",
+    [
+        ("caffe", lambda x: keras.applications.vgg19.preprocess_input(x)),
+        ("caffe", lambda x: keras.applications.vgg16.preprocess_input(x)),
+        ("caffe", lambda x: keras.applications.resnet50.preprocess_input(x)),
+        ("torch", lambda x: keras.applications.imagenet_utils.preprocess_input(x, mode="torch")),
+    ],
+)
+def test_preprocessing_equals_keras_own(rng, mode, keras_fn):
+    x = (rng.uniform(0, 255, (2, 7, 5, 3))).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(preprocess(x, mode)), keras_fn(x.copy()), rtol=1e-5, atol=1e-4)
+
+
+def test_weights_lookup_uses_keras_cache(tmp_path, monkeypatch):
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / KERAS_WEIGHT_FILES["resnet50"]).write_bytes(b"stand-in")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    assert weights_available("resnet50")
+    path, pre = resolve_weights("resnet50", "imagenet")
+    assert path == str(models / KERAS_WEIGHT_FILES["resnet50"]) and pre == "caffe"
+
+
+def test_missing_weights_file_is_a_clear_error(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match="nope.h5: weights file not found"):
+        FeatureExtractor("vgg19", ["block1_conv1"], weights=str(tmp_path / "nope.h5"))
+
+
+def test_resnet50_imagenet_used_whenever_in_cache(tmp_path, monkeypatch):
+    # no authentic ResNet50 file offline: without it, 'imagenet' falls through to Keras' download
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setenv("NST_WEIGHTS_DIR", str(tmp_path / "none"))
+    if weights_available("resnet50"):
+        pytest.skip("ResNet50 weights present outside the temporary cache")
+    assert resolve_weights("resnet50", "imagenet") == ("imagenet", "caffe")
+
+
+@pytest.mark.skipif(not weights_available("vgg16", "torchvision"), reason=f"{TORCHVISION_VGG16_FILE} not found")
+def test_torchvision_vgg16_loads_with_torch_preprocessing():
+    fe = FeatureExtractor("vgg16", ["block1_conv1"], weights="torchvision")
+    assert fe.preprocessing == "torch"
+    # pretrained first-layer filters are not the random initialisation: mean |w| differs from Glorot's
+    w = fe.model.get_layer("block1_conv1").kernel.numpy()
+    assert w.shape == (3, 3, 3, 64) and 0.05 < np.abs(w).mean() < 1.0

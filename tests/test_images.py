@@ -1,0 +1,98 @@
+"""Image input: paths, PIL, arrays, EXIF, modes, resizing, and one-line errors naming the file."""
+
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nst_lib.errors import ImageError
+from nst_lib.images import fit_size, grayscale, load_image, transfer_luminance
+from nst_lib.metrics import mean_saturation, ssim
+
+from .conftest import CONTENT
+
+
+def test_path_pil_and_array_agree():
+    a = load_image(CONTENT, 64)
+    b = load_image(Image.open(CONTENT), 64)
+    c = load_image(np.asarray(Image.open(CONTENT)), 64)
+    assert a.shape == (48, 64, 3) and a.dtype == np.float32
+    np.testing.assert_allclose(a, b)
+    np.testing.assert_allclose(a, c)
+
+
+def test_resize_by_long_side_keeps_aspect():
+    assert fit_size((768, 1024), 256) == (192, 256)
+    assert fit_size((1528, 1200), 300) == (300, 236)
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90° clockwise when displayed
+    img.save(tmp_path / "rot.jpg", exif=exif)
+    assert load_image(tmp_path / "rot.jpg").shape == (40, 20, 3)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Image.new("L", (10, 8), 128),
+        lambda: Image.new("RGBA", (10, 8), (255, 0, 0, 0)),  # fully transparent → white
+        lambda: Image.new("RGB", (10, 8), (10, 200, 30)).convert("P"),
+        lambda: Image.fromarray(np.full((8, 10), 65535, np.uint16)),
+        lambda: Image.new("CMYK", (10, 8), (0, 0, 0, 0)),
+    ],
+)
+def test_modes_convert_to_rgb(make, tmp_path):
+    img = make()
+    path = tmp_path / "x.png" if img.mode != "CMYK" else tmp_path / "x.jpg"
+    img.save(path)
+    out = load_image(path)
+    assert out.shape == (8, 10, 3) and out.min() >= 0 and out.max() <= 255
+    if img.mode in ("RGBA", "I;16", "CMYK"):
+        np.testing.assert_allclose(out, 255.0, atol=1.0)  # transparent/16-bit max/CMYK zero ink → white
+
+
+def test_array_inputs():
+    assert load_image(np.zeros((5, 6), np.uint8)).shape == (5, 6, 3)
+    assert load_image(np.ones((5, 6, 3), np.float32)).max() == 255.0  # 0..1 floats are scaled
+    with pytest.raises(ImageError, match="shape"):
+        load_image(np.zeros((5, 6, 7)))
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ImageError, match=r"nothere\.jpg: file not found"):
+        load_image(tmp_path / "nothere.jpg")
+
+
+def test_not_an_image(tmp_path):
+    (tmp_path / "notes.jpg").write_text("hello")
+    with pytest.raises(ImageError, match=r"notes\.jpg: not an image file"):
+        load_image(tmp_path / "notes.jpg")
+
+
+def test_truncated_image(tmp_path):
+    data = CONTENT.read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ImageError, match=r"cut\.jpg: corrupt or truncated"):
+        load_image(tmp_path / "cut.jpg")
+
+
+def test_absurd_size_is_downscaled_with_a_warning():
+    with pytest.warns(UserWarning, match="pixel budget"):
+        out = load_image(CONTENT, 4000, max_pixels=200 * 150)
+    assert out.shape[0] * out.shape[1] <= 200 * 150
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_image(CONTENT, 64, max_pixels=200 * 150)
+
+
+def test_grayscale_has_no_saturation_and_luminance_transfer_keeps_chroma():
+    c = load_image(CONTENT, 64)
+    g = grayscale(c)
+    assert mean_saturation(g) < 1e-6 < mean_saturation(c)
+    back = transfer_luminance(g, c)  # gray's luminance with the content's colours = the content
+    assert ssim(back, c) > 0.99
+    np.testing.assert_allclose(back, c, atol=2.0)
