@@ -185,6 +185,44 @@ def _swap_pooling(layer):
     return layer  # shared, so the pretrained weights are reused as they are
 
 
+class _FoldedBatchNorm(keras.layers.Layer):
+    """Stands where a BatchNormalization was folded into the conv before it: passes inputs through."""
+
+    def call(self, inputs, training=None, mask=None):
+        return inputs
+
+
+def fold_batchnorm(model: keras.Model) -> keras.Model:
+    """The same function without BatchNormalization layers: each inference-mode BN that directly follows a
+    Conv2D (ResNet's ``*_conv`` → ``*_bn``) is folded into that conv's kernel and bias,
+    w' = w·γ/√(σ²+ε), b' = (b − μ)·γ/√(σ²+ε) + β, and replaced by an identity. Frozen extractors only."""
+    follows = {}
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            prev = layer._inbound_nodes[0].parent_nodes[0].operation if layer._inbound_nodes else None
+            if isinstance(prev, keras.layers.Conv2D):
+                follows[prev.name] = layer
+    folded_bn = {bn.name for bn in follows.values()}
+
+    def clone(layer):
+        if layer.name in folded_bn:
+            return _FoldedBatchNorm(name=layer.name)
+        if layer.name in follows:
+            bn = follows[layer.name]
+            gamma = bn.gamma.numpy() if bn.scale else 1.0
+            beta = bn.beta.numpy() if bn.center else 0.0
+            scale = gamma / np.sqrt(bn.moving_variance.numpy() + bn.epsilon)
+            kernel = layer.kernel.numpy() * scale
+            bias = layer.bias.numpy() if layer.use_bias else 0.0
+            conv = keras.layers.Conv2D.from_config({**layer.get_config(), "use_bias": True})
+            conv.build(layer.input.shape)
+            conv.set_weights([kernel, (bias - bn.moving_mean.numpy()) * scale + beta])
+            return conv
+        return layer
+
+    return keras.models.clone_model(model, clone_function=clone) if follows else model
+
+
 class FeatureExtractor:
     """Named activations of a truncated, frozen network for RGB images in [0, 255].
 
@@ -215,6 +253,7 @@ class FeatureExtractor:
         model = keras.Model(base.input, [base.get_layer(n).output for n in self.layers], name=f"{arch}_features")
         if pooling == "avg":
             model = keras.models.clone_model(model, clone_function=_swap_pooling)
+        model = fold_batchnorm(model)  # ResNet: fewer ops forward and backward, same function
         self.model = model
         self.model.trainable = False
         deepest = max(self.layers, key=lambda n: [la.name for la in base.layers].index(n))

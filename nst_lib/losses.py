@@ -33,6 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import keras
 import numpy as np
 from keras import ops
 
@@ -59,10 +60,25 @@ def gram_matrix(features, normalize: bool = True):
     shape = ops.shape(features)
     b, h, w, c = shape[0], shape[1], shape[2], shape[3]
     flat = ops.reshape(features, (b, h * w, c))
-    gram = ops.einsum("bmc,bmd->bcd", flat, flat)
+    gram = _tf_gram(flat) if keras.backend.backend() == "tensorflow" else ops.einsum("bmc,bmd->bcd", flat, flat)
     if normalize:
         gram = gram / ops.cast(h * w, gram.dtype)
     return gram
+
+
+def _tf_gram(flat):
+    """Fᵀ F for (B, M, N) on TensorFlow, with one matmul in the backward pass instead of autodiff's two
+    (dL/dF = F (dG + dGᵀ)), and no transposed copy of F in the forward pass."""
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def gram(f):
+        def grad(dg):
+            return tf.linalg.matmul(f, dg + tf.linalg.matrix_transpose(dg))
+
+        return tf.linalg.matmul(f, f, transpose_a=True), grad
+
+    return gram(flat)
 
 
 def content_loss(features, target, mode: str = "mean"):

@@ -8,9 +8,8 @@ callbacks) → output image and run folder.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,6 @@ class StyleResult:
     run_dir: Path | None
     timings: dict[str, float]
     status: str = "completed"
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def losses(self, key: str = "total", level: int | None = None) -> np.ndarray:
         return np.array([r[key] for r in self.history if level is None or r["level"] == level])
@@ -178,7 +176,7 @@ class _Engine:
         styles = []
         for s in self.styles:
             target = max(1, round(long_side * config.style_scale))
-            styles.append(resize(s, fit_size(s.shape[:2], target, config.max_pixels, "style")))
+            styles.append(resize(s, fit_size(s.shape[:2], target)))  # the pixel budget applied at load
         return content, styles
 
     def run_all(self, extractor, names, callbacks, progress, timer, start=None) -> tuple[np.ndarray, str]:
@@ -302,9 +300,7 @@ def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = Tr
     names = [run.record["inputs"]["content"], *run.record["inputs"]["styles"]]
     start = run.load_checkpoint()
     if start is not None:
-        run.history_before = [
-            r for r in run.load_losses() if (r["level"], r["step"]) <= (start["level"], start["step"])
-        ]
+        start["history"] = [r for r in run.load_losses() if (r["level"], r["step"]) <= (start["level"], start["step"])]
     run.write_record(config=config.to_dict(), status="running")
     return _execute(config, content_img, style_imgs, names, run, callbacks, progress, timer, start)
 
@@ -317,12 +313,9 @@ def _execute(config, content_img, style_imgs, names, run, callbacks, progress, t
         )
     engine = _Engine(config, content_img, style_imgs, run)
     if start is not None:
-        engine.history = list(getattr(run, "history_before", []))
+        engine.history = start["history"]
         engine.snapshots = _saved_snapshots(run)
-    user_callbacks = as_callbacks(callbacks)
-    with warnings.catch_warnings():
-        warnings.simplefilter("default")
-        image, status = engine.run_all(extractor, names, user_callbacks, progress, timer, start)
+    image, status = engine.run_all(extractor, names, as_callbacks(callbacks), progress, timer, start)
     steps_done = engine.history[-1]["step"] if engine.history else 0
     timings = timer.summary(len(engine.history))
     if run is not None:

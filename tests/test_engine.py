@@ -220,3 +220,47 @@ def test_every_preset_builds_and_cites_its_values():
         sources = preset["sources"]
         missing = [k for k in preset["values"] if k not in sources and "*" not in sources]
         assert not missing, f"{name}: no source for {missing}"
+
+
+def test_style_targets_are_computed_once_not_per_step(small_pair, monkeypatch):
+    from nst_lib.features import FeatureExtractor
+
+    content, style = small_pair
+    calls = []
+    original = FeatureExtractor.__call__
+
+    def counting(self, images):
+        calls.append(tuple(images.shape))
+        return original(self, images)
+
+    monkeypatch.setattr(FeatureExtractor, "__call__", counting)
+    counts = []
+    for steps in (2, 12):
+        calls.clear()
+        stylize(content, [style, style[:, ::-1]], out=None, steps=steps, progress=False, **FAST)
+        counts.append(len(calls))
+    # content target + two style targets + tracing the loss function: the same for 2 and 12 steps
+    assert counts[0] == counts[1] <= 1 + 2 + 2
+
+
+@pytest.mark.parametrize("init", ["content", "style", "noise"])
+def test_init_modes_start_where_they_say(small_pair, init):
+    from nst_lib.images import resize
+    from nst_lib.losses import tv_loss
+
+    content, style = small_pair
+    # one Adam step with a negligible learning rate leaves the starting image as it was
+    r = stylize(content, style, out=None, steps=1, optimizer="adam", learning_rate=1e-6, init=init, progress=False, **FAST)
+    out = r.image.astype(np.float32)
+    if init == "content":
+        np.testing.assert_allclose(out, content, atol=0.51)
+    elif init == "style":
+        np.testing.assert_allclose(out, resize(style, content.shape[:2]), atol=0.51)
+    else:
+        assert float(tv_loss(out[None])) > 20 * float(tv_loss(content[None]))
+
+
+def test_style_scale_sets_the_style_size(small_pair, tmp_path):
+    content, style = small_pair
+    r = stylize(content, style, out=tmp_path, steps=1, style_scale=2.0, progress=False, **FAST)
+    assert max(np.load(r.run_dir / "inputs" / "style_0.npy").shape[:2]) == 96

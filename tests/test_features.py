@@ -138,3 +138,22 @@ def test_torchvision_vgg16_loads_with_torch_preprocessing():
     # pretrained first-layer filters are not the random initialisation: mean |w| differs from Glorot's
     w = fe.model.get_layer("block1_conv1").kernel.numpy()
     assert w.shape == (3, 3, 3, 64) and 0.05 < np.abs(w).mean() < 1.0
+
+
+def test_batchnorm_folding_keeps_the_function():
+    from nst_lib.features import fold_batchnorm
+
+    rng = np.random.default_rng(0)
+    base = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(None, None, 3))
+    for layer in base.layers:  # non-trivial statistics, so folding has something to fold
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape))
+            layer.beta.assign(rng.normal(0, 0.1, layer.beta.shape))
+            layer.moving_mean.assign(rng.normal(0, 0.1, layer.moving_mean.shape))
+            layer.moving_variance.assign(rng.uniform(0.5, 2.0, layer.moving_variance.shape))
+    model = keras.Model(base.input, [base.get_layer(n).output for n in ("conv1_relu", "conv3_block4_out")])
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+    x = rng.uniform(0, 255, (1, 64, 64, 3)).astype("float32")
+    for a, b in zip(model(x), folded(x)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-3 * float(np.abs(a).max()))

@@ -104,3 +104,17 @@ def test_style_layer_weights_are_normalised(rng):
     e1 = float(style_loss(feats[1:], targets[1:]))
     assert float(style_loss(feats, targets, [3, 1])) == pytest.approx(0.75 * e0 + 0.25 * e1, rel=1e-5)
     assert float(style_loss(feats, targets, [30, 10])) == pytest.approx(0.75 * e0 + 0.25 * e1, rel=1e-5)
+
+
+def test_gram_gradient_matches_the_plain_autodiff_gradient(rng):
+    import tensorflow as tf
+
+    f = tf.constant(rng.normal(size=(1, 6, 5, 4)).astype(np.float32))
+    a = tf.constant(rng.normal(size=(1, 4, 4)).astype(np.float32))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(f)
+        ours = tf.reduce_sum(tf.square(gram_matrix(f) - a))
+        flat = tf.reshape(f, (1, 30, 4))
+        plain = tf.reduce_sum(tf.square(tf.einsum("bmc,bmd->bcd", flat, flat) / 30.0 - a))
+    assert float(ours) == pytest.approx(float(plain), rel=1e-6)
+    np.testing.assert_allclose(tape.gradient(ours, f), tape.gradient(plain, f), rtol=1e-5, atol=1e-6)

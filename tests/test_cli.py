@@ -1,0 +1,128 @@
+"""The `nst` console script end to end on bundled data, and one-line errors with non-zero exit codes."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nst_lib import StyleConfig
+from nst_lib.cli import _config_from_args, build_parser, main
+
+from .conftest import CONTENT, DATA, STYLE
+
+FAST = ["--weights", "none", "--size", "48", "--steps", "3", "--quiet"]
+
+
+def test_flags_default_to_style_config():
+    args = build_parser().parse_args(["stylize", "c.jpg", "s.jpg"])
+    assert _config_from_args(args) == StyleConfig()
+    args = build_parser().parse_args(["stylize", "c.jpg", "s.jpg", "--preset", "gatys2016", "--steps", "7"])
+    assert _config_from_args(args) == StyleConfig.preset("gatys2016", steps=7)
+
+
+def test_every_field_has_a_flag_with_its_default_in_the_help():
+    sub = build_parser()._subparsers._group_actions[0].choices["stylize"]
+    helps = {a.dest: a.help for a in sub._actions}
+    for f in dataclasses.fields(StyleConfig):
+        assert f.name in helps, f.name
+        assert f"(default: {f.default})" in helps[f.name]
+
+
+def test_list_and_bool_flags_parse():
+    args = build_parser().parse_args(
+        ["stylize", "c", "s", "--style-layers", "relu1_1", "relu2_1", "--preserve-color", "--weights", "none"]
+    )
+    config = _config_from_args(args)
+    assert config.style_layers == ("relu1_1", "relu2_1") and config.preserve_color and config.weights is None
+
+
+def test_stylize_end_to_end_on_bundled_data(tmp_path, capsys):
+    code = main(["stylize", str(CONTENT), str(STYLE), str(DATA / "style" / "mandala.png"), "--out", str(tmp_path), *FAST])
+    assert code == 0
+    (run_dir,) = tmp_path.iterdir()
+    assert (run_dir / "output.png").is_file()
+    record = json.loads((run_dir / "config.json").read_text())
+    assert record["config"]["steps"] == 3 and len(record["inputs"]["styles"]) == 2
+    assert "output.png" in capsys.readouterr().out
+
+
+def test_resume_command(tmp_path):
+    assert main(["stylize", str(CONTENT), str(STYLE), "--out", str(tmp_path), *FAST]) == 0
+    (run_dir,) = tmp_path.iterdir()
+    assert main(["resume", str(run_dir), "--steps", "5", "--quiet"]) == 0
+    assert len((run_dir / "losses.csv").read_text().splitlines()) == 1 + 5
+
+
+def _error(capsys, argv, code):
+    assert main(argv) == code
+    err = capsys.readouterr().err.strip()
+    assert "Traceback" not in err
+    return err
+
+
+def test_bad_inputs_give_one_line_and_exit_code(tmp_path, capsys):
+    out = ["--out", str(tmp_path / "runs")]
+    err = _error(capsys, ["stylize", str(tmp_path / "missing.jpg"), str(STYLE), *out, *FAST], 2)
+    assert err == f"nst: error: {tmp_path / 'missing.jpg'}: file not found"
+
+    (tmp_path / "text.png").write_text("not an image")
+    err = _error(capsys, ["stylize", str(CONTENT), str(tmp_path / "text.png"), *out, *FAST], 2)
+    assert err.startswith(f"nst: error: {tmp_path / 'text.png'}: not an image file") and "\n" not in err
+
+    (tmp_path / "cut.jpg").write_bytes(CONTENT.read_bytes()[:5000])
+    err = _error(capsys, ["stylize", str(tmp_path / "cut.jpg"), str(STYLE), *out, *FAST], 2)
+    assert "cut.jpg: corrupt or truncated image" in err and "\n" not in err
+
+    err = _error(capsys, ["stylize", str(CONTENT), str(STYLE), *out, *FAST, "--size", "10"], 2)
+    assert "tubingen_neckarfront.jpg: 8×10 px after resizing is too small" in err and "\n" not in err
+
+    err = _error(capsys, ["stylize", str(CONTENT), str(STYLE), *out, *FAST, "--weights", str(tmp_path / "w.h5")], 2)
+    assert err == f"nst: error: {tmp_path / 'w.h5'}: weights file not found"
+
+    err = _error(capsys, ["stylize", str(CONTENT), str(STYLE), *out, *FAST, "--size", "-5"], 2)
+    assert err == "nst: error: size must be positive, got -5"
+
+
+def test_absurd_size_is_downscaled_with_a_one_line_warning(tmp_path, capsys):
+    argv = ["stylize", str(CONTENT), str(STYLE), "--out", str(tmp_path), *FAST, "--size", "100000", "--max-pixels", "4096"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "nst: warning:" in err and "pixel budget of 4,096" in err and "Traceback" not in err
+
+
+def test_argparse_errors_exit_non_zero():
+    with pytest.raises(SystemExit) as exc:
+        main(["stylize", str(CONTENT), str(STYLE), "--arch", "alexnet"])
+    assert exc.value.code == 2
+
+
+def test_console_script_runs_in_a_subprocess(tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "nst_lib.cli", "stylize", str(tmp_path / "nope.png"), str(STYLE), *FAST],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == f"nst: error: {tmp_path / 'nope.png'}: file not found"
+    assert "Traceback" not in proc.stderr
+
+
+def test_presets_and_layers_commands(capsys):
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert "gatys2016:" in out and "Gatys, Ecker, Bethge" in out
+    assert main(["layers", "resnet50"]) == 0
+    out = capsys.readouterr().out
+    assert "conv4_block6_out" in out and "style preset:" in out
+
+
+def test_patterns_command_regenerates_bundled_patterns(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    assert main(["patterns", str(tmp_path)]) == 0
+    for name in ("honeycomb.png", "mandala.png"):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / name)), np.asarray(Image.open(DATA / "style" / name)))
