@@ -285,11 +285,16 @@ def build_base(arch: str, keras_weights: str | None):
         if keras_weights == "imagenet":
             raise WeightsNotFoundError(
                 f"{arch} ImageNet weights are not in {keras_cache_dir()} and could not be downloaded "
-                f"({type(exc).__name__}); put {KERAS_WEIGHT_FILES[arch]} there or set NST_WEIGHTS_DIR"
+                f"({_first_line(exc)}); put {KERAS_WEIGHT_FILES[arch]} there or set NST_WEIGHTS_DIR"
             ) from None
         if keras_weights is not None:
-            raise WeightsNotFoundError(f"{keras_weights}: cannot load as {arch} weights ({exc})") from None
+            raise WeightsNotFoundError(f"{keras_weights}: cannot load as {arch} weights ({_first_line(exc)})") from None
         raise
+
+
+def _first_line(exc: Exception, limit: int = 160) -> str:
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 _CACHE: dict[tuple, FeatureExtractor] = {}
