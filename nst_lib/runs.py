@@ -59,7 +59,7 @@ def device_name() -> str:
 
 
 def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:40] or "run"
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:60] or "run"
 
 
 class Run:
