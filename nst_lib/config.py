@@ -36,12 +36,15 @@ class StyleConfig:
     arch: str = _f("vgg19", "feature network", choices=ARCHS)
     weights: str | None = _f(
         "imagenet",
-        "'imagenet', 'torchvision' (VGG16 only), a path to a Keras .h5/.weights.h5 file, or none for random",
+        "'imagenet', 'torchvision' (VGG16 only), 'auto' (ImageNet if available, else random), a .h5 path, or none",
     )
     preprocessing: str | None = _f(
         None, "input preprocessing; none picks the one the weights were trained with", choices=PREPROCESSINGS
     )
     pooling: str = _f("max", "pooling layers; 'avg' is Gatys' swap of max for average pooling", choices=POOLINGS)
+    normalize_features: bool = _f(
+        False, "scale each layer to unit mean activation on the bundled images (Gatys' normalised network)"
+    )
     content_layers: tuple[str, ...] | None = _f(
         None, "content layers (Keras names or aliases such as relu4_2); none = the architecture's preset"
     )

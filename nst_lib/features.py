@@ -92,6 +92,13 @@ def resolve_weights(arch: str, weights: str | None) -> tuple[str | None, str]:
     """(argument for keras.applications, preprocessing mode) for a weights setting, without loading."""
     if weights is None:
         return None, "caffe"
+    if weights == "auto":  # ImageNet when it can be had, else random (notebooks label such figures)
+        if weights_available(arch, "imagenet") or (arch == "vgg16" and weights_available(arch, "torchvision")):
+            return resolve_weights(arch, "imagenet")
+        if _online():
+            return "imagenet", "caffe"
+        warnings.warn(f"no ImageNet weights for {arch} offline; using random weights", stacklevel=2)
+        return None, "caffe"
     if weights == "torchvision":
         if arch != "vgg16":
             raise ConfigError(f"weights='torchvision' exists for vgg16 only, not {arch}")
@@ -236,6 +243,7 @@ class FeatureExtractor:
         weights: str | None = "imagenet",
         pooling: str = "max",
         preprocessing: str | None = None,
+        normalize: bool = False,
     ):
         if arch not in _APPS:
             raise ConfigError(f"unknown architecture {arch!r}; choose from {', '.join(_APPS)}")
@@ -259,17 +267,43 @@ class FeatureExtractor:
         deepest = max(self.layers, key=lambda n: [la.name for la in base.layers].index(n))
         probe = keras.Model(base.input, base.get_layer(deepest).output).compute_output_shape((1, 256, 256, 3))
         self.stride = 256 // int(probe[1])  # downsampling factor of the deepest requested layer
+        self.normalize = normalize
+        self.scales = {name: 1.0 for name in self.layers}
+        if normalize:
+            self.scales = self._unit_mean_scales()
+
+    def _unit_mean_scales(self) -> dict[str, float]:
+        """1 / mean activation of each layer over the bundled sample images at 128 px: Gatys et al.'s
+        normalised network (per layer), so that alpha/beta mean the same for any network and weight set."""
+        from .images import load_image
+
+        data = Path(__file__).resolve().parent.parent / "data"
+        paths = sorted(p for p in data.glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+        if not paths:
+            raise ConfigError(f"normalize_features needs the bundled images in {data}")
+        sums = dict.fromkeys(self.layers, 0.0)
+        for path in paths:
+            feats = self._raw(load_image(path, 128)[None])
+            for name in self.layers:
+                sums[name] += float(ops.mean(feats[name]))
+        return {name: len(paths) / max(total, 1e-12) for name, total in sums.items()}
 
     @property
     def min_side(self) -> int:
         """Smallest image side that leaves the deepest layer at least one position per axis."""
         return self.stride
 
-    def __call__(self, images) -> dict:
+    def _raw(self, images) -> dict:
         outputs = self.model(preprocess(ops.cast(images, "float32"), self.preprocessing), training=False)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
         return dict(zip(self.layers, outputs))
+
+    def __call__(self, images) -> dict:
+        outputs = self._raw(images)
+        if self.normalize:
+            return {name: out * self.scales[name] for name, out in outputs.items()}
+        return outputs
 
     def __repr__(self) -> str:
         return (
@@ -300,9 +334,9 @@ def _first_line(exc: Exception, limit: int = 160) -> str:
 _CACHE: dict[tuple, FeatureExtractor] = {}
 
 
-def get_extractor(arch, layers, weights="imagenet", pooling="max", preprocessing=None) -> FeatureExtractor:
+def get_extractor(arch, layers, weights="imagenet", pooling="max", preprocessing=None, normalize=False):
     """A cached FeatureExtractor: building one loads tens of MB of weights, sweeps reuse it."""
-    key = (arch, tuple(layers), weights, pooling, preprocessing)
+    key = (arch, tuple(layers), weights, pooling, preprocessing, normalize)
     if key not in _CACHE:
-        _CACHE[key] = FeatureExtractor(arch, layers, weights, pooling, preprocessing)
+        _CACHE[key] = FeatureExtractor(arch, layers, weights, pooling, preprocessing, normalize)
     return _CACHE[key]

@@ -34,7 +34,8 @@ class LBFGS:
     """Limited-memory BFGS with the two-loop recursion, Armijo backtracking and projection to the pixel box.
 
     One instance lives for the whole run, so its curvature history is never restarted between callbacks,
-    snapshots or chunks. The first step is scaled by min(1, 1/|g|₁) as in Torch's L-BFGS.
+    snapshots or chunks. Invariant to the scale of the loss: the first step moves the largest-gradient pixel
+    by ``learning_rate`` grey levels, later steps use the two-loop recursion's sᵀy/yᵀy scaling.
     """
 
     name = "lbfgs"
@@ -63,6 +64,11 @@ class LBFGS:
             q += (a - b) * s
         return -q
 
+    def _first_step(self, g: np.ndarray) -> float:
+        """Scale-free: the steepest-descent step that moves the most-affected pixel by ``lr`` grey levels.
+        (Torch's min(1, 1/|g|₁) depends on the loss's scale: tiny losses took steps float32 cannot hold.)"""
+        return self.lr / max(float(np.abs(g).max()), 1e-30)
+
     def step(self, x: np.ndarray, fg: FG) -> np.ndarray:
         if self.g is None:
             self.f, self.parts, self.g = fg(x)
@@ -73,11 +79,11 @@ class LBFGS:
         if self.s:
             d, t = self._direction(g), self.lr
         else:
-            d, t = -g, self.lr * min(1.0, 1.0 / max(float(np.abs(g).sum()), 1e-30))
+            d, t = -g, self._first_step(g)
         gtd = float(np.dot(g, d))
         if not gtd < 0:  # not a descent direction: drop the history and fall back to the gradient
             self.s, self.y, self.rho = [], [], []
-            d, t = -g, self.lr * min(1.0, 1.0 / max(float(np.abs(g).sum()), 1e-30))
+            d, t = -g, self._first_step(g)
             gtd = float(np.dot(g, d))
         for _ in range(self.max_backtracks + 1):
             x_new = np.clip(x + t * d, PIXEL_MIN, PIXEL_MAX)
@@ -89,8 +95,8 @@ class LBFGS:
         if not _finite(f_new):
             raise NonFiniteLossError(f"the loss became {f_new} and backtracking could not recover")
         s, y = x_new - x, g_new - g
-        sy = float(np.dot(s, y))
-        if sy > 1e-10:
+        sy, yy = float(np.dot(s, y)), float(np.dot(y, y))
+        if sy > 1e-10 * yy and yy > 0:  # relative: scaling the loss must not change which pairs are kept
             self.s.append(s)
             self.y.append(y)
             self.rho.append(1.0 / sy)

@@ -58,8 +58,8 @@ def device_name() -> str:
     return f"CPU: {platform.processor() or platform.machine()}"
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-")[:60] or "run"
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=+]+", "-", text).strip("-")[:120] or "run"
 
 
 class Run:
@@ -70,10 +70,11 @@ class Run:
         self.record: dict[str, Any] = {}
 
     @classmethod
-    def create(cls, root: str | Path = "results", name: str = "run") -> Run:
+    def create(cls, root: str | Path = "results", name: str = "run", timestamp: bool = True) -> Run:
+        """A new folder ``root/<time>_<name>`` (``root/<name>`` without timestamp); a taken name gets -2, -3…"""
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
-        stem = f"{datetime.now():%Y%m%d-%H%M%S}_{_slug(name)}"
+        stem = f"{datetime.now():%Y%m%d-%H%M%S}_{slug(name)}" if timestamp else slug(name)
         for i in range(1, 10_000):
             path = root / (stem if i == 1 else f"{stem}-{i}")
             try:

@@ -266,11 +266,13 @@ def stylize(
     name: str | None = None,
     callbacks: Sequence = (),
     progress: bool = True,
+    timestamp: bool = True,
     **overrides: Any,
 ) -> StyleResult:
     """Paint ``content`` in the style of ``style`` (one image, a list to blend, or an N×H×W×3 batch whose
     styles are averaged as in seed 004). ``config`` defaults to ``StyleConfig()``; keyword ``overrides``
-    replace its fields. With ``out=None`` nothing is written and ``run_dir`` is None.
+    replace its fields. With ``out=None`` nothing is written and ``run_dir`` is None; the run folder is
+    ``out/<time>_<name>`` (``out/<name>`` with ``timestamp=False``), never an existing one.
 
     Callbacks are callables or ``Callback`` objects called after every step with a ``StepInfo``;
     returning True stops the run. Ctrl-C stops after the current step and keeps what was done.
@@ -285,7 +287,7 @@ def stylize(
         style_imgs = [load_image(s, max(1, round(long_side * config.style_scale)), config.max_pixels) for s in styles_in]
     run = None
     if out is not None:
-        run = Run.create(out, name or _run_name(names[0], names[1:]))
+        run = Run.create(out, name or _run_name(names[0], names[1:]), timestamp=timestamp)
         run.save_inputs(content_img, style_imgs)
         run.start(config, {"content": names[0], "styles": names[1:]})
     return _execute(config, content_img, style_imgs, names, run, callbacks, progress, timer)
@@ -309,7 +311,12 @@ def _execute(config, content_img, style_imgs, names, run, callbacks, progress, t
     with timer("build"):
         content_layers, style_layers = resolve_layers(config)
         extractor = get_extractor(
-            config.arch, content_layers + style_layers, config.weights, config.pooling, config.preprocessing
+            config.arch,
+            content_layers + style_layers,
+            config.weights,
+            config.pooling,
+            config.preprocessing,
+            config.normalize_features,
         )
     engine = _Engine(config, content_img, style_imgs, run)
     if start is not None:

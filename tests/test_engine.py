@@ -264,3 +264,17 @@ def test_style_scale_sets_the_style_size(small_pair, tmp_path):
     content, style = small_pair
     r = stylize(content, style, out=tmp_path, steps=1, style_scale=2.0, progress=False, **FAST)
     assert max(np.load(r.run_dir / "inputs" / "style_0.npy").shape[:2]) == 96
+
+
+@pytest.mark.parametrize("scale", [1e-12, 1.0, 1e8])
+def test_lbfgs_is_invariant_to_the_scale_of_the_loss(scale):
+    diag = np.logspace(0, 2, 30).astype(np.float32)
+    x0 = np.full(30, 100.0, np.float32)
+
+    def fg(x):
+        return float(scale * 0.5 * np.sum(diag * x * x)), {}, (scale * diag * x).astype(np.float32)
+
+    opt, x = LBFGS(history=10), x0.copy()
+    for _ in range(30):
+        x = opt.step(x, fg)
+    assert fg(x)[0] < 1e-6 * fg(x0)[0]

@@ -157,3 +157,17 @@ def test_batchnorm_folding_keeps_the_function():
     x = rng.uniform(0, 255, (1, 64, 64, 3)).astype("float32")
     for a, b in zip(model(x), folded(x)):
         np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-3 * float(np.abs(a).max()))
+
+
+def test_auto_weights_fall_back_to_random_with_a_warning(tmp_path, monkeypatch):
+    from nst_lib import features
+
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path))
+    monkeypatch.setenv("NST_WEIGHTS_DIR", str(tmp_path / "none"))
+    monkeypatch.setattr(features, "weight_search_dirs", lambda: [tmp_path / "models"])
+    monkeypatch.setattr(features, "_online", lambda: False)
+    with pytest.warns(UserWarning, match="random weights"):
+        assert resolve_weights("resnet50", "auto") == (None, "caffe")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / KERAS_WEIGHT_FILES["resnet50"]).write_bytes(b"stand-in")
+    assert resolve_weights("resnet50", "auto")[0].endswith(KERAS_WEIGHT_FILES["resnet50"])

@@ -1,0 +1,139 @@
+"""Figure grids, sweeps and the widget panel (driven without a browser), with random weights at tiny sizes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from nst_lib import StyleConfig
+from nst_lib.sweeps import sweep
+from nst_lib.viz import image_grid, loss_curves, save_figure, snapshot_strip
+
+from .conftest import CONTENT, DATA, STYLE
+
+TINY = StyleConfig(weights=None, size=48, steps=3, snapshot_every=0)
+
+
+def test_image_grid_labels_and_export(tmp_path):
+    img = np.zeros((8, 8, 3), np.uint8)
+    fig = image_grid([[img, img, None], [img, None, img]], ["r0", "r1"], ["a", "b", "c"], title="T", footnote="note")
+    axes = fig.axes
+    assert [ax.get_title() for ax in axes[:3]] == ["a", "b", "c"]
+    assert [axes[0].get_ylabel(), axes[3].get_ylabel()] == ["r0", "r1"]
+    assert fig._suptitle.get_text() == "T"
+    paths = save_figure(fig, tmp_path / "grid", dpi=50)
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in paths)
+    with pytest.raises(ValueError):
+        image_grid([[img]], ["r0", "r1"])
+
+
+def test_loss_curves_and_snapshot_strip():
+    history = [{"content": 1.0 / (i + 1), "style": 2.0 / (i + 1)} for i in range(5)]
+    fig = loss_curves({"a": history, "b": history})
+    assert len(fig.axes[0].lines) == 4
+    strip = snapshot_strip([(10, np.zeros((4, 4, 3), np.uint8)), (20, np.ones((4, 4, 3), np.uint8))])
+    assert [ax.get_title() for ax in strip.axes] == ["step 10", "step 20"]
+
+
+def test_sweep_runs_cells_labels_match_and_resume_skips(tmp_path):
+    styles = {"starry": STYLE, "mandala": DATA / "style" / "mandala.png"}
+    vary = {"style_weight": [1e-3, 1e-2]}
+    result = sweep({"tubingen": CONTENT}, styles, TINY, vary, out=tmp_path, progress=False)
+    assert len(result) == 4 and all(c.status == "completed" for c in result)
+    assert (tmp_path / "sweep.csv").is_file()
+    for cell in result:
+        record = json.loads((cell.run_dir / "config.json").read_text())
+        assert record["config"]["style_weight"] == cell.overrides["style_weight"]
+        assert record["inputs"]["styles"] == [str(styles[cell.style])]
+    images, rows, cols = result.grid("style", "style_weight")
+    assert rows == ["starry", "mandala"] and cols == ["style_weight=0.001", "style_weight=0.01"]
+    by_dir = {str(c.run_dir): c.image for c in result}
+    # the grid puts each cell's own output where its labels say
+    mandala_hi = next(c for c in result if c.style == "mandala" and c.overrides["style_weight"] == 1e-2)
+    np.testing.assert_array_equal(images[1][1], by_dir[str(mandala_hi.run_dir)])
+    again = sweep({"tubingen": CONTENT}, styles, TINY, vary, out=tmp_path, progress=False)
+    assert all(c.status == "skipped (done)" for c in again)
+    assert [c.final["total"] for c in again] == pytest.approx([c.final["total"] for c in result])
+
+
+def test_interrupted_sweep_resumes_where_it_stopped(tmp_path):
+    calls = {"n": 0}
+
+    def ctrl_c_in_second_cell(info):
+        calls["n"] += 1
+        if calls["n"] == 5:  # cell 1 has 3 steps; this is step 2 of cell 2
+            raise KeyboardInterrupt
+
+    vary = {"seed": [0, 1, 2]}
+    first = sweep(CONTENT, STYLE, TINY.replace(init="noise"), vary, out=tmp_path, progress=False,
+                  callbacks=[ctrl_c_in_second_cell])
+    assert [c.status for c in first] == ["completed", "interrupted", "pending"]
+    second = sweep(CONTENT, STYLE, TINY.replace(init="noise"), vary, out=tmp_path, progress=False)
+    assert [c.status for c in second] == ["skipped (done)", "resumed, completed", "completed"]
+    assert all(len(c.history) == 3 for c in second)
+
+
+def test_sweep_rejects_unknown_fields_before_running(tmp_path):
+    from nst_lib.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="alpha"):
+        sweep(CONTENT, STYLE, TINY, {"alpha": [1, 2]}, out=tmp_path, progress=False)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.fixture
+def panel(tmp_path):
+    from nst_lib.widgets import StylePanel
+
+    return StylePanel(StyleConfig(weights=None, size=64, steps=6, snapshot_every=0), preview_every=2, out=tmp_path)
+
+
+def test_panel_defaults_come_from_style_config(panel):
+    d = StyleConfig(weights=None, size=64, steps=6, snapshot_every=0)
+    assert panel.config() == d.replace(
+        content_layers=("block4_conv2",),
+        style_layers=("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
+    )
+    assert panel.arch.options == ("vgg16", "vgg19", "resnet50")
+    assert panel.alpha.value == d.content_weight and panel.beta.value == pytest.approx(d.style_weight)
+
+
+def test_panel_sliders_set_the_config_and_arch_changes_the_layers(panel):
+    panel.beta.value = 1e-1
+    panel.alpha.value = 10.0
+    panel.arch.value = "resnet50"
+    config = panel.config()
+    assert config.style_weight == pytest.approx(1e-1) and config.content_weight == pytest.approx(10.0)
+    assert config.arch == "resnet50" and config.content_layers == ("conv4_block6_out",)
+    assert "conv5_block3_out" in config.style_layers
+
+
+def test_panel_run_updates_preview_and_export_writes_a_run_folder(panel):
+    assert panel.export_button.disabled
+    panel.run(wait=True)
+    first = panel.preview.value
+    assert first[:4] == b"\x89PNG" and panel.progress.value == 6 and "completed" in panel.status.value
+    panel.beta.value = 1.0  # move the beta slider: a new run gives a different preview
+    panel.run(wait=True)
+    assert panel.preview.value != first
+    run_dir = panel.export()
+    for name in ("output.png", "config.json", "losses.csv", "loss_curve.png"):
+        assert (run_dir / name).is_file(), name
+    assert json.loads((run_dir / "config.json").read_text())["config"]["style_weight"] == pytest.approx(1.0)
+
+
+def test_panel_stop_button_stops_the_run(panel):
+    panel.steps.value = 1000
+    panel.run()
+    panel.stop()
+    panel.wait(timeout=120)
+    assert panel.result.status == "stopped" and len(panel.result.history) < 1000
+    assert not panel.run_button.disabled
+
+
+def test_panel_reports_bad_input_in_the_panel(panel, tmp_path):
+    bad = tmp_path / "bad.png"
+    bad.write_text("no image")
+    panel.content.options = {"bad": bad}
+    panel.run(wait=True)
+    assert "bad.png: not an image file" in panel.message.value
