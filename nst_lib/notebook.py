@@ -44,12 +44,25 @@ class NotebookEnv:
         return "imagenet" if self.vgg19_weights else None
 
 
+def _show_figures_inline() -> None:
+    """Display matplotlib Figures returned by a cell as images (nst_lib never imports pyplot)."""
+    try:
+        from IPython import get_ipython
+        from IPython.core.pylabtools import select_figure_formats
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is not None:
+        select_figure_formats(shell, {"png"})
+
+
 def setup(name: str, quick: bool = False) -> NotebookEnv:
     """Change to the repository root, report the device and weights, and return the notebook's settings."""
     from .features import weights_available
     from .runs import device_name
 
     os.chdir(ROOT)
+    _show_figures_inline()
     fig_dir = ROOT / "results" / ("quick_figures" if quick else "figures") / name
     env = NotebookEnv(name, bool(quick), ROOT, fig_dir, device_name(), weights_available("vgg19"))
     print(f"{name}: {'QUICK' if quick else 'full'} mode on {env.device}; figures → {fig_dir.relative_to(ROOT)}")

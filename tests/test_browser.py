@@ -35,9 +35,14 @@ def jupyter(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
     shutil.copy(ROOT / "notebooks" / "00_quickstart.ipynb", work)  # the server may autosave: never the repo's copy
+    settings = tmp_path / "settings" / "@jupyterlab" / "notebook-extension"
+    settings.mkdir(parents=True)
+    # render every cell: JupyterLab 4 virtualises cells scrolled out of view, which hides their outputs
+    (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     port, token = _free_port(), secrets.token_hex(16)
     env = {**os.environ, "NST_QUICK": "1", "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
-           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws")}
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"),
+           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings")}
     log = open(tmp_path / "jupyter.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
@@ -82,10 +87,17 @@ def test_quickstart_panel_in_a_real_browser(jupyter):
             page.goto(f"{url}/lab/tree/00_quickstart.ipynb?token={token}")
             page.wait_for_selector(".jp-Notebook .jp-Cell")
             page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_text("Run All Cells", exact=True).click()
+            for _attempt in range(4):  # a Run All sent while the kernel is still connecting can be dropped
+                page.get_by_role("menuitem", name="Run", exact=True).click()
+                page.get_by_text("Run All Cells", exact=True).click()
+                try:
+                    page.wait_for_selector(".jp-InputPrompt:has-text('[1]')", timeout=30_000)
+                    break
+                except sync_api.TimeoutError:
+                    continue
             # the last code cell runs the panel once and saves its figure
-            page.wait_for_selector("text=saved results/quick_figures/00_quickstart/panel_run.png", timeout=300_000)
+            page.wait_for_selector(".jp-OutputArea-output:has-text('quick_figures/00_quickstart/panel_run.png')",
+                                   timeout=300_000)
             preview = page.locator("img.widget-image").first
             page.wait_for_function("() => { const i = document.querySelector('img.widget-image'); return i && i.src; }")
             before = preview.get_attribute("src")
@@ -101,8 +113,8 @@ def test_quickstart_panel_in_a_real_browser(jupyter):
                 "(before) => { const i = document.querySelector('img.widget-image'); return i && i.src !== before; }",
                 arg=before, timeout=180_000,
             )
-            page.wait_for_selector("text=completed:", timeout=180_000)
-            (ROOT / "results").mkdir(exist_ok=True)
-            page.screenshot(path=str(ROOT / "results" / "browser_00_quickstart.png"), full_page=True)
+            page.wait_for_selector(".widget-label:has-text('completed:')", timeout=180_000)
         finally:
+            (ROOT / "results").mkdir(exist_ok=True)  # a screenshot in any case: on failure it shows why
+            page.screenshot(path=str(ROOT / "results" / "browser_00_quickstart.png"), full_page=True)
             browser.close()
