@@ -22,6 +22,7 @@ CONTENT_LOSSES = ("mean", "gatys")
 GRAM_NORMS = ("size", "gatys", "mean")
 POOLINGS = ("max", "avg")
 PREPROCESSINGS = ("caffe", "torch")
+PRECISIONS = ("float32", "mixed", "auto")
 
 
 def _f(default: Any, help: str, **kw: Any) -> Any:
@@ -42,6 +43,9 @@ class StyleConfig:
         None, "input preprocessing; none picks the one the weights were trained with", choices=PREPROCESSINGS
     )
     pooling: str = _f("max", "pooling layers; 'avg' is Gatys' swap of max for average pooling", choices=POOLINGS)
+    precision: str = _f(
+        "float32", "'mixed': float16 network with float32 losses (GPU); 'auto': mixed on a GPU", choices=PRECISIONS
+    )
     normalize_features: bool = _f(
         False, "scale each layer to unit mean activation on the bundled images (Gatys' normalised network)"
     )

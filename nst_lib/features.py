@@ -187,7 +187,11 @@ def resolve_layer_name(name: str, model) -> str:
 def _swap_pooling(layer):
     if isinstance(layer, keras.layers.MaxPooling2D):
         return keras.layers.AveragePooling2D(
-            pool_size=layer.pool_size, strides=layer.strides, padding=layer.padding, name=layer.name
+            pool_size=layer.pool_size,
+            strides=layer.strides,
+            padding=layer.padding,
+            name=layer.name,
+            dtype=layer.dtype_policy,
         )
     return layer  # shared, so the pretrained weights are reused as they are
 
@@ -213,7 +217,7 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
 
     def clone(layer):
         if layer.name in folded_bn:
-            return _FoldedBatchNorm(name=layer.name)
+            return _FoldedBatchNorm(name=layer.name, dtype=layer.dtype_policy)
         if layer.name in follows:
             bn = follows[layer.name]
             gamma = bn.gamma.numpy() if bn.scale else 1.0
@@ -244,6 +248,7 @@ class FeatureExtractor:
         pooling: str = "max",
         preprocessing: str | None = None,
         normalize: bool = False,
+        precision: str = "float32",
     ):
         if arch not in _APPS:
             raise ConfigError(f"unknown architecture {arch!r}; choose from {', '.join(_APPS)}")
@@ -253,7 +258,8 @@ class FeatureExtractor:
         self.arch, self.weights, self.pooling = arch, weights, pooling
         self.preprocessing = preprocessing or default_pre
         self.weights_source = keras_weights
-        base = build_base(arch, keras_weights)
+        self.mixed = precision == "mixed"
+        base = build_base(arch, keras_weights, "mixed_float16" if self.mixed else None)
         self.layers = list(dict.fromkeys(resolve_layer_name(n, base) for n in layers))
         if not self.layers:
             raise ConfigError("no layers requested")
@@ -301,6 +307,8 @@ class FeatureExtractor:
 
     def __call__(self, images) -> dict:
         outputs = self._raw(images)
+        if self.mixed:  # Grams sum over thousands of positions: float16 would overflow
+            outputs = {name: ops.cast(out, "float32") for name, out in outputs.items()}
         if self.normalize:
             return {name: out * self.scales[name] for name, out in outputs.items()}
         return outputs
@@ -312,8 +320,11 @@ class FeatureExtractor:
         )
 
 
-def build_base(arch: str, keras_weights: str | None):
+def build_base(arch: str, keras_weights: str | None, dtype_policy: str | None = None):
+    previous = keras.mixed_precision.dtype_policy()
     try:
+        if dtype_policy:
+            keras.mixed_precision.set_dtype_policy(dtype_policy)
         return _APPS[arch](include_top=False, weights=keras_weights, input_shape=(None, None, 3))
     except Exception as exc:  # Keras raises plain Exceptions for download failures
         if keras_weights == "imagenet":
@@ -324,6 +335,8 @@ def build_base(arch: str, keras_weights: str | None):
         if keras_weights is not None:
             raise WeightsNotFoundError(f"{keras_weights}: cannot load as {arch} weights ({_first_line(exc)})") from None
         raise
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
 
 
 def _first_line(exc: Exception, limit: int = 160) -> str:
@@ -334,9 +347,20 @@ def _first_line(exc: Exception, limit: int = 160) -> str:
 _CACHE: dict[tuple, FeatureExtractor] = {}
 
 
-def get_extractor(arch, layers, weights="imagenet", pooling="max", preprocessing=None, normalize=False):
+def resolve_precision(precision: str) -> str:
+    """'auto' is 'mixed' (float16 compute, float32 losses) on a GPU and 'float32' elsewhere."""
+    if precision != "auto":
+        return precision
+    import tensorflow as tf
+
+    return "mixed" if tf.config.list_physical_devices("GPU") else "float32"
+
+
+def get_extractor(arch, layers, weights="imagenet", pooling="max", preprocessing=None, normalize=False,
+                  precision="float32"):
     """A cached FeatureExtractor: building one loads tens of MB of weights, sweeps reuse it."""
-    key = (arch, tuple(layers), weights, pooling, preprocessing, normalize)
+    precision = resolve_precision(precision)
+    key = (arch, tuple(layers), weights, pooling, preprocessing, normalize, precision)
     if key not in _CACHE:
-        _CACHE[key] = FeatureExtractor(arch, layers, weights, pooling, preprocessing, normalize)
+        _CACHE[key] = FeatureExtractor(arch, layers, weights, pooling, preprocessing, normalize, precision)
     return _CACHE[key]

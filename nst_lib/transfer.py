@@ -96,9 +96,12 @@ class _Problem:
             mode=config.gram_norm,
         )
         tv_weight = float(config.tv_weight)
+        # float16 backward passes underflow on small gradients: scale the loss up, the gradient back down,
+        # and halve the scale whenever the scaled gradient overflows
+        self.loss_scale = 2.0**10 if extractor.mixed else 1.0
 
         @tf.function(reduce_retracing=True)
-        def value_and_grad(x):
+        def value_and_grad(x, scale):
             # Keras' frozen weights are still trainable tf.Variables underneath: watch only the image,
             # so no weight gradient is ever built.
             with tf.GradientTape(watch_accessed_variables=False) as tape:
@@ -108,15 +111,22 @@ class _Problem:
                 ls = style(feats)
                 lt = tv_weight * tv_loss(x)
                 total = lc + ls + lt
-            return total, lc, ls, lt, tape.gradient(total, x)
+                scaled = total * scale
+            return total, lc, ls, lt, tape.gradient(scaled, x) / scale
 
         self._fn = value_and_grad
         self._tf = tf
 
     def __call__(self, x_flat: np.ndarray):
-        total, lc, ls, lt, g = self._fn(self._tf.constant(x_flat.reshape(self.shape)))
+        x = self._tf.constant(x_flat.reshape(self.shape))
+        while True:
+            total, lc, ls, lt, g = self._fn(x, self._tf.constant(self.loss_scale, self._tf.float32))
+            g = g.numpy().reshape(-1)
+            if self.loss_scale <= 1.0 or np.isfinite(g).all():
+                break
+            self.loss_scale /= 2.0
         parts = {"content": float(lc), "style": float(ls), "tv": float(lt)}
-        return float(total), parts, g.numpy().reshape(-1)
+        return float(total), parts, g
 
 
 def _check_size(image: np.ndarray, extractor: FeatureExtractor, name: str, what: str) -> None:
@@ -317,6 +327,7 @@ def _execute(config, content_img, style_imgs, names, run, callbacks, progress, t
             config.pooling,
             config.preprocessing,
             config.normalize_features,
+            config.precision,
         )
     engine = _Engine(config, content_img, style_imgs, run)
     if start is not None:

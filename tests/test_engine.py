@@ -278,3 +278,19 @@ def test_lbfgs_is_invariant_to_the_scale_of_the_loss(scale):
     for _ in range(30):
         x = opt.step(x, fg)
     assert fg(x)[0] < 1e-6 * fg(x0)[0]
+
+
+def test_mixed_precision_computes_in_float16_and_still_optimises(small_pair):
+    # runs on CPU too: float16 network, float32 features and losses, loss scaling for the gradient
+    from nst_lib.features import get_extractor, resolve_precision
+
+    fe = get_extractor("vgg19", ["block2_conv1"], None, precision="mixed")
+    assert fe.model.layers[1].compute_dtype == "float16"
+    assert fe(np.zeros((1, 16, 16, 3), np.float32))["block2_conv1"].dtype == "float32"
+    assert resolve_precision("auto") in ("float32", "mixed")
+    content, style = small_pair
+    full = stylize(content, style, out=None, steps=12, progress=False, **FAST)
+    mixed = stylize(content, style, out=None, steps=12, progress=False, precision="mixed", **FAST)
+    losses = mixed.losses("total")
+    assert np.all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0]
+    assert losses[-1] == pytest.approx(full.losses("total")[-1], rel=0.3)
