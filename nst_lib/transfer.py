@@ -192,7 +192,7 @@ class _Engine:
     def run_all(self, extractor, names, callbacks, progress, timer, start=None) -> tuple[np.ndarray, str]:
         config = self.config
         start_level = start["level"] if start else 0
-        x_img = None
+        x_img = final = None
         status = "completed"
         for level in range(start_level, config.pyramid_levels):
             with timer("targets"):
@@ -238,18 +238,17 @@ class _Engine:
                         desc,
                     )
                 except NonFiniteLossError as exc:
-                    self._keep_last_good(exc, level, optimizer, to_image)
+                    self._keep_last_good(exc, to_image)
                     raise
             x_img = loop.x.reshape(content.shape)
-            self.final = to_image(loop.x)
+            final = to_image(loop.x)
+            self.checkpoint(level, loop.steps_done, optimizer, loop.x)
             if loop.interrupted or loop.stopped:
                 status = "interrupted" if loop.interrupted else "stopped"
-                self.checkpoint(level, loop.steps_done, optimizer, loop.x)
                 break
-            self.checkpoint(level, loop.steps_done, optimizer, loop.x)
-        return self.final, status
+        return final, status
 
-    def _keep_last_good(self, exc, level, optimizer, to_image) -> None:
+    def _keep_last_good(self, exc, to_image) -> None:
         partial = getattr(exc, "partial", None)
         if partial is None or self.run is None:
             return
