@@ -17,6 +17,7 @@ import platform
 import re
 import sys
 import time
+import unicodedata
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,9 @@ def device_name() -> str:
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._=+]+", "-", text).strip("-")[:120] or "run"
+    """A folder-name-safe version of ``text`` (accents transliterated: 'Tübingen' → 'Tubingen')."""
+    ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
+    return re.sub(r"[^A-Za-z0-9._=+]+", "-", ascii_text).strip("-")[:120] or "run"
 
 
 class Run:
