@@ -87,7 +87,12 @@ def test_quickstart_panel_in_a_real_browser(jupyter):
             page.goto(f"{url}/lab/tree/00_quickstart.ipynb?token={token}")
             page.wait_for_selector(".jp-Notebook .jp-Cell")
             page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
+            page.wait_for_timeout(2_000)  # a kernel-selection dialog, if any, shows up around now
             for _attempt in range(4):  # a Run All sent while the kernel is still connecting can be dropped
+                kernel_dialog = page.locator(".jp-Dialog").get_by_role("button", name="Select", exact=True)
+                if kernel_dialog.count() and kernel_dialog.first.is_visible():  # a fresh server may ask
+                    kernel_dialog.first.click()
+                    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
                 page.get_by_role("menuitem", name="Run", exact=True).click()
                 page.get_by_text("Run All Cells", exact=True).click()
                 try:
