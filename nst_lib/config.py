@@ -197,7 +197,9 @@ PRESETS: dict[str, dict[str, Any]] = {
             "init": "ibid. §2: white noise (Fig. 6 compares content/style init)",
             "optimizer": "ibid. §2: L-BFGS",
             "content_weight": "ibid. eq. 7: alpha, kept at 1 so beta alone sets the ratio",
-            "style_weight": "paper's alpha/beta = 1e-3 is for its normalised VGG; 1e3 calibrated for Keras VGG19",
+            "style_weight": "paper's alpha/beta = 1e-3 is for its normalised VGG; 1e3 matches the default's balance"
+            " at 512 px (½·SSE over block4_conv2's 1.6M terms); the content term grows with pixels, so divide"
+            " beta by (512/size)^2 at other sizes",
             "tv_weight": "not used in the paper",
             "size": "ibid. §3: about 512 px",
             "steps": "not stated; 500 L-BFGS steps converge visually here",
@@ -245,12 +247,14 @@ PRESETS: dict[str, dict[str, Any]] = {
             "gram_norm": "gatys",
             "init": "content",
             "optimizer": "lbfgs",
-            "style_weight": 1e3,
+            "style_weight": 2e2,
             "size": 512,
             "steps": 300,
         },
         "sources": {
             "*": "seed 001 (architecture comparison VGG16/VGG19/ResNet50), §II-V",
+            "style_weight": "seed 001 tunes it by hand (§VI); 2e2 matches the default's balance at 512 px"
+            " (½·SSE over block5_conv2's 0.4M terms); divide by (512/size)^2 at other sizes",
             "content_loss": "seed 001 §II: L_content = 1/2 sum (F - P)^2",
             "gram_norm": "seed 001 §II: E_l = 1/(4 N^2 M^2) sum (G - A)^2",
             "content_layers": "seed 001 does not list its layers; the Keras example's block5_conv2 it builds on",
