@@ -7,10 +7,6 @@ Names are imported lazily, so ``import nst_lib`` and ``nst --help`` do not start
 """
 
 import importlib as _importlib
-import os as _os
-
-# TensorFlow's C++ start-up log (CUDA probing, oneDNN notes) is noise for users; a user's own setting wins.
-_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 __version__ = "0.1.0"
 
