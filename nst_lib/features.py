@@ -93,10 +93,8 @@ def resolve_weights(arch: str, weights: str | None) -> tuple[str | None, str]:
     if weights is None:
         return None, "caffe"
     if weights == "auto":  # ImageNet when it can be had, else random (notebooks label such figures)
-        if weights_available(arch, "imagenet") or (arch == "vgg16" and weights_available(arch, "torchvision")):
+        if imagenet_obtainable(arch):
             return resolve_weights(arch, "imagenet")
-        if _online():
-            return "imagenet", "caffe"
         warnings.warn(f"no ImageNet weights for {arch} offline; using random weights", stacklevel=2)
         return None, "caffe"
     if weights == "torchvision":
@@ -133,6 +131,13 @@ def weights_available(arch: str, weights: str = "imagenet") -> bool:
     if weights == "torchvision":
         return find_weight_file(TORCHVISION_VGG16_FILE) is not None
     return True
+
+
+def imagenet_obtainable(arch: str) -> bool:
+    """ImageNet weights for ``arch`` are on disk (for VGG16 the torchvision stand-in counts) or Keras can
+    download them."""
+    on_disk = weights_available(arch, "imagenet") or (arch == "vgg16" and weights_available(arch, "torchvision"))
+    return on_disk or _online()
 
 
 def _online() -> bool:

@@ -40,7 +40,8 @@ class NotebookEnv:
 
     @property
     def weights(self) -> str | None:
-        """'imagenet' when VGG19's weights can be loaded, else None (random: the figures say so)."""
+        """'imagenet' when VGG19's weights are on disk or downloadable (Colab), else None (random: the figures
+        say so)."""
         return "imagenet" if self.vgg19_weights else None
 
 
@@ -58,14 +59,14 @@ def _show_figures_inline() -> None:
 
 def setup(name: str, quick: bool = False) -> NotebookEnv:
     """Change to the repository root, report the device and weights, and return the notebook's settings."""
-    from .features import weights_available
+    from .features import imagenet_obtainable
     from .runs import device_name
 
     os.chdir(ROOT)
     _show_figures_inline()
     fig_dir = ROOT / "results" / ("quick_figures" if quick else "figures") / name
-    env = NotebookEnv(name, bool(quick), ROOT, fig_dir, device_name(), weights_available("vgg19"))
+    env = NotebookEnv(name, bool(quick), ROOT, fig_dir, device_name(), imagenet_obtainable("vgg19"))
     print(f"{name}: {'QUICK' if quick else 'full'} mode on {env.device}; figures → {fig_dir.relative_to(ROOT)}")
     if not env.vgg19_weights:
-        print("VGG19 ImageNet weights not found: random weights (figures are labelled; see README for weights)")
+        print("VGG19 ImageNet weights neither on disk nor downloadable: random weights (figures are labelled)")
     return env
