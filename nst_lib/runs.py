@@ -73,7 +73,9 @@ class Run:
         self.record: dict[str, Any] = {}
 
     @classmethod
-    def create(cls, root: str | Path = "results", name: str = "run", timestamp: bool = True) -> Run:
+    def create(
+        cls, root: str | Path = "results", name: str = "run", timestamp: bool = True, subdirs=("snapshots", "inputs")
+    ) -> Run:
         """A new folder ``root/<time>_<name>`` (``root/<name>`` without timestamp); a taken name gets -2, -3…"""
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
@@ -84,8 +86,8 @@ class Run:
                 path.mkdir()  # atomic: fails if another run took the name
             except FileExistsError:
                 continue
-            (path / "snapshots").mkdir()
-            (path / "inputs").mkdir()
+            for sub in subdirs:
+                (path / sub).mkdir()
             return cls(path)
         raise NSTError(f"{root}: cannot find a free run folder name for {stem}")
 

@@ -1,0 +1,35 @@
+"""Generative models, each a ``keras.Model`` subclass overriding ``train_step`` with ``keras.metrics.Mean``
+trackers, trained by ``train`` into a resumable run folder.
+
+    from nst_lib.data import tiny_paintings
+    from nst_lib.models import DCGAN, train
+    result = train(DCGAN(), tiny_paintings(), epochs=5)
+    images = result.model.generate(16, seed=0)      # uint8 N×64×64×3
+"""
+
+import importlib as _importlib
+
+_EXPORTS = {
+    "DCGAN": "dcgan",
+    "DCGANConfig": "dcgan",
+    "LabelSmoothingSchedule": "dcgan",
+    "VAEGAN": "vaegan",
+    "VAEGANConfig": "vaegan",
+    "TrainResult": "training",
+    "train": "training",
+    "resume_training": "training",
+    "load_trained": "training",
+    "load_result": "training",
+    "build_model": "training",
+    "tile": "callbacks",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        value = getattr(_importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'nst_lib.models' has no attribute {name!r}")

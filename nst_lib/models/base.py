@@ -1,0 +1,119 @@
+"""What every generative model shares: a frozen config dataclass whose fields cite their sources, latent
+sampling, ``generate(n, seed)`` returning uint8 images, and the exact state a checkpoint holds (network
+weights, BatchNorm statistics, optimiser moments and step counters, the noise generator's state)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from ..errors import ConfigError
+
+
+def cited(default: Any, source: str) -> Any:
+    """A config field whose metadata says where its default comes from."""
+    return dataclasses.field(default=default, metadata={"source": source})
+
+
+class ModelConfig:
+    """Mixin for the models' frozen config dataclasses."""
+
+    def replace(self, **overrides: Any):
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise ConfigError(f"{type(self).__name__}: unknown field(s) {', '.join(unknown)}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in dataclasses.asdict(self).items()
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        types = {f.name: f for f in dataclasses.fields(cls)}
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in types})
+
+    @classmethod
+    def sources(cls) -> dict[str, str]:
+        return {f.name: f.metadata.get("source", "") for f in dataclasses.fields(cls)}
+
+    def check_image_size(self, size: int, smallest: int = 16) -> None:
+        if size < smallest or size & (size - 1):
+            raise ConfigError(f"image_size must be a power of two ≥ {smallest}, got {size}")
+
+
+def leaf_seed(seed: int, index: int) -> int:
+    """A distinct, reproducible integer seed for the index-th initialiser of a model seeded with ``seed``."""
+    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
+
+
+class GenerativeModelMixin:
+    """Shared by the keras.Model subclasses in this package. Subclasses define ``kind``, ``config``,
+    ``seed_generator``, ``optimizers()`` (name → optimiser), ``_decode(z)`` and ``build_all()``."""
+
+    kind = "model"
+
+    def latents(self, n: int, seed: int = 0) -> np.ndarray:
+        """``n`` standard-normal latent vectors drawn from ``seed`` (NumPy, so sampling never touches the
+        training noise generator's state)."""
+        return np.random.default_rng(seed).standard_normal((n, self.config.latent_dim)).astype(np.float32)
+
+    def decode(self, z, batch_size: int = 256) -> np.ndarray:
+        """Images in [-1, 1] (float32 NHWC) for latents ``z``, with BatchNorm in inference mode."""
+        z = np.asarray(z, np.float32)
+        out = [np.asarray(self._decode(z[i : i + batch_size])) for i in range(0, len(z), batch_size)]
+        return np.concatenate(out) if out else np.zeros((0, *self.image_shape), np.float32)
+
+    def generate(self, n: int = 16, seed: int = 0) -> np.ndarray:
+        """``n`` new images as uint8 N×H×W×3; the same seed gives the same images."""
+        from ..data import from_unit
+
+        return from_unit(self.decode(self.latents(n, seed)))
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (self.config.image_size, self.config.image_size, 3)
+
+    # --- checkpoint state ------------------------------------------------------------------------------
+    def state_variables(self) -> dict[str, list]:
+        """Every variable whose value a resumed run needs, by group, in a fixed order."""
+        self.build_all()
+        groups = {"model": list(self.weights), "noise": [self.seed_generator.state]}
+        for name, opt in self.optimizers().items():
+            groups[f"optimizer_{name}"] = list(opt.variables)
+        return groups
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        return {
+            f"{group}/{i:04d}": np.asarray(v.numpy())
+            for group, variables in self.state_variables().items()
+            for i, v in enumerate(variables)
+        }
+
+    def set_state(self, state: dict[str, np.ndarray]) -> None:
+        for group, variables in self.state_variables().items():
+            stored = sorted(k for k in state if k.startswith(group + "/"))
+            if len(stored) != len(variables):
+                raise ConfigError(
+                    f"checkpoint holds {len(stored)} '{group}' variables, the model has {len(variables)}: "
+                    "was it written by a different model config?"
+                )
+            for key, v in zip(stored, variables):
+                value = state[key]
+                if tuple(value.shape) != tuple(v.shape):
+                    raise ConfigError(f"checkpoint variable {key} has shape {value.shape}, the model's {v.path} {v.shape}")
+                v.assign(value)
+
+    def training_callbacks(self, epochs: int) -> list:
+        """Schedules the model needs during ``fit`` (e.g. DCGAN's label-smoothing switch)."""
+        return []
+
+    def count_params(self) -> dict[str, int]:
+        """Trainable parameters of each sub-network."""
+        self.build_all()
+        return {name: int(sum(np.prod(w.shape) for w in net.trainable_weights)) for name, net in self.networks().items()}

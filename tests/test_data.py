@@ -1,0 +1,92 @@
+"""Image-folder datasets: centre-crop/resize, bad files skipped and counted, clear errors, seeded epochs."""
+
+import warnings
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from nst_lib.data import DataError, from_array, from_spec, load_image_folder, tiny_paintings
+
+
+def _save(path, array):
+    Image.fromarray(np.asarray(array, np.uint8)).save(path)
+    return path
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """3 readable images (landscape, portrait, nested PNG), a truncated JPEG and a text file named .jpg."""
+    wide = np.zeros((40, 80, 3), np.uint8)
+    wide[:, :20] = (255, 0, 0)  # red bands left and right of a blue centre square
+    wide[:, 60:] = (255, 0, 0)
+    wide[:, 20:60] = (0, 0, 255)
+    _save(tmp_path / "a_wide.jpg", wide)
+    _save(tmp_path / "b_tall.png", np.full((90, 30, 3), 200, np.uint8))
+    (tmp_path / "sub").mkdir()
+    _save(tmp_path / "sub" / "c.png", np.full((33, 33, 3), 10, np.uint8))
+    good = (tmp_path / "a_wide.jpg").read_bytes()
+    (tmp_path / "d_truncated.jpg").write_bytes(good[: len(good) // 3])
+    (tmp_path / "e_not_an_image.jpg").write_text("hello")
+    (tmp_path / "notes.txt").write_text("ignored: not an image suffix")
+    return tmp_path
+
+
+def test_folder_is_cropped_resized_and_bad_files_are_skipped_with_a_count(folder):
+    with pytest.warns(UserWarning, match="skipped 2 unreadable file"):
+        data = load_image_folder(folder, size=16, progress=False)
+    assert data.images.shape == (3, 16, 16, 3) and data.images.dtype == np.uint8
+    assert sorted(p.split("/")[-1] for p, _ in data.skipped) == ["d_truncated.jpg", "e_not_an_image.jpg"]
+    wide = data.images[[f.endswith("a_wide.jpg") for f in data.files].index(True)]
+    # the centre square of the wide image is blue: the red side bands were cropped away
+    assert wide[..., 2].mean() > 200 and wide[..., 0].mean() < 40
+    assert len(load_image_folder(folder, size=16, recursive=False, progress=False).files) == 2
+
+
+def test_empty_missing_and_all_unreadable_folders_raise_naming_the_folder(tmp_path):
+    with pytest.raises(DataError, match="no images"):
+        load_image_folder(tmp_path, progress=False)
+    with pytest.raises(DataError, match="folder not found"):
+        load_image_folder(tmp_path / "nope", progress=False)
+    (tmp_path / "x.png").write_text("not png")
+    with pytest.raises(DataError, match=f"{tmp_path}: none of its 1 image files could be read"):
+        load_image_folder(tmp_path, progress=False)
+
+
+def test_cache_is_reused(folder, tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        first = load_image_folder(folder, size=16, cache_dir=cache, progress=False)
+    import nst_lib.data as data_mod
+
+    monkeypatch.setattr(data_mod, "_decode", lambda *a: pytest.fail("decoded again despite the cache"))
+    second = load_image_folder(folder, size=16, cache_dir=cache, progress=False)
+    assert np.array_equal(first.images, second.images) and len(second.skipped) == 2
+
+
+def test_tiny_paintings_are_seeded_and_rebuild_from_their_spec():
+    a, b, c = tiny_paintings(12, 32, seed=1), tiny_paintings(12, 32, seed=1), tiny_paintings(12, 32, seed=2)
+    assert a.images.shape == (12, 32, 32, 3)
+    assert np.array_equal(a.images, b.images) and not np.array_equal(a.images, c.images)
+    assert np.array_equal(from_spec(a.spec).images, a.images)
+
+
+def test_epochs_are_seeded_permutations_and_a_stream_can_start_at_any_epoch():
+    data = from_array(np.arange(8, dtype=np.uint8).reshape(8, 1, 1, 1).repeat(2, 1).repeat(2, 2).repeat(3, 3))
+    ids = lambda batch: list(np.round((batch.numpy()[:, 0, 0, 0] + 1) * 127.5).astype(int))
+    it = iter(data.dataset(batch_size=4, seed=5))
+    epochs = [ids(next(it)) + ids(next(it)) for _ in range(3)]
+    assert all(sorted(e) == list(range(8)) for e in epochs)  # every image once per epoch
+    assert epochs[0] != epochs[1]  # reshuffled each epoch
+    late = iter(data.dataset(batch_size=4, seed=5, initial_epoch=2))
+    assert ids(next(late)) + ids(next(late)) == epochs[2]  # resuming at epoch 2 sees epoch 2's batches
+    other = iter(data.dataset(batch_size=4, seed=6))
+    assert ids(next(other)) + ids(next(other)) != epochs[0]
+    batch = next(iter(data.dataset(batch_size=4)))
+    assert batch.dtype.name == "float32" and -1.0 <= float(batch.numpy().min()) <= float(batch.numpy().max()) <= 1.0
+
+
+def test_fewer_images_than_a_batch_is_a_clear_error():
+    with pytest.raises(DataError, match="fewer than one batch of 128"):
+        tiny_paintings(10, 16).steps_per_epoch(128)

@@ -1,0 +1,225 @@
+"""DCGAN and VAE-GAN: architecture, loss formulas, training behaviour, run folders, exact resume, Ast-GAN."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+
+from nst_lib.data import from_unit, tiny_paintings, to_unit
+from nst_lib.errors import ConfigError
+from nst_lib.models import DCGAN, VAEGAN, LabelSmoothingSchedule, load_trained, train
+from nst_lib.models.dcgan import radford_parameter_counts
+from nst_lib.models.losses import bce_logits, gaussian_feature_loss, kl_normal, reparameterize
+
+from .conftest import CONTENT, ROOT
+
+
+@pytest.fixture(scope="module")
+def tiny32():
+    return tiny_paintings(128, 32, seed=0)
+
+
+# --- architecture ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("size", [64, 32])
+def test_dcgan_matches_the_radford_architecture(size):
+    model = DCGAN(image_size=size)
+    assert model.count_params() == radford_parameter_counts(size)
+    if size == 64:  # the PyTorch DCGAN reference's well-known totals
+        assert model.count_params() == {"generator": 3_576_704, "discriminator": 2_765_568}
+    assert model.generator.output_shape == (None, size, size, 3)
+    assert model.discriminator.output_shape == (None, 1)
+    layers = model.discriminator.layers
+    first_conv = next(i for i, l in enumerate(layers) if isinstance(l, keras.layers.Conv2D))
+    assert isinstance(layers[first_conv + 1], keras.layers.LeakyReLU)  # no BatchNorm on D's input layer
+    slopes = {l.negative_slope for l in layers if isinstance(l, keras.layers.LeakyReLU)}
+    assert slopes == {0.3}
+    assert DCGAN(leaky_slope=0.2).config.leaky_slope == 0.2
+    assert float(model.d_optimizer.learning_rate) == pytest.approx(2e-4)
+    assert float(DCGAN(d_lr_ratio=0.1).d_optimizer.learning_rate) == pytest.approx(2e-5)
+    kernels = np.concatenate([w.numpy().ravel() for w in model.generator.trainable_weights if "kernel" in w.path])
+    assert kernels.std() == pytest.approx(0.02, rel=0.05) and abs(kernels.mean()) < 1e-3
+
+
+def test_vaegan_shapes_follow_larsen_et_al():
+    model = VAEGAN(image_size=64, latent_dim=128)
+    mu, logvar = model.encoder.output
+    assert mu.shape == (None, 128) and logvar.shape == (None, 128)
+    assert model.decoder.output_shape == (None, 64, 64, 3)
+    assert [tuple(t.shape) for t in model.discriminator.outputs] == [(None, 1), (None, 8, 8, 256)]
+
+
+def test_bad_configs_are_refused():
+    with pytest.raises(ConfigError, match="power of two"):
+        DCGAN(image_size=48)
+    with pytest.raises(ConfigError, match="unknown field"):
+        DCGAN(leaky=0.2)
+    with pytest.raises(ConfigError, match="data is 32 px, the model 64 px"):
+        train(DCGAN(), tiny_paintings(16, 32), 1)
+
+
+# --- loss formulas -----------------------------------------------------------------------------------------
+def test_bce_kl_feature_loss_against_numpy(rng):
+    logits, target = rng.normal(size=(6, 1)) * 3, 0.85
+    p = 1 / (1 + np.exp(-logits))
+    expected = -np.mean(target * np.log(p) + (1 - target) * np.log(1 - p))
+    assert float(bce_logits(target, logits)) == pytest.approx(expected, rel=1e-5)
+    mu, logvar = rng.normal(size=(4, 5)), rng.normal(size=(4, 5))
+    kl = 0.5 * np.sum(mu**2 + np.exp(logvar) - 1 - logvar, axis=1).mean()
+    assert float(kl_normal(mu, logvar)) == pytest.approx(kl, rel=1e-5)
+    assert float(kl_normal(np.zeros((3, 4)), np.zeros((3, 4)))) == 0.0  # the prior itself
+    a, b = rng.normal(size=(3, 2, 2, 4)), rng.normal(size=(3, 2, 2, 4))
+    assert float(gaussian_feature_loss(a, b)) == pytest.approx(0.5 * np.sum((a - b) ** 2) / 3, rel=1e-5)
+
+
+def test_reparameterisation_passes_gradients():
+    import tensorflow as tf
+
+    mu, logvar = tf.constant([[0.5, -1.0]]), tf.constant([[0.0, 1.0]])
+    eps = tf.constant([[1.0, 2.0]])
+    with tf.GradientTape() as tape:
+        tape.watch([mu, logvar])
+        total = tf.reduce_sum(reparameterize(mu, logvar, eps))
+    g_mu, g_lv = tape.gradient(total, [mu, logvar])
+    assert np.allclose(g_mu.numpy(), 1.0)
+    assert np.allclose(g_lv.numpy(), 0.5 * np.exp(0.5 * np.array([0.0, 1.0])) * np.array([1.0, 2.0]))
+
+
+# --- training behaviour -------------------------------------------------------------------------------------
+def test_one_train_step_lowers_the_discriminator_loss_on_a_fixed_batch(tiny32):
+    model = DCGAN(image_size=32, batch_size=32, seed=3)
+    real = to_unit(tiny32.images[:32])
+    fake = model.generator(model.latents(32, seed=9), training=True)
+    before = float(model.discriminator_loss_on(real, fake))
+    model.train_step(real)
+    after = float(model.discriminator_loss_on(real, fake))
+    assert after < before
+
+
+def test_label_smoothing_switches_half_way(tmp_path):
+    schedule = DCGAN().training_callbacks(10)[0]
+    assert [schedule.label_at(e) for e in (0, 4, 5, 9)] == [0.85, 0.85, 0.95, 0.95]
+    assert DCGAN(real_label_late=None).training_callbacks(10)[0].label_at(9) == 0.85
+    assert DCGAN(label_switch=0.8).training_callbacks(10)[0].switch_epoch == 8
+
+    seen = []
+
+    class Record(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 0:
+                seen.append(round(float(self.model.real_label.numpy()), 4))
+
+    data = tiny_paintings(32, 16)
+    train(DCGAN(image_size=16, batch_size=16), data, 4, out=tmp_path, callbacks=[Record()], progress=False)
+    assert seen == [0.85, 0.85, 0.95, 0.95]
+    assert isinstance(LabelSmoothingSchedule(0.85, 0.95, 1), keras.callbacks.Callback)
+
+
+def _colour_histogram_distance(a: np.ndarray, b: np.ndarray, bins: int = 16) -> float:
+    """Mean over R, G, B of the L1 distance between two uint8 image sets' colour histograms (0 … 2)."""
+    def hist(x, c):
+        h = np.bincount(x[..., c].ravel() // (256 // bins), minlength=bins)
+        return h / h.sum()
+
+    return float(np.mean([np.abs(hist(a, c) - hist(b, c)).sum() for c in range(3)]))
+
+
+@pytest.mark.parametrize("kind, epochs", [("dcgan", 4), ("vaegan", 2)])
+def test_a_few_epochs_bring_the_samples_colours_closer_to_the_data(kind, epochs, tmp_path):
+    data = tiny_paintings(256, 32, seed=0)
+    model = (DCGAN if kind == "dcgan" else VAEGAN)(image_size=32, batch_size=16, seed=1)
+    before = _colour_histogram_distance(model.generate(64, seed=5), data.images)
+    result = train(model, data, epochs, out=tmp_path, progress=False)
+    after = _colour_histogram_distance(result.model.generate(64, seed=5), data.images)
+    assert after < 0.7 * before, (before, after)
+
+
+def test_generate_is_seeded_uint8_and_leaves_the_training_state_alone():
+    model = DCGAN(image_size=16)
+    state = model.get_state()
+    a, b, c = model.generate(4, seed=1), model.generate(4, seed=1), model.generate(4, seed=2)
+    assert a.dtype == np.uint8 and a.shape == (4, 16, 16, 3)
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert all(np.array_equal(v, model.get_state()[k]) for k, v in state.items())
+    assert np.array_equal(from_unit(to_unit(a)), a)
+
+
+# --- run folders and resume ---------------------------------------------------------------------------------
+def test_training_writes_a_self_describing_run_folder(tmp_path):
+    data = tiny_paintings(32, 16)
+    result = train(DCGAN(image_size=16, batch_size=16), data, 2, out=tmp_path, name="t", samples=9, progress=False)
+    run = result.run_dir
+    record = json.loads((run / "config.json").read_text())
+    assert record["model"] == "dcgan" and record["model_config"]["leaky_slope"] == 0.3
+    assert record["data"]["kind"] == "tiny_paintings" and record["data"]["images"] == 32
+    assert record["status"] == "completed" and record["epochs_done"] == 2 and record["timings"]["images_per_s"] > 0
+    assert "tensorflow" in record["versions"] and record["seed"] == 0
+    assert [r["step"] for r in result.steps] == [1, 2, 3, 4]
+    assert {"d_loss", "g_loss", "d_real", "d_fake"} <= set(result.steps[0])
+    assert [r["epoch"] for r in result.epochs] == [1, 2] and result.epochs[0]["images_per_s"] > 0
+    assert [e for e, _ in result.samples()] == [1, 2] and (run / "output.png").is_file()
+    assert result.samples()[0][1].shape == (3 * 18 + 2, 3 * 18 + 2, 3)  # 3×3 grid of 16 px with 2 px gaps
+    again = train(DCGAN(image_size=16, batch_size=16), data, 1, out=tmp_path, name="t", progress=False)
+    assert again.run_dir != run  # never overwritten
+    reloaded = load_trained(run)
+    assert np.array_equal(reloaded.generate(4, seed=0), result.model.generate(4, seed=0))
+
+
+RESUME_SCRIPT = textwrap.dedent(
+    """
+    import sys, json, numpy as np, keras, tensorflow as tf
+    # Eigen's multi-threaded matrix products round differently run to run; a single thread makes training
+    # bit-reproducible, so any difference left would be the checkpoint's fault
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from nst_lib.data import tiny_paintings
+    from nst_lib.models import DCGAN, VAEGAN, train, resume_training
+    out, kind = sys.argv[1], sys.argv[2]
+    M = {"dcgan": DCGAN, "vaegan": VAEGAN}[kind]
+    data = tiny_paintings(48, 16, seed=2)
+    class Stop(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if self.model.d_optimizer.iterations.numpy() == 5:
+                raise KeyboardInterrupt  # Ctrl-C in epoch 2 of 3
+    full = train(M(image_size=16, batch_size=16), data, 3, out=out, progress=False)
+    cut = train(M(image_size=16, batch_size=16), data, 3, out=out, progress=False, callbacks=[Stop()])
+    resumed = resume_training(cut.run_dir, progress=False)
+    a, b = full.model.get_state(), resumed.model.get_state()
+    print(json.dumps({
+        "cut_status": cut.status, "cut_steps": len(cut.steps), "status": resumed.status,
+        "same_state": all(np.array_equal(a[k], b[k]) for k in a),
+        "same_losses": full.steps == resumed.steps, "steps": len(resumed.steps),
+        "same_samples": bool(np.array_equal(full.samples()[-1][1], resumed.samples()[-1][1])),
+    }))
+    """
+)
+
+
+@pytest.mark.parametrize("kind", ["dcgan", "vaegan"])
+def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(kind, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-c", RESUME_SCRIPT, str(tmp_path), kind], capture_output=True, text=True, cwd=ROOT, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report == {
+        "cut_status": "interrupted", "cut_steps": 3, "status": "completed", "same_state": True,
+        "same_losses": True, "steps": 9, "same_samples": True,
+    }
+
+
+# --- Ast-GAN ---------------------------------------------------------------------------------------------------
+def test_ast_gan_paints_the_content_with_the_generated_batch(tmp_path):
+    from nst_lib.astgan import ast_gan, generated_styles
+
+    model = DCGAN(image_size=16)
+    styles = generated_styles(model, 3, seed=4)
+    assert len(styles) == 3 and styles[0].shape == (16, 16, 3)
+    result = ast_gan(model, CONTENT, n_styles=3, seed=4, out=tmp_path, weights=None, size=48, steps=15, progress=False)
+    losses = result.losses("total")
+    assert result.status == "completed" and losses[-1] < losses[0]
+    record = json.loads((result.run_dir / "config.json").read_text())
+    assert len(record["inputs"]["styles"]) == 3 and record["config"]["gram_norm"] == "mean"
