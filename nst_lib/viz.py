@@ -14,6 +14,11 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), constrained_layout=True)
 
 
+def figure(width: float, height: float):
+    """A blank matplotlib Figure (no pyplot) for composing panels with ``ax=`` arguments."""
+    return _figure(width, height)
+
+
 def image_grid(
     images: Sequence[Sequence[np.ndarray | None]],
     row_labels: Sequence[str] | None = None,
@@ -67,6 +72,30 @@ def loss_curves(histories: Mapping[str, Sequence[dict]], keys=("content", "style
     ax.set_xlabel("step")
     ax.set_ylabel("weighted loss term")
     ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title, fontsize=10)
+    return fig if fig is not None else ax.figure
+
+
+def training_curves(results, keys=("d_loss", "g_loss"), title=None, smooth: int = 1, ax=None, log=False):
+    """Per-step loss terms of training runs (``{label: TrainResult}``), one line per run and key; ``smooth``
+    > 1 draws a running mean over that many steps (raw GAN losses are noisy)."""
+    fig = None
+    if ax is None:
+        fig = _figure(5.0, 3.2)
+        ax = fig.subplots()
+    for label, result in results.items():
+        for key in keys:
+            y = np.array([row[key] for row in result.steps], float)
+            if smooth > 1 and len(y) >= smooth:
+                y = np.convolve(y, np.ones(smooth) / smooth, mode="valid")
+            x = np.arange(1, len(y) + 1) + (smooth - 1 if smooth > 1 and len(result.steps) >= smooth else 0)
+            ax.plot(x, y, label=f"{label}: {key}" if len(results) > 1 else key)
+    if log:
+        ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss" + (f" (running mean of {smooth})" if smooth > 1 else ""))
+    ax.legend(fontsize=7)
     if title:
         ax.set_title(title, fontsize=10)
     return fig if fig is not None else ax.figure

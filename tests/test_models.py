@@ -223,3 +223,18 @@ def test_ast_gan_paints_the_content_with_the_generated_batch(tmp_path):
     assert result.status == "completed" and losses[-1] < losses[0]
     record = json.loads((result.run_dir / "config.json").read_text())
     assert len(record["inputs"]["styles"]) == 3 and record["config"]["gram_norm"] == "mean"
+
+
+def test_train_or_load_reuses_finished_runs_and_never_overwrites_a_different_one(tmp_path, monkeypatch):
+    from nst_lib.models import train_or_load
+    from nst_lib.models import training as training_mod
+
+    data = tiny_paintings(32, 16)
+    first = train_or_load(DCGAN(image_size=16, batch_size=16), data, 1, tmp_path, "g", progress=False)
+    monkeypatch.setattr(training_mod, "train", lambda *a, **k: pytest.fail("retrained a finished run"))
+    again = train_or_load(DCGAN(image_size=16, batch_size=16), data, 1, tmp_path, "g", progress=False)
+    assert again.run_dir == first.run_dir and again.steps == first.steps
+    assert np.array_equal(again.model.generate(2, seed=0), first.model.generate(2, seed=0))
+    monkeypatch.undo()
+    other = train_or_load(DCGAN(image_size=16, batch_size=16, leaky_slope=0.2), data, 1, tmp_path, "g", progress=False)
+    assert other.run_dir == tmp_path / "g-2" and (tmp_path / "g" / "checkpoint.npz").is_file()

@@ -20,6 +20,7 @@ _EXPORTS = {
     "resume_training": "training",
     "load_trained": "training",
     "load_result": "training",
+    "train_or_load": "training",
     "build_model": "training",
     "tile": "callbacks",
 }

@@ -128,6 +128,28 @@ def resume_training(run_dir: str | Path, data=None, *, epochs: int | None = None
     return _fit(model, data, run, start, epochs, callbacks, progress)
 
 
+def train_or_load(model, data, epochs: int, out: str | Path, name: str, progress: bool = True, **kwargs) -> TrainResult:
+    """``out/name`` as a cache: a finished run there with the same model config, data and epochs is read
+    back, an unfinished one resumed, anything else trained anew (a mismatching folder is kept aside as
+    ``name-2`` …, never overwritten). Notebooks call this so that re-running a cell does not retrain."""
+    path = Path(out) / name
+    if (path / "config.json").is_file():
+        record = Run.open(path).record
+        same = (
+            record.get("model") == model.kind
+            and record.get("model_config") == model.config.to_dict()
+            and {k: v for k, v in record.get("data", {}).items() if k not in ("images", "skipped")} == data.spec
+            and record.get("epochs") == epochs
+        )
+        if same and record.get("status") == "completed":
+            return load_result(path)
+        if same and (path / "checkpoint.npz").is_file():
+            return resume_training(path, data, progress=progress)
+        if same:  # started, no epoch finished: start again beside it
+            return train(model, data, epochs, out=out, name=name, timestamp=False, progress=progress, **kwargs)
+    return train(model, data, epochs, out=out, name=name, timestamp=False, progress=progress, **kwargs)
+
+
 def load_trained(run_dir: str | Path):
     """The model of a training run, with its last checkpoint's weights (for sampling, Ast-GAN, ...)."""
     run = Run.open(run_dir)
