@@ -97,7 +97,7 @@ class ImageFolder:
             x = tf.cast(tf.gather(images, idx), tf.float32) / 127.5 - 1.0
             if flip:
                 coin = tf.random.stateless_uniform(
-                    (batch_size, 1, 1, 1), seed=tf.stack([e, tf.cast(idx[0], tf.int64)])
+                    (batch_size, 1, 1, 1), seed=tf.stack([e * 1_000_003 + seed, tf.cast(idx[0], tf.int64)])
                 )
                 x = tf.where(coin < 0.5, tf.reverse(x, axis=[2]), x)
             return x

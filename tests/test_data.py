@@ -40,7 +40,8 @@ def test_folder_is_cropped_resized_and_bad_files_are_skipped_with_a_count(folder
     wide = data.images[[f.endswith("a_wide.jpg") for f in data.files].index(True)]
     # the centre square of the wide image is blue: the red side bands were cropped away
     assert wide[..., 2].mean() > 200 and wide[..., 0].mean() < 40
-    assert len(load_image_folder(folder, size=16, recursive=False, progress=False).files) == 2
+    with pytest.warns(UserWarning, match="skipped 2"):
+        assert len(load_image_folder(folder, size=16, recursive=False, progress=False).files) == 2
 
 
 def test_empty_missing_and_all_unreadable_folders_raise_naming_the_folder(tmp_path):
@@ -90,3 +91,13 @@ def test_epochs_are_seeded_permutations_and_a_stream_can_start_at_any_epoch():
 def test_fewer_images_than_a_batch_is_a_clear_error():
     with pytest.raises(DataError, match="fewer than one batch of 128"):
         tiny_paintings(10, 16).steps_per_epoch(128)
+
+
+def test_flips_mirror_some_images_and_keep_the_others():
+    rng = np.random.default_rng(0)
+    data = from_array(rng.integers(0, 256, (16, 4, 4, 3), dtype=np.uint8))
+    plain = next(iter(data.dataset(batch_size=16, seed=1))).numpy()
+    flipped = next(iter(data.dataset(batch_size=16, seed=1, flip=True))).numpy()
+    same = [np.array_equal(a, b) for a, b in zip(plain, flipped)]
+    mirrored = [np.array_equal(a[:, ::-1], b) for a, b in zip(plain, flipped)]
+    assert all(s or m for s, m in zip(same, mirrored)) and 0 < sum(mirrored) < 16

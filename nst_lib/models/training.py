@@ -184,7 +184,7 @@ def _fit(model, data, run: Run, start: int, epochs: int, callbacks, progress: bo
     cbs = [*model.training_callbacks(epochs), step_log, epoch_end, *callbacks]
     bar = None
     if progress and start < epochs:
-        bar = Progress((epochs - start) * spe + start * spe, start * spe, f"{model.kind} {run.path.name}")
+        bar = Progress(epochs * spe, start * spe, f"{model.kind} {run.path.name}")
         cbs.append(bar)
     status = "completed"
     t0 = time.perf_counter()
