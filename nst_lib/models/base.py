@@ -54,9 +54,37 @@ def leaf_seed(seed: int, index: int) -> int:
 
 class GenerativeModelMixin:
     """Shared by the keras.Model subclasses in this package. Subclasses define ``kind``, ``config``,
-    ``seed_generator``, ``optimizers()`` (name → optimiser), ``_decode(z)`` and ``build_all()``."""
+    ``seed_generator``, ``networks()`` and ``optimizers()`` (the same names → network / its optimiser) and
+    ``_decode(z)``."""
 
     kind = "model"
+
+    # --- losses reported by train_step -------------------------------------------------------------------
+    def make_trackers(self, names) -> None:
+        """Epoch means (``keras.metrics.Mean``) and the last step's raw values (read by the per-step log)."""
+        import keras
+
+        self.trackers = {k: keras.metrics.Mean(name=k) for k in names}
+        self.step_values = {k: keras.Variable(0.0, trainable=False, name=f"last_{k}") for k in names}
+
+    def record_step(self, values: dict) -> dict:
+        """Update the trackers and last-step values; returns what ``train_step`` reports."""
+        for k, v in values.items():
+            self.trackers[k].update_state(v)
+            self.step_values[k].assign(v)
+        return {k: t.result() for k, t in self.trackers.items()}
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    def build_all(self) -> None:
+        """Create every optimiser's slots now (a checkpoint is restored into them before the first step);
+        ``optimizers()`` and ``networks()`` share their keys."""
+        nets = self.networks()
+        for name, opt in self.optimizers().items():
+            if not opt.built:
+                opt.build(nets[name].trainable_variables)
 
     def latents(self, n: int, seed: int = 0) -> np.ndarray:
         """``n`` standard-normal latent vectors drawn from ``seed`` (NumPy, so sampling never touches the

@@ -115,9 +115,7 @@ class DCGAN(GenerativeModelMixin, keras.Model):
         self.seed_generator = keras.random.SeedGenerator(c.seed, name="noise")
         self.real_label = keras.Variable(c.real_label, trainable=False, name="real_label")
         names = ("d_loss", "g_loss", "d_real", "d_fake")
-        self.trackers = {k: keras.metrics.Mean(name=k) for k in names}
-        # the last step's raw values, read by the per-step loss log (the trackers hold epoch means)
-        self.step_values = {k: keras.Variable(0.0, trainable=False, name=f"last_{k}") for k in names}
+        self.make_trackers(names)
         self.compile(jit_compile=c.jit_compile)
 
     def networks(self) -> dict:
@@ -125,15 +123,6 @@ class DCGAN(GenerativeModelMixin, keras.Model):
 
     def optimizers(self) -> dict:
         return {"generator": self.g_optimizer, "discriminator": self.d_optimizer}
-
-    def build_all(self) -> None:
-        if not self.g_optimizer.built:
-            self.g_optimizer.build(self.generator.trainable_variables)
-            self.d_optimizer.build(self.discriminator.trainable_variables)
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
 
     def call(self, z, training=False):
         return self.generator(z, training=training)
@@ -174,10 +163,7 @@ class DCGAN(GenerativeModelMixin, keras.Model):
             "d_real": keras.ops.mean(keras.ops.sigmoid(real_logits)),  # D(x), as in the PyTorch reference
             "d_fake": keras.ops.mean(keras.ops.sigmoid(fake_logits)),  # D(G(z)) before D's update
         }
-        for k, v in values.items():
-            self.trackers[k].update_state(v)
-            self.step_values[k].assign(v)
-        return {k: t.result() for k, t in self.trackers.items()}
+        return self.record_step(values)
 
     def training_callbacks(self, epochs: int) -> list:
         c = self.config

@@ -124,8 +124,7 @@ class VAEGAN(GenerativeModelMixin, keras.Model):
         self.seed_generator = keras.random.SeedGenerator(c.seed, name="noise")
         self.real_label = keras.Variable(c.real_label, trainable=False, name="real_label")
         names = ("prior_loss", "llike_loss", "d_loss", "g_loss", "d_real", "d_fake")
-        self.trackers = {k: keras.metrics.Mean(name=k) for k in names}
-        self.step_values = {k: keras.Variable(0.0, trainable=False, name=f"last_{k}") for k in names}
+        self.make_trackers(names)
         self.compile(jit_compile=c.jit_compile)
 
     def networks(self) -> dict:
@@ -133,16 +132,6 @@ class VAEGAN(GenerativeModelMixin, keras.Model):
 
     def optimizers(self) -> dict:
         return {"encoder": self.e_optimizer, "decoder": self.g_optimizer, "discriminator": self.d_optimizer}
-
-    def build_all(self) -> None:
-        if not self.e_optimizer.built:
-            self.e_optimizer.build(self.encoder.trainable_variables)
-            self.g_optimizer.build(self.decoder.trainable_variables)
-            self.d_optimizer.build(self.discriminator.trainable_variables)
-
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
 
     def call(self, z, training=False):
         return self.decoder(z, training=training)
@@ -198,7 +187,4 @@ class VAEGAN(GenerativeModelMixin, keras.Model):
             "d_real": keras.ops.mean(keras.ops.sigmoid(real_logits)),
             "d_fake": keras.ops.mean(keras.ops.sigmoid(p_logits)),
         }
-        for k, v in values.items():
-            self.trackers[k].update_state(v)
-            self.step_values[k].assign(v)
-        return {k: t.result() for k, t in self.trackers.items()}
+        return self.record_step(values)
