@@ -40,6 +40,14 @@ BUNDLED_PAINTINGS = (
     "picabia_udnie.jpg",
     "mondrian.jpg",
 )
+BUNDLED_PHOTOS = (
+    "tubingen_neckarfront.jpg",
+    "matplotlib_grace_hopper.jpg",
+    "skimage_astronaut.png",
+    "skimage_chelsea.png",
+    "skimage_coffee.png",
+    "skimage_rocket.jpg",
+)
 
 
 class DataError(NSTError):
@@ -104,6 +112,25 @@ class ImageFolder:
 
         ds = tf.data.Dataset.range(int(initial_epoch), 2**62).flat_map(epoch)
         return ds.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)
+
+    @property
+    def groups(self) -> np.ndarray:
+        """An integer group per image: the painting a bundled crop came from (``name#crop<i>``), or the
+        first sub-folder under the dataset folder (WikiArt's ``<artist or style>/<file>`` layout); one
+        group for files directly in the folder."""
+        root = Path(self.spec.get("path", "."))
+        keys = []
+        for f in self.files:
+            if "#" in f:
+                keys.append(f.split("#", 1)[0])
+                continue
+            try:
+                parts = Path(f).relative_to(root).parts
+            except ValueError:
+                parts = Path(f).parts
+            keys.append(parts[0] if len(parts) > 1 else "")
+        names = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+        return np.array([names[k] for k in keys], np.int64)
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         """``n`` distinct images (uint8) drawn with ``seed``; all of them if ``n`` ≥ the set's size."""
@@ -219,20 +246,20 @@ def load_image_folder(
     return data
 
 
-def tiny_paintings(n: int = 256, size: int = 64, seed: int = 0, scale: tuple[float, float] = (0.25, 1.0)) -> ImageFolder:
-    """``n`` seeded random square crops of the eight bundled paintings (data/style), resized to ``size``:
-    a dataset that ships with the repository, for tests, CI and demos. Each crop picks a painting uniformly,
-    a side between ``scale`` × the painting's short side, a position, and a horizontal flip."""
+def _tiny_crops(kind: str, folder: Path, names, n: int, size: int, seed: int, scale) -> ImageFolder:
+    """``n`` seeded random square crops of the named images in ``folder``: each crop picks an image
+    uniformly, a side between ``scale`` × its short side, a position, and a horizontal flip. Each crop's
+    file name is ``<image>#crop<i>``, so ``groups`` puts crops of one image in one group."""
     rng = np.random.default_rng(seed)
-    paintings = []
-    for name in BUNDLED_PAINTINGS:
-        with Image.open(DATA_DIR / "style" / name) as img:
-            paintings.append(img.convert("RGB"))
+    sources = []
+    for name in names:
+        with Image.open(folder / name) as img:
+            sources.append(img.convert("RGB"))
     out = np.empty((n, size, size, 3), np.uint8)
     files = []
     for i in range(n):
-        k = int(rng.integers(len(paintings)))
-        img = paintings[k]
+        k = int(rng.integers(len(sources)))
+        img = sources[k]
         w, h = img.size
         side = max(size // 2, int(min(w, h) * rng.uniform(*scale)))
         left, top = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
@@ -240,18 +267,32 @@ def tiny_paintings(n: int = 256, size: int = 64, seed: int = 0, scale: tuple[flo
         if rng.random() < 0.5:
             crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
         out[i] = np.asarray(crop)
-        files.append(f"{BUNDLED_PAINTINGS[k]}#crop{i}")
-    spec = {"kind": "tiny_paintings", "n": int(n), "size": int(size), "seed": int(seed), "scale": list(scale)}
+        files.append(f"{names[k]}#crop{i}")
+    spec = {"kind": kind, "n": int(n), "size": int(size), "seed": int(seed), "scale": list(scale)}
     return ImageFolder(out, files, spec)
+
+
+def tiny_paintings(n: int = 256, size: int = 64, seed: int = 0, scale: tuple[float, float] = (0.25, 1.0)) -> ImageFolder:
+    """``n`` seeded random square crops of the eight bundled paintings (data/style), resized to ``size``:
+    a dataset that ships with the repository, for tests, CI and demos (one style group per painting)."""
+    return _tiny_crops("tiny_paintings", DATA_DIR / "style", BUNDLED_PAINTINGS, n, size, seed, scale)
+
+
+def tiny_photos(n: int = 256, size: int = 64, seed: int = 0, scale: tuple[float, float] = (0.25, 1.0)) -> ImageFolder:
+    """``n`` seeded random square crops of the six bundled content photos (data/content): the content set
+    that ships with the repository, the stand-in for Places365 in tests and CI."""
+    return _tiny_crops("tiny_photos", DATA_DIR / "content", BUNDLED_PHOTOS, n, size, seed, scale)
 
 
 def from_spec(spec: dict[str, Any], progress: bool = True) -> ImageFolder:
     """Rebuild the dataset an ``ImageFolder.spec`` describes (used when resuming a training run)."""
     spec = dict(spec)
     kind = spec.pop("kind", None)
-    if kind == "tiny_paintings":
+    if kind in ("tiny_paintings", "tiny_photos"):
         spec["scale"] = tuple(spec.get("scale", (0.25, 1.0)))
-        return tiny_paintings(**spec)
+        return (tiny_paintings if kind == "tiny_paintings" else tiny_photos)(**spec)
+    if kind == "content_style":
+        return ContentStyleData(from_spec(spec["content"], progress), from_spec(spec["style"], progress))
     if kind == "folder":
         return load_image_folder(spec.pop("path"), progress=progress, **spec)
     if kind == "array":
@@ -265,3 +306,85 @@ def from_array(images: np.ndarray, name: str = "array") -> ImageFolder:
     if images.ndim != 4 or images.shape[-1] != 3 or images.shape[1] != images.shape[2] or images.dtype != np.uint8:
         raise DataError(f"{name}: need square uint8 images N×S×S×3, got {images.dtype} {images.shape}")
     return ImageFolder(images, [f"{name}[{i}]" for i in range(len(images))], {"kind": "array", "name": name})
+
+
+@dataclass
+class ContentStyleData:
+    """Content images paired with style images for the style autoencoders (seed 002: Places365 photos ×
+    WikiArt paintings). An epoch is one pass over the content set in a seeded order; each content image is
+    paired with a style image drawn uniformly, and with a *negative* style image from a different group
+    (another painting, artist or style folder) for the fixpoint triplet loss."""
+
+    content: ImageFolder
+    style: ImageFolder
+
+    def __post_init__(self) -> None:
+        if self.content.size != self.style.size:
+            raise DataError(
+                f"content images are {self.content.size} px, style images {self.style.size} px: load both with one size"
+            )
+
+    def __len__(self) -> int:
+        return len(self.content)
+
+    @property
+    def size(self) -> int:
+        return self.content.size
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        return {"kind": "content_style", "content": self.content.spec, "style": self.style.spec}
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        return self.content.skipped + self.style.skipped
+
+    def steps_per_epoch(self, batch_size: int) -> int:
+        return self.content.steps_per_epoch(batch_size)
+
+    def epoch_indices(self, epoch: int, batch_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(content, style, negative style) indices of one epoch, each steps × batch_size; a function of
+        (seed, epoch) only, so a resumed run sees the same pairs."""
+        steps = self.steps_per_epoch(batch_size)
+        rng = np.random.default_rng([int(seed), int(epoch), 7])
+        content = rng.permutation(len(self.content))[: steps * batch_size]
+        style = rng.integers(0, len(self.style), steps * batch_size)
+        groups = self.style.groups
+        negative = np.empty_like(style)
+        for i, s in enumerate(style):
+            others = np.flatnonzero(groups != groups[s])
+            if len(others) == 0:  # a single group: any other image
+                others = np.delete(np.arange(len(self.style)), s) if len(self.style) > 1 else np.array([s])
+            negative[i] = others[rng.integers(len(others))]
+        shape = (steps, batch_size)
+        return content.reshape(shape), style.reshape(shape), negative.reshape(shape)
+
+    def dataset(self, batch_size: int = 16, seed: int = 0, initial_epoch: int = 0, flip: bool = False):
+        """An endless tf.data stream of (content, style, negative style) float32 batches in [-1, 1], epoch
+        after epoch from ``initial_epoch``; ``flip`` mirrors content images with probability ½ (seeded)."""
+        import tensorflow as tf
+
+        steps = self.steps_per_epoch(batch_size)
+        content, style = tf.constant(self.content.images), tf.constant(self.style.images)
+
+        def indices():
+            epoch = int(initial_epoch)
+            while True:
+                c, s, n = self.epoch_indices(epoch, batch_size, seed)
+                coins = np.random.default_rng([int(seed), epoch, 11]).random((steps, batch_size)) < 0.5
+                for k in range(steps):
+                    yield c[k], s[k], n[k], coins[k] & flip
+                epoch += 1
+
+        sig = tuple(tf.TensorSpec((batch_size,), t) for t in (tf.int64, tf.int64, tf.int64, tf.bool))
+
+        def to_batch(c, s, n, coin):
+            def get(images, idx):
+                return tf.cast(tf.gather(images, idx), tf.float32) / 127.5 - 1.0
+
+            x = get(content, c)
+            x = tf.where(coin[:, None, None, None], tf.reverse(x, axis=[2]), x)
+            return x, get(style, s), get(style, n)
+
+        ds = tf.data.Dataset.from_generator(indices, output_signature=sig)
+        return ds.map(to_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).prefetch(tf.data.AUTOTUNE)

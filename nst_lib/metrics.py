@@ -26,3 +26,41 @@ def mean_saturation(image: np.ndarray) -> float:
     rgb = np.asarray(image, np.float64)
     mx, mn = rgb.max(axis=-1), rgb.min(axis=-1)
     return float(np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-12), 0.0).mean())
+
+
+def gram_descriptors(images: np.ndarray, extractor, layers) -> np.ndarray:
+    """One vector per uint8 image: its normalised Gram matrices (Ĝ = FᵀF/M) on ``layers`` of
+    ``extractor``, each divided by its channel count N (so that, as in the 'size' style loss, the squared
+    distance between two descriptors is 4 × their style loss summed over the layers), concatenated."""
+    from .losses import gram_matrix
+
+    feats = extractor(np.asarray(images, np.float32))
+    parts = []
+    for layer in layers:
+        g = np.asarray(gram_matrix(feats[layer]))
+        parts.append(g.reshape(len(g), -1) / g.shape[-1])
+    return np.concatenate(parts, axis=1)
+
+
+def path_evenness(descriptors: np.ndarray) -> dict:
+    """How evenly a path of K images (in order, e.g. an interpolation in style space) moves in a descriptor
+    space. With steps Δ_k = ‖d_{k+1} − d_k‖:
+      cv         std(Δ)/mean(Δ): 0 when every step is equally large
+      max_share  max(Δ)/ΣΔ: 1/(K−1) for even steps, near 1 when one step carries the whole change
+      straightness  ‖d_K − d_1‖ / ΣΔ: 1 for a straight path, smaller when it detours
+      from_start, to_end  ‖d_k − d_1‖ and ‖d_k − d_K‖ divided by ‖d_K − d_1‖ (linear in k for an even path)
+    """
+    d = np.asarray(descriptors, np.float64).reshape(len(descriptors), -1)
+    if len(d) < 3:
+        raise ValueError("a path needs at least 3 points")
+    steps = np.linalg.norm(np.diff(d, axis=0), axis=1)
+    total = steps.sum()
+    span = np.linalg.norm(d[-1] - d[0])
+    scale = span if span > 0 else 1.0
+    return {
+        "cv": float(steps.std() / steps.mean()) if steps.mean() > 0 else 0.0,
+        "max_share": float(steps.max() / total) if total > 0 else 0.0,
+        "straightness": float(span / total) if total > 0 else 1.0,
+        "from_start": np.linalg.norm(d - d[0], axis=1) / scale,
+        "to_end": np.linalg.norm(d - d[-1], axis=1) / scale,
+    }

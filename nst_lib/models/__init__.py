@@ -5,6 +5,10 @@ trackers, trained by ``train`` into a resumable run folder.
     from nst_lib.models import DCGAN, train
     result = train(DCGAN(), tiny_paintings(), epochs=5)
     images = result.model.generate(16, seed=0)      # uint8 N×64×64×3
+
+    from nst_lib.data import ContentStyleData, tiny_photos
+    from nst_lib.models import train_style_vae       # seed 002's three stages, each a run folder
+    stages = train_style_vae(ContentStyleData(tiny_photos(), tiny_paintings()), epochs=(4, 4, 4))
 """
 
 import importlib as _importlib
@@ -15,6 +19,9 @@ _EXPORTS = {
     "LabelSmoothingSchedule": "dcgan",
     "VAEGAN": "vaegan",
     "VAEGANConfig": "vaegan",
+    "StyleVAE": "style_vae",
+    "StyleVAEConfig": "style_vae",
+    "train_style_vae": "style_vae",
     "TrainResult": "training",
     "train": "training",
     "resume_training": "training",

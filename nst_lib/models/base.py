@@ -103,6 +103,17 @@ class GenerativeModelMixin:
 
         return from_unit(self.decode(self.latents(n, seed)))
 
+    def sample_inputs(self, data, n: int, seed: int):
+        """What the per-epoch sample grids are drawn from, fixed for the whole run: ``n`` latents."""
+        return self.latents(n, seed)
+
+    def sample_grid(self, inputs) -> np.ndarray:
+        """One uint8 grid image for ``sample_inputs``' value."""
+        from ..data import from_unit
+        from .callbacks import tile
+
+        return tile(from_unit(self.decode(inputs)))
+
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return (self.config.image_size, self.config.image_size, 3)

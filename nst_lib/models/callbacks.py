@@ -51,12 +51,13 @@ class StepLog(keras.callbacks.Callback):
 
 
 class EpochEnd(keras.callbacks.Callback):
-    """After each epoch: the sample grid from fixed latents (``samples/epoch_NNN.png``), one row of epoch
-    means and timing in ``epochs.csv``, and the checkpoint (``checkpoint.npz``, written atomically)."""
+    """After each epoch: the sample grid from fixed inputs (``samples/epoch_NNN.png``, drawn by the model's
+    ``sample_grid``), one row of epoch means and timing in ``epochs.csv``, and the checkpoint
+    (``checkpoint.npz``, written atomically)."""
 
-    def __init__(self, run_path: Path, latents: np.ndarray, batch_size: int, steps_per_epoch: int, every: int = 1):
+    def __init__(self, run_path: Path, sample_inputs, batch_size: int, steps_per_epoch: int, every: int = 1):
         super().__init__()
-        self.path, self.latents, self.every = Path(run_path), latents, max(1, every)
+        self.path, self.sample_inputs, self.every = Path(run_path), sample_inputs, max(1, every)
         self.images_per_epoch = batch_size * steps_per_epoch
         self.rows: list[dict] = []
 
@@ -70,9 +71,7 @@ class EpochEnd(keras.callbacks.Callback):
         write_rows(self.path / "epochs.csv", [row])
         self.rows.append(row)
         if (epoch + 1) % self.every == 0:
-            from ..data import from_unit
-
-            grid = tile(from_unit(self.model.decode(self.latents)))
+            grid = self.model.sample_grid(self.sample_inputs)
             save_image(self.path / "samples" / f"epoch_{epoch + 1:03d}.png", grid)
         save_checkpoint(self.path, self.model, epoch + 1)
 

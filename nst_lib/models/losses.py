@@ -50,3 +50,51 @@ def gaussian_feature_loss(features_real, features_fake):
 def reparameterize(mu, logvar, eps):
     """z = mu + exp(½·logvar)·eps with eps ~ N(0, I): a sample whose gradient reaches mu and logvar."""
     return mu + ops.exp(0.5 * logvar) * eps
+
+
+# --- style autoencoder (seed 002, after Kotovenko et al. 2019 and Johnson et al. 2016) ---------------------
+def perceptual_loss(features_a: dict, features_b: dict, layers):
+    """Johnson et al. 2016 feature reconstruction loss: (1/|layers|) Σ_l mean (φ_l(a) − φ_l(b))², the mean
+    over batch, positions and channels of each layer (seed 002 §II: 'L2 distances of the feature activations
+    of x and G(x, z)')."""
+    total = 0.0
+    for layer in layers:
+        total = total + ops.mean(ops.square(ops.cast(features_a[layer], "float32") - ops.cast(features_b[layer], "float32")))
+    return total / len(layers)
+
+
+def paired_gram_loss(features_out: dict, features_style: dict, layers):
+    """Johnson et al. 2016 style reconstruction loss between each output and *its own* style image:
+    (1/|layers|) Σ_l mean_i Σ (Ĝ_l(out_i) − Ĝ_l(y_i))² / (4 N_l²), with Ĝ = FᵀF / (H·W) from
+    ``nst_lib.losses.gram_matrix`` — per pair, the 'size' normalisation of the Gatys engine."""
+    from ..losses import gram_matrix
+
+    total = 0.0
+    for layer in layers:
+        f_out = ops.cast(features_out[layer], "float32")
+        n = ops.cast(ops.shape(f_out)[-1], "float32")
+        diff = gram_matrix(f_out) - gram_matrix(ops.cast(features_style[layer], "float32"))
+        total = total + ops.mean(ops.sum(ops.square(diff), axis=(1, 2))) / (4.0 * n * n)
+    return total / len(layers)
+
+
+def fixpoint_loss(s1, s2, z):
+    """Seed 002 eq. 1 (Kotovenko et al. 2019's fixpoint disentanglement loss), with s1 = E_s(G(x1, z)) and
+    s2 = E_s(G(x2, z)) the style codes of two stylisations with the same code z:
+    mean_batch max(0, ‖s1 − s2‖² − ‖s1 − z‖²). Zero once two contents stylised alike are no further apart
+    in style space than a stylisation is from its own code: content must not leak into style."""
+    s1, s2, z = (ops.cast(t, "float32") for t in (s1, s2, z))
+    d12 = ops.sum(ops.square(s1 - s2), axis=-1)
+    d1z = ops.sum(ops.square(s1 - z), axis=-1)
+    return ops.mean(ops.relu(d12 - d1z))
+
+
+def fixpoint_triplet_loss(z_pos, s_pos, s_neg, margin: float = 1.0):
+    """Kotovenko et al. 2019's fixpoint triplet loss: with s_pos = E_s(G(x, z_pos)) and
+    s_neg = E_s(G(x, z_neg)) for the code z_neg of a style from another group,
+    mean_batch max(0, r + ‖z_pos − s_pos‖² − ‖z_pos − s_neg‖²): a stylisation's code must be closer to its
+    own style's code than the other style's stylisation is, by the margin r."""
+    z_pos, s_pos, s_neg = (ops.cast(t, "float32") for t in (z_pos, s_pos, s_neg))
+    d_pos = ops.sum(ops.square(z_pos - s_pos), axis=-1)
+    d_neg = ops.sum(ops.square(z_pos - s_neg), axis=-1)
+    return ops.mean(ops.relu(margin + d_pos - d_neg))

@@ -32,9 +32,10 @@ from .callbacks import EpochEnd, Progress, StepLog, load_checkpoint, read_rows, 
 def model_classes() -> dict[str, tuple[type, type]]:
     """kind → (model class, config class)."""
     from .dcgan import DCGAN, DCGANConfig
+    from .style_vae import StyleVAE, StyleVAEConfig
     from .vaegan import VAEGAN, VAEGANConfig
 
-    return {"dcgan": (DCGAN, DCGANConfig), "vaegan": (VAEGAN, VAEGANConfig)}
+    return {"dcgan": (DCGAN, DCGANConfig), "vaegan": (VAEGAN, VAEGANConfig), "style_vae": (StyleVAE, StyleVAEConfig)}
 
 
 def build_model(kind: str, config: dict[str, Any] | None = None, **overrides: Any):
@@ -83,9 +84,10 @@ def train(
     callbacks=(),
     progress: bool = True,
 ) -> TrainResult:
-    """Train ``model`` (a DCGAN, VAEGAN, ...) on ``data`` (an ``nst_lib.data.ImageFolder``) for ``epochs``
-    epochs into a new run folder ``out/<time>_<name>``. ``samples`` latents drawn from ``sample_seed`` are
-    decoded after every ``sample_every`` epochs. Ctrl-C stops after the current step; the run folder then
+    """Train ``model`` (a DCGAN, VAEGAN, ...) on ``data`` (an ``nst_lib.data.ImageFolder``; a StyleVAE takes
+    an ``nst_lib.data.ContentStyleData``) for ``epochs`` epochs into a new run folder ``out/<time>_<name>``.
+    A sample grid (``samples`` latents drawn from ``sample_seed``, or fixed images) is drawn after every
+    ``sample_every`` epochs. Ctrl-C stops after the current step; the run folder then
     resumes from its last completed epoch with ``resume_training``."""
     if epochs < 1:
         raise ConfigError("epochs must be ≥ 1")
@@ -178,9 +180,8 @@ def _fit(model, data, run: Run, start: int, epochs: int, callbacks, progress: bo
     cfg = model.config
     spe = data.steps_per_epoch(cfg.batch_size)
     rec = run.record["samples"]
-    latents = model.latents(rec["n"], rec["seed"])
     step_log = StepLog(run.path / "losses.csv", spe)
-    epoch_end = EpochEnd(run.path, latents, cfg.batch_size, spe, rec["every"])
+    epoch_end = EpochEnd(run.path, model.sample_inputs(data, rec["n"], rec["seed"]), cfg.batch_size, spe, rec["every"])
     cbs = [*model.training_callbacks(epochs), step_log, epoch_end, *callbacks]
     bar = None
     if progress and start < epochs:
