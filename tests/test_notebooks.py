@@ -18,6 +18,7 @@ EXPECTED = {
         "fig3_dcgan_losses", "fig4_vaegan_losses", "fig5_samples", "fig6_default_vs_weakened_losses",
         "disc_tuning_losses", "fig7_default_vs_weakened_samples", "fig2_astgan", "fig8_style_weight",
     ],
+    "06_style_vae": ["stage_losses", "reconstructions", "stylisation_grid", "interpolation", "prior_samples"],
 }
 
 
