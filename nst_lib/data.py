@@ -14,6 +14,7 @@ horizontal flips, scaling to [-1, 1], batching and prefetch.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -342,6 +343,20 @@ class ContentStyleData:
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.content.steps_per_epoch(batch_size)
 
+    @functools.cached_property
+    def _other_groups(self) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+        """The style images' groups and, per group, the images outside it (computed once, not per epoch)."""
+        groups = self.style.groups
+        return groups, {int(g): np.flatnonzero(groups != g) for g in np.unique(groups)}
+
+    def _negatives(self, s: int) -> np.ndarray:
+        """Candidate negatives for style image ``s``: another group's images; with a single group, any other image."""
+        groups, others = self._other_groups
+        candidates = others[int(groups[s])]
+        if len(candidates) == 0:
+            candidates = np.delete(np.arange(len(self.style)), s) if len(self.style) > 1 else np.array([s])
+        return candidates
+
     def epoch_indices(self, epoch: int, batch_size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(content, style, negative style) indices of one epoch, each steps × batch_size; a function of
         (seed, epoch) only, so a resumed run sees the same pairs."""
@@ -349,12 +364,9 @@ class ContentStyleData:
         rng = np.random.default_rng([int(seed), int(epoch), 7])
         content = rng.permutation(len(self.content))[: steps * batch_size]
         style = rng.integers(0, len(self.style), steps * batch_size)
-        groups = self.style.groups
         negative = np.empty_like(style)
         for i, s in enumerate(style):
-            others = np.flatnonzero(groups != groups[s])
-            if len(others) == 0:  # a single group: any other image
-                others = np.delete(np.arange(len(self.style)), s) if len(self.style) > 1 else np.array([s])
+            others = self._negatives(int(s))
             negative[i] = others[rng.integers(len(others))]
         shape = (steps, batch_size)
         return content.reshape(shape), style.reshape(shape), negative.reshape(shape)

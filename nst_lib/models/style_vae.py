@@ -214,8 +214,10 @@ class StyleVAE(GenerativeModelMixin, keras.Model):
         self.stage_optimizer = keras.optimizers.Adam(c.learning_rate, beta_1=c.beta_1, name=f"{c.stage}_adam")
         self.seed_generator = keras.random.SeedGenerator(c.seed, name="noise")
         self.make_trackers(self.loss_names())
-        self._perceptual = None
-        _ = self.perceptual
+        from ..features import get_extractor
+
+        layers = tuple(dict.fromkeys((*c.content_layers, *c.style_layers)))
+        self._perceptual = get_extractor("vgg16", layers, weights=c.perceptual_weights, normalize=True)
         if c.init_from:
             self.load_network_weights(c.init_from)
         self.compile(jit_compile=c.jit_compile)
@@ -223,13 +225,7 @@ class StyleVAE(GenerativeModelMixin, keras.Model):
     @property
     def perceptual(self):
         """The frozen VGG16 feature network (shared between models through ``get_extractor``'s cache, a
-        plain object so that its weights stay out of the checkpoint), built eagerly on first use."""
-        if getattr(self, "_perceptual", None) is None:
-            from ..features import get_extractor
-
-            c = self.config
-            layers = tuple(dict.fromkeys((*c.content_layers, *c.style_layers)))
-            self._perceptual = get_extractor("vgg16", layers, weights=c.perceptual_weights, normalize=True)
+        plain object so that its weights stay out of the checkpoint), built eagerly in ``__init__``."""
         return self._perceptual
 
     def loss_names(self) -> tuple[str, ...]:
