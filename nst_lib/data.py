@@ -296,9 +296,27 @@ def from_spec(spec: dict[str, Any], progress: bool = True) -> ImageFolder:
         return ContentStyleData(from_spec(spec["content"], progress), from_spec(spec["style"], progress))
     if kind == "folder":
         return load_image_folder(spec.pop("path"), progress=progress, **spec)
+    if kind == "union":
+        return union(*(from_spec(part, progress) for part in spec["parts"]))
     if kind == "array":
         raise DataError("this run was trained on an in-memory array: pass the same data to resume it")
     raise DataError(f"unknown dataset kind {kind!r}")
+
+
+def union(*folders: ImageFolder) -> ImageFolder:
+    """One dataset holding the images of several (same size), e.g. photos and paintings for a VQGAN that
+    must encode both."""
+    if not folders:
+        raise DataError("union: give at least one dataset")
+    sizes = {f.size for f in folders}
+    if len(sizes) > 1:
+        raise DataError(f"union: datasets of different sizes {sorted(sizes)}: load them with one size")
+    return ImageFolder(
+        np.concatenate([f.images for f in folders]),
+        [name for f in folders for name in f.files],
+        {"kind": "union", "parts": [f.spec for f in folders]},
+        [s for f in folders for s in f.skipped],
+    )
 
 
 def from_array(images: np.ndarray, name: str = "array") -> ImageFolder:

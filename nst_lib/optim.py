@@ -127,12 +127,14 @@ class LBFGS:
 
 
 class Adam:
-    """Adam (Kingma & Ba 2015) on the pixels, projected to [0, 255] after each step."""
+    """Adam (Kingma & Ba 2015) on the pixels, projected to ``box`` ([0, 255]) after each step; ``box=None``
+    for unbounded variables (a VQGAN latent in guided generation)."""
 
     name = "adam"
 
-    def __init__(self, learning_rate: float = 5.0, beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8):
-        self.lr, self.b1, self.b2, self.eps = learning_rate, beta1, beta2, epsilon
+    def __init__(self, learning_rate: float = 5.0, beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8,
+                 box: tuple[float, float] | None = (PIXEL_MIN, PIXEL_MAX)):
+        self.lr, self.b1, self.b2, self.eps, self.box = learning_rate, beta1, beta2, epsilon, box
         self.m: np.ndarray | None = None
         self.v: np.ndarray | None = None
         self.t = 0
@@ -154,7 +156,8 @@ class Adam:
         v_hat = self.v / (1 - self.b2**self.t)
         # Adam reports the loss of the image it was given; the step moves past it.
         self.f, self.parts = f, parts
-        return np.clip(x - self.lr * m_hat / (np.sqrt(v_hat) + self.eps), PIXEL_MIN, PIXEL_MAX).astype(np.float32)
+        x = x - self.lr * m_hat / (np.sqrt(v_hat) + self.eps)
+        return (x if self.box is None else np.clip(x, *self.box)).astype(np.float32)
 
     def state_dict(self) -> dict[str, Any]:
         empty = np.zeros(0, np.float32)

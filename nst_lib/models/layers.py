@@ -62,3 +62,81 @@ class AdaIN(keras.layers.Layer):
 
     def compute_output_shape(self, input_shapes):
         return input_shapes[0]
+
+
+@keras.saving.register_keras_serializable("nst_lib")
+class ReflectionPad(keras.layers.Layer):
+    """Reflection padding of H and W by ``pad`` pixels (CycleGAN's generators pad before every 3×3 and
+    7×7 convolution so that borders carry no zero-padding artefacts)."""
+
+    def __init__(self, pad: int, **kwargs):
+        super().__init__(**kwargs)
+        self.pad = int(pad)
+
+    def call(self, x):
+        p = self.pad
+        return ops.pad(x, ((0, 0), (p, p), (p, p), (0, 0)), mode="reflect")
+
+    def compute_output_shape(self, s):
+        p = 2 * self.pad
+        return (s[0], None if s[1] is None else s[1] + p, None if s[2] is None else s[2] + p, s[3])
+
+    def get_config(self):
+        return {**super().get_config(), "pad": self.pad}
+
+
+# --- vector quantisation (van den Oord et al. 2017; Esser et al. 2021, seed 000 §2.2) -----------------------
+def quantize(z, codebook):
+    """Nearest codebook entry for every vector of ``z`` (…, D) under the Euclidean distance
+    ‖z − e_k‖² = ‖z‖² − 2 z·e_k + ‖e_k‖²; returns (z_q, indices) with z_q = codebook[indices]."""
+    z = ops.cast(z, "float32")
+    codebook = ops.cast(codebook, "float32")
+    flat = ops.reshape(z, (-1, ops.shape(z)[-1]))
+    d = (
+        ops.sum(ops.square(flat), axis=1, keepdims=True)
+        - 2.0 * ops.matmul(flat, ops.transpose(codebook))
+        + ops.sum(ops.square(codebook), axis=1)[None, :]
+    )
+    idx = ops.argmin(d, axis=1)
+    z_q = ops.reshape(ops.take(codebook, idx, axis=0), ops.shape(z))
+    return z_q, ops.reshape(idx, ops.shape(z)[:-1])
+
+
+def straight_through(z, z_q):
+    """z + sg[z_q − z]: the value of z_q, the gradient of the identity — the decoder's gradient passes the
+    non-differentiable lookup unchanged to the encoder (van den Oord et al. 2017 §3.2)."""
+    return z + ops.stop_gradient(z_q - z)
+
+
+@keras.saving.register_keras_serializable("nst_lib")
+class VectorQuantizer(keras.layers.Layer):
+    """A codebook Z of ``codes`` vectors of size ``dim``. ``quantizer(z_e)`` returns (z_q with
+    straight-through gradients, indices, z_q without them); the codebook learns from
+    ``models.losses.vq_losses``. Initialised U(−1/K, 1/K) as in the VQ-VAE / taming reference code."""
+
+    def __init__(self, codes: int, dim: int, seed: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.codes, self.dim, self.seed = int(codes), int(dim), int(seed)
+
+    def build(self, input_shape):
+        limit = 1.0 / self.codes
+        self.codebook = self.add_weight(
+            shape=(self.codes, self.dim),
+            initializer=keras.initializers.RandomUniform(-limit, limit, seed=self.seed),
+            name="codebook",
+            dtype="float32",
+        )
+
+    def call(self, z):
+        z_q, idx = quantize(z, self.codebook)
+        return straight_through(ops.cast(z, "float32"), z_q), idx, z_q
+
+    def lookup(self, indices):
+        """Code vectors for integer ``indices`` of any shape → shape + (dim,)."""
+        return ops.take(self.codebook, ops.cast(indices, "int32"), axis=0)
+
+    def compute_output_shape(self, s):
+        return s, s[:-1], s
+
+    def get_config(self):
+        return {**super().get_config(), "codes": self.codes, "dim": self.dim, "seed": self.seed}

@@ -98,3 +98,92 @@ def fixpoint_triplet_loss(z_pos, s_pos, s_neg, margin: float = 1.0):
     d_pos = ops.sum(ops.square(z_pos - s_pos), axis=-1)
     d_neg = ops.sum(ops.square(z_pos - s_neg), axis=-1)
     return ops.mean(ops.relu(margin + d_pos - d_neg))
+
+
+# --- CycleGAN (Zhu et al. 2017; seed 003 §3.3.2) -----------------------------------------------------------
+def lsgan_discriminator_loss(real_out, fake_out):
+    """Least-squares GAN (Mao et al. 2017) as CycleGAN uses it (Zhu et al. §4 'Training details'):
+    ½ [mean (D(y) − 1)² + mean D(G(x))²] — the ½ slows D relative to G, as in the reference code."""
+    real_out, fake_out = ops.cast(real_out, "float32"), ops.cast(fake_out, "float32")
+    return 0.5 * (ops.mean(ops.square(real_out - 1.0)) + ops.mean(ops.square(fake_out)))
+
+
+def lsgan_generator_loss(fake_out):
+    """mean (D(G(x)) − 1)²: G wants its patches scored real."""
+    return ops.mean(ops.square(ops.cast(fake_out, "float32") - 1.0))
+
+
+def cycle_loss(x, x_cycled, y, y_cycled):
+    """Zhu et al. eq. 2 (seed 003's L_c): mean |F(G(x)) − x| + mean |G(F(y)) − y| (L1, means over pixels)."""
+    f = lambda a, b: ops.mean(ops.abs(ops.cast(a, "float32") - ops.cast(b, "float32")))  # noqa: E731
+    return f(x_cycled, x) + f(y_cycled, y)
+
+
+def identity_loss(x, f_of_x, y, g_of_y):
+    """Zhu et al. §5.2 (after Taigman et al. 2017): mean |G(y) − y| + mean |F(x) − x| — each generator should
+    leave an image already in its target domain unchanged, which keeps the colours of photos."""
+    f = lambda a, b: ops.mean(ops.abs(ops.cast(a, "float32") - ops.cast(b, "float32")))  # noqa: E731
+    return f(g_of_y, y) + f(f_of_x, x)
+
+
+# --- VQGAN (Esser et al. 2021; seed 000 §2.2.3) -------------------------------------------------------------
+def vq_losses(z_e, z_q, beta: float = 0.25):
+    """The two non-reconstruction terms of seed 000's L_VQ, as (codebook, commitment):
+    codebook = mean ‖sg[E(x)] − z_q‖² (moves the codes to the encodings), commitment = β · mean
+    ‖sg[z_q] − E(x)‖² (keeps the encoder near its codes). Means over batch, positions and the D channels;
+    β = 0.25 as in van den Oord et al. 2017 (seed 000 writes both terms with weight 1)."""
+    z_e, z_q = ops.cast(z_e, "float32"), ops.cast(z_q, "float32")
+    codebook = ops.mean(ops.square(ops.stop_gradient(z_e) - z_q))
+    commitment = beta * ops.mean(ops.square(ops.stop_gradient(z_q) - z_e))
+    return codebook, commitment
+
+
+def code_usage(indices, codes: int):
+    """(perplexity, usage) of a batch of code indices: perplexity = exp(−Σ_k p_k log p_k) with p_k the share
+    of positions assigned code k (K when all K are used equally, 1 when one code takes everything); usage
+    = the fraction of the K codes used at least once."""
+    flat = ops.reshape(ops.cast(indices, "int32"), (-1,))
+    counts = ops.sum(ops.one_hot(flat, codes), axis=0)
+    p = counts / ops.cast(ops.shape(flat)[0], "float32")
+    entropy = -ops.sum(p * ops.log(p + 1e-10))
+    return ops.exp(entropy), ops.mean(ops.cast(counts > 0, "float32"))
+
+
+def hinge_discriminator_loss(real_logits, fake_logits):
+    """½ [mean max(0, 1 − D(x)) + mean max(0, 1 + D(x̂))] (the hinge loss of the taming-transformers code)."""
+    real_logits, fake_logits = ops.cast(real_logits, "float32"), ops.cast(fake_logits, "float32")
+    return 0.5 * (ops.mean(ops.relu(1.0 - real_logits)) + ops.mean(ops.relu(1.0 + fake_logits)))
+
+
+def hinge_generator_loss(fake_logits):
+    """−mean D(x̂)."""
+    return -ops.mean(ops.cast(fake_logits, "float32"))
+
+
+def adaptive_weight(rec_grad, gan_grad, delta: float = 1e-4, max_weight: float = 1e4):
+    """Esser et al. 2021 eq. 7: λ = ‖∇_{G_L} L_rec‖ / (‖∇_{G_L} L_GAN‖ + δ), the gradients taken at the
+    decoder's last layer G_L and the result clipped to [0, max_weight] and treated as a constant, so that
+    the GAN term pulls on the decoder as hard as the reconstruction term does."""
+    rec_norm = ops.sqrt(ops.sum(ops.square(ops.cast(rec_grad, "float32"))))
+    gan_norm = ops.sqrt(ops.sum(ops.square(ops.cast(gan_grad, "float32"))))
+    return ops.stop_gradient(ops.clip(rec_norm / (gan_norm + delta), 0.0, max_weight))
+
+
+def next_token_loss(logits, targets):
+    """seed 000's L_Transformer = E[−log p(s)] = mean_i −log p(s_i | s_<i): softmax cross-entropy of each
+    position's logits (…, K) against the code that follows, averaged over positions (nats per code)."""
+    logits = ops.cast(logits, "float32")
+    logp = logits - ops.logsumexp(logits, axis=-1, keepdims=True)
+    picked = ops.take_along_axis(logp, ops.expand_dims(ops.cast(targets, "int32"), -1), axis=-1)
+    return -ops.mean(picked)
+
+
+def spherical_distance(a, b):
+    """Squared great-circle distance between unit vectors, 2·arcsin(‖a − b‖ / 2)² (the VQGAN+CLIP
+    notebooks' prompt loss): 0 for equal directions, π²/2 for opposite ones; a and b are normalised here."""
+    a = ops.cast(a, "float32")
+    b = ops.cast(b, "float32")
+    a = a / ops.sqrt(ops.sum(ops.square(a), axis=-1, keepdims=True) + 1e-12)
+    b = b / ops.sqrt(ops.sum(ops.square(b), axis=-1, keepdims=True) + 1e-12)
+    chord = ops.sqrt(ops.sum(ops.square(a - b), axis=-1) + 1e-12)
+    return 2.0 * ops.square(ops.arcsin(ops.clip(chord / 2.0, 0.0, 1.0)))

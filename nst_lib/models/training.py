@@ -31,11 +31,14 @@ from .callbacks import EpochEnd, Progress, StepLog, load_checkpoint, read_rows, 
 
 def model_classes() -> dict[str, tuple[type, type]]:
     """kind → (model class, config class)."""
+    from .cyclegan import CycleGAN, CycleGANConfig
     from .dcgan import DCGAN, DCGANConfig
     from .style_vae import StyleVAE, StyleVAEConfig
     from .vaegan import VAEGAN, VAEGANConfig
+    from .vqgan import VQGAN, VQGANConfig, VQPrior, VQPriorConfig
 
-    return {"dcgan": (DCGAN, DCGANConfig), "vaegan": (VAEGAN, VAEGANConfig), "style_vae": (StyleVAE, StyleVAEConfig)}
+    return {"dcgan": (DCGAN, DCGANConfig), "vaegan": (VAEGAN, VAEGANConfig), "style_vae": (StyleVAE, StyleVAEConfig),
+            "cyclegan": (CycleGAN, CycleGANConfig), "vqgan": (VQGAN, VQGANConfig), "vq_prior": (VQPrior, VQPriorConfig)}
 
 
 def build_model(kind: str, config: dict[str, Any] | None = None, **overrides: Any):
@@ -158,6 +161,7 @@ def load_trained(run_dir: str | Path):
     model = build_model(run.record["model"], run.record["model_config"])
     if load_checkpoint(run.path, model) == 0:
         raise NSTError(f"{run.path}: no checkpoint yet (no epoch completed)")
+    model.source_run = str(run.path)  # recorded by what is built on it (a prior, a guidance run)
     return model
 
 

@@ -1,0 +1,407 @@
+"""Guided generation with a VQGAN (seed 000 §3, "VQGAN + CLIP"): optimise the VQGAN latent z so that the
+decoded image G(q(z)) matches a prompt, starting from the content photo's encoding E(content).
+
+    z₀ = E(content);   z ← Adam step on  Σ_p w_p · L_p(G(q(z))) + init_weight · mean (z − z₀)²
+
+q quantises with straight-through gradients, so z moves freely while every decoded image is made of codebook
+entries. Prompts (each holds its target and weight, with the pure ``spherical_distance`` behind it):
+
+  TextPrompt(text, clip)     CLIP embedding of random cutouts of the image against the text's embedding
+  ImagePrompt(image, clip)   the same against a style painting's CLIP embedding
+  GramPrompt(image)          Gram statistics of VGG19 features against the painting's (Gatys et al.), no
+                             CLIP and no download: the offline image prompt
+
+CLIP is keras-hub's (``load_clip``: preset ``clip_vit_base_patch32`` when its weights can be loaded, e.g. on
+Colab). Where they cannot, ``load_clip`` returns — with a warning — a small *randomly initialised* CLIP of the
+same keras-hub classes (``tiny_clip``): the code path runs and is tested, the images mean nothing.
+
+Each run is a folder: config.json, inputs/, snapshots/iter_NNNNN.png at the requested iterations (seed 000
+Figs 6–8: 0, 50, 500), losses.csv, checkpoint.npz (z, Adam state) every ``checkpoint_every`` iterations and
+on Ctrl-C; ``guide(..., resume=run_dir)`` continues it exactly (cutouts are drawn from (seed, iteration)).
+"""
+
+from __future__ import annotations
+
+import string
+import time
+import warnings
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import ConfigError, NSTError
+from .models.base import ModelConfig, cited
+
+# CLIP's image normalisation (Radford et al. 2021, the released preprocessing)
+CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
+CLIP_STD = np.array([0.26862954, 0.26130258, 0.27577711], np.float32)
+GATYS_LAYERS = ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1")
+
+
+# --- CLIP -------------------------------------------------------------------------------------------------
+class ClipModel:
+    """A keras-hub CLIPBackbone with its tokenizer behind two calls: ``encode_text(prompts)`` and
+    ``encode_image(images in [0, 1], any size)``, both returning L2-normalised (N, D) embeddings and both
+    differentiable (images are resized and normalised with TensorFlow ops)."""
+
+    def __init__(self, backbone, tokenizer, sequence_length: int, name: str, pretrained: bool):
+        self.backbone, self.tokenizer = backbone, tokenizer
+        self.sequence_length, self.name, self.pretrained = int(sequence_length), name, pretrained
+
+    @property
+    def image_size(self) -> int:
+        return int(self.backbone.vision_encoder.image_shape[0])
+
+    def token_ids(self, prompts) -> np.ndarray:
+        """Start token, BPE ids, end token, padding — CLIP's text input (truncated to the sequence length)."""
+        t = self.tokenizer
+        out = np.full((len(prompts), self.sequence_length), t.pad_token_id, np.int32)
+        for i, ids in enumerate(t(list(prompts))):
+            ids = [int(v) for v in np.asarray(ids).reshape(-1)][: self.sequence_length - 2]
+            row = [t.start_token_id, *ids, t.end_token_id]
+            out[i, : len(row)] = row
+        return out
+
+    def encode_text(self, prompts):
+        e = self.backbone.get_text_embeddings(self.token_ids(prompts))
+        return _unit(e)
+
+    def encode_image(self, images):
+        import tensorflow as tf
+
+        x = tf.cast(images, tf.float32)
+        if x.shape[1] != self.image_size or x.shape[2] != self.image_size:
+            x = tf.image.resize(x, (self.image_size, self.image_size), method="bilinear", antialias=True)
+        x = (x - CLIP_MEAN) / CLIP_STD
+        return _unit(self.backbone.get_vision_embeddings(x))
+
+
+def _unit(e):
+    from keras import ops
+
+    e = ops.cast(e, "float32")
+    return e / ops.sqrt(ops.sum(ops.square(e), axis=-1, keepdims=True) + 1e-12)
+
+
+def _keras_hub():
+    try:
+        import keras_hub
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise NSTError("text prompts need CLIP from keras-hub: pip install 'nst-workbench[clip]' (or keras-hub)") from err
+    return keras_hub
+
+
+def tiny_clip(seed: int = 0, image_size: int = 32, dim: int = 32) -> ClipModel:
+    """A small, randomly initialised CLIP built from keras-hub's own classes (a character-level BPE
+    vocabulary, 2-layer encoders): the same interface and code path as the real model, meaningless
+    embeddings. For tests and offline notebook runs."""
+    import keras
+
+    kh = _keras_hub()
+    keras.utils.set_random_seed(seed)
+    chars = string.ascii_lowercase + string.digits + ".,'!?-"
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    for token in ("th", "th</w>", "<|startoftext|>", "<|endoftext|>"):  # one merge: keras-hub needs ≥ 1
+        vocab[token] = len(vocab)
+    tokenizer = kh.models.CLIPTokenizer(vocabulary=vocab, merges=["t h"])
+    vision = kh.models.CLIPVisionEncoder(patch_size=8, hidden_dim=dim, num_layers=2, num_heads=2,
+                                         intermediate_dim=2 * dim, image_shape=(image_size, image_size, 3))
+    text = kh.models.CLIPTextEncoder(vocabulary_size=len(vocab), embedding_dim=dim, hidden_dim=dim, num_layers=2,
+                                     num_heads=2, intermediate_dim=2 * dim, max_sequence_length=16)
+    backbone = kh.models.CLIPBackbone(vision, text, projection_dim=dim)
+    return ClipModel(backbone, tokenizer, 16, "tiny random CLIP (untrained)", pretrained=False)
+
+
+def load_clip(preset: str = "clip_vit_base_patch32", allow_random: bool = True) -> ClipModel:
+    """keras-hub's pretrained CLIP ``preset``; when it cannot be loaded (no network, no Kaggle access) and
+    ``allow_random``, the untrained ``tiny_clip`` with a warning that says so."""
+    kh = _keras_hub()
+    try:
+        backbone = kh.models.CLIPBackbone.from_preset(preset)
+        tokenizer = kh.models.CLIPTokenizer.from_preset(preset)
+    except Exception as err:  # noqa: BLE001 - any download/format failure means: no real weights here
+        if not allow_random:
+            raise NSTError(f"CLIP preset {preset!r} could not be loaded: {err}") from err
+        warnings.warn(
+            f"CLIP preset {preset!r} could not be loaded ({type(err).__name__}); using an untrained tiny CLIP: "
+            "the code runs, but text and CLIP image prompts are meaningless without real weights (run on Colab)",
+            stacklevel=2,
+        )
+        return tiny_clip()
+    return ClipModel(backbone, tokenizer, 77, preset, pretrained=True)
+
+
+# --- prompts ----------------------------------------------------------------------------------------------
+class Prompt:
+    """A loss on the decoded image. ``uses_cutouts`` prompts score the random cutouts, others the whole
+    image (``images01``: (1, H, W, 3) in [0, 1])."""
+
+    uses_cutouts = True
+    weight = 1.0
+
+    def loss(self, images01, cutouts01):
+        raise NotImplementedError
+
+    def describe(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class TextPrompt(Prompt):
+    """Seed 000 §3: 'Apply Van Gogh style of The Starry Night' through CLIP."""
+
+    def __init__(self, text: str, clip: ClipModel, weight: float = 1.0):
+        self.text, self.clip, self.weight = text, clip, float(weight)
+        self.target = clip.encode_text([text])
+
+    def loss(self, images01, cutouts01):
+        from .models.losses import spherical_distance
+
+        return _mean(spherical_distance(self.clip.encode_image(cutouts01), self.target))
+
+    def describe(self):
+        return {"type": "text", "text": self.text, "clip": self.clip.name, "pretrained": self.clip.pretrained,
+                "weight": self.weight}
+
+
+class ImagePrompt(Prompt):
+    """A style painting's CLIP embedding as the target."""
+
+    def __init__(self, image, clip: ClipModel, weight: float = 1.0, name: str = "image"):
+        self.clip, self.weight, self.name = clip, float(weight), name
+        self.target = clip.encode_image(np.asarray(image, np.float32)[None] / 255.0)
+
+    def loss(self, images01, cutouts01):
+        from .models.losses import spherical_distance
+
+        return _mean(spherical_distance(self.clip.encode_image(cutouts01), self.target))
+
+    def describe(self):
+        return {"type": "clip_image", "image": self.name, "clip": self.clip.name, "pretrained": self.clip.pretrained,
+                "weight": self.weight}
+
+
+class GramPrompt(Prompt):
+    """Gatys et al.'s style loss ('size' normalisation, equal layer weights) of the decoded image against a
+    painting, through VGG19 with features scaled to unit mean (so the value is O(1)): fully offline."""
+
+    uses_cutouts = False
+
+    def __init__(self, image, layers=GATYS_LAYERS, weights: str | None = "auto", weight: float = 1.0, name: str = "image"):
+        from .features import get_extractor
+        from .losses import StyleLoss
+
+        self.layers, self.weight, self.name, self.weights = tuple(layers), float(weight), name, weights
+        self.extractor = get_extractor("vgg19", self.layers, weights=weights, normalize=True)
+        feats = self.extractor(np.asarray(image, np.float32)[None])
+        self.style = StyleLoss.from_style_features(self.layers, [feats], mode="size")
+
+    def loss(self, images01, cutouts01):
+        return self.style(self.extractor(images01 * 255.0))
+
+    def describe(self):
+        return {"type": "gram", "image": self.name, "layers": list(self.layers), "vgg_weights": str(self.weights),
+                "weight": self.weight}
+
+
+def _mean(x):
+    from keras import ops
+
+    return ops.mean(x)
+
+
+# --- cutouts ----------------------------------------------------------------------------------------------
+def make_cutouts(image01, n: int, size: int, seed, cut_power: float = 1.0, min_fraction: float = 0.25,
+                 noise: float = 0.1):
+    """``n`` random square crops of (1, H, W, 3) ``image01`` resized to ``size`` — differentiable in the
+    image. Side = (min_fraction + (1 − min_fraction)·u^cut_power) of the shorter side, position uniform;
+    half are mirrored; each gets Gaussian noise of a random std in [0, noise] (the VQGAN+CLIP notebooks'
+    augmentations). ``seed``: a (2,) int tensor/array, so iteration k always draws the same cutouts."""
+    import tensorflow as tf
+
+    seed = tf.cast(seed, tf.int32)
+    u = tf.random.stateless_uniform((n, 4), seed)
+    h, w = tf.cast(tf.shape(image01)[1], tf.float32), tf.cast(tf.shape(image01)[2], tf.float32)
+    side = tf.minimum(h, w) * (min_fraction + (1.0 - min_fraction) * u[:, 0] ** cut_power)
+    y0 = u[:, 1] * (h - side) / h
+    x0 = u[:, 2] * (w - side) / w
+    boxes = tf.stack([y0, x0, y0 + side / h, x0 + side / w], axis=1)
+    cuts = tf.image.crop_and_resize(image01, boxes, tf.zeros(n, tf.int32), (size, size))
+    flip = (u[:, 3] < 0.5)[:, None, None, None]
+    cuts = tf.where(flip, tf.reverse(cuts, axis=[2]), cuts)
+    if noise > 0:
+        scale = tf.random.stateless_uniform((n, 1, 1, 1), seed + 1, maxval=noise)
+        cuts = cuts + scale * tf.random.stateless_normal(tf.shape(cuts), seed + 2)
+    return tf.clip_by_value(cuts, 0.0, 1.0)
+
+
+# --- the optimisation -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GuidanceConfig(ModelConfig):
+    iterations: int = cited(500, "seed 000 Fig. 8: 500 iterations")
+    snapshots: tuple[int, ...] = cited((0, 50, 500), "seed 000 Figs 6–8: the image at 0, 50 and 500 iterations")
+    learning_rate: float = cited(0.1, "Adam step size of the VQGAN+CLIP notebooks (Crowson 2021)")
+    cutouts: int = cited(32, "cutouts per iteration (the notebooks use 32–64)")
+    cut_power: float = cited(1.0, "cutout size distribution exponent (notebooks: cut_pow 1)")
+    min_fraction: float = cited(0.25, "smallest cutout side as a fraction of the image (a choice)")
+    noise: float = cited(0.1, "largest cutout noise std (notebooks: noise_fac 0.1)")
+    init_weight: float = cited(0.0, "pull back towards z₀ = E(content) (notebooks' init_weight; 0 lets the image drift, "
+                               "as seed 000 observed at 500 iterations)")
+    size: int = cited(128, "side of the generated image (the content photo is centre-cropped and resized to it; a "
+                      "multiple of the VQGAN's factor)")
+    checkpoint_every: int = cited(50, "iterations between checkpoints")
+    seed: int = cited(0, "cutouts and augmentations")
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.snapshots, tuple):
+            object.__setattr__(self, "snapshots", tuple(int(s) for s in self.snapshots))
+        if self.iterations < 0 or self.cutouts < 1 or self.learning_rate <= 0:
+            raise ConfigError("iterations ≥ 0, cutouts ≥ 1 and learning_rate > 0")
+        if any(s < 0 for s in self.snapshots):
+            raise ConfigError("snapshot iterations must be ≥ 0")
+
+
+@dataclass
+class GuidanceResult:
+    image: np.ndarray
+    snapshots: dict[int, np.ndarray]
+    losses: list[dict] = field(default_factory=list)
+    run_dir: Path | None = None
+    status: str = "completed"
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def loss(self, key: str = "total") -> np.ndarray:
+        return np.array([r[key] for r in self.losses])
+
+
+def guide(vqgan, content, prompts, config: GuidanceConfig | None = None, *, clip_size: int | None = None,
+          out: str | Path = "results", name: str = "guided", resume: str | Path | None = None,
+          progress: bool = True, **overrides) -> GuidanceResult:
+    """Optimise the VQGAN latent of ``content`` (uint8 image or path) towards ``prompts`` (a Prompt or a
+    list). Writes a run folder under ``out`` (or continues the run folder ``resume``)."""
+    import tensorflow as tf
+
+    from .images import load_image, save_image
+    from .models.callbacks import read_rows, truncate_rows, write_rows
+    from .optim import Adam
+    from .runs import Run, device_name, versions
+
+    c = (config or GuidanceConfig()).replace(**overrides)
+    prompts = [prompts] if isinstance(prompts, Prompt) else list(prompts)
+    if not prompts:
+        raise ConfigError("guide: give at least one prompt")
+    f = vqgan.config.downsample
+    if c.size % f:
+        raise ConfigError(f"size {c.size} must be a multiple of the VQGAN's downsampling factor {f}")
+    content = _square(load_image(content) if isinstance(content, (str, Path)) else np.asarray(content), c.size)
+    cut_size = clip_size or next((p.clip.image_size for p in prompts if hasattr(p, "clip")), 224)
+
+    z0 = vqgan.encode(content[None])
+    shape = z0.shape
+    optimizer = Adam(c.learning_rate, beta1=0.9, beta2=0.999, box=None)
+    if resume is not None:
+        run = Run.open(resume)
+        if run.record.get("kind") != "guidance" or run.record.get("guidance_config") != c.to_dict():
+            raise NSTError(f"{run.path}: not a guidance run with this config")
+        state = np.load(run.path / "checkpoint.npz")
+        z, start = state["z"].astype(np.float32), int(state["iteration"])
+        optimizer.load_state_dict({k[4:]: state[k] for k in state.files if k.startswith("opt_")})
+        losses = truncate_rows(run.path / "losses.csv", "step", start)
+    else:
+        run = Run.create(out, name, subdirs=("snapshots", "inputs"))
+        save_image(run.path / "inputs" / "content.png", content)
+        run.write_record(kind="guidance", vqgan_run=getattr(vqgan, "source_run", ""), prompts=[p.describe() for p in prompts],
+                         guidance_config=c.to_dict(), seed=c.seed, versions=versions(), device=device_name(),
+                         status="running", started=datetime.now().isoformat(timespec="seconds"))
+        z, start, losses = z0.reshape(-1).astype(np.float32), 0, []
+    z0_t = tf.constant(z0)
+
+    @tf.function
+    def loss_and_grad(z_flat, it):
+        with tf.GradientTape() as tape:
+            tape.watch(z_flat)
+            zz = tf.reshape(z_flat, shape)
+            image = (tf.clip_by_value(vqgan.decode_latent(zz), -1.0, 1.0) + 1.0) / 2.0
+            cuts = make_cutouts(image, c.cutouts, cut_size, tf.stack([c.seed, it]), c.cut_power, c.min_fraction, c.noise)
+            parts = [p.weight * p.loss(image, cuts) for p in prompts]
+            total = tf.add_n(parts)
+            if c.init_weight > 0:
+                total = total + c.init_weight * tf.reduce_mean(tf.square(zz - z0_t))
+        return total, parts, tape.gradient(total, z_flat)
+
+    def decode(z_flat) -> np.ndarray:
+        from .data import from_unit
+
+        return from_unit(np.asarray(vqgan.decode_latent(z_flat.reshape(shape))))[0]
+
+    snaps = set(c.snapshots)
+    status, t0 = "completed", time.perf_counter()
+    bar = _bar(c.iterations, start, progress, run.path.name)
+    it = start
+    try:
+        for it in range(start, c.iterations + 1):
+            if it in snaps:
+                save_image(run.path / "snapshots" / f"iter_{it:05d}.png", decode(z))
+            if it == c.iterations:
+                break
+            step = {"it": it}
+
+            def fg(x):
+                total, parts, grad = loss_and_grad(tf.constant(x), tf.constant(it, tf.int32))
+                step["parts"] = [float(p) for p in parts]
+                return float(total), {}, np.asarray(grad)
+
+            z = optimizer.step(z, fg)
+            row = {"step": it + 1, "total": optimizer.f}
+            row.update({f"prompt_{k}": v for k, v in enumerate(step["parts"])})
+            losses.append(row)
+            write_rows(run.path / "losses.csv", [row])
+            if (it + 1) % c.checkpoint_every == 0:
+                _checkpoint(run.path, z, it + 1, optimizer)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{optimizer.f:.4f}", refresh=False)
+        it = c.iterations
+    except KeyboardInterrupt:
+        status = "interrupted"
+        _checkpoint(run.path, z, len(losses), optimizer)
+    finally:
+        if bar is not None:
+            bar.close()
+    image = decode(z)
+    save_image(run.path / "output.png", image)
+    seconds = time.perf_counter() - t0
+    timings = {"seconds": round(seconds, 2), "iterations_per_s": round((len(losses) - start) / seconds, 3) if seconds else 0.0}
+    run.write_record(status=status, iterations_done=len(losses), timings=timings,
+                     finished=datetime.now().isoformat(timespec="seconds"))
+    _checkpoint(run.path, z, len(losses), optimizer)
+    from PIL import Image
+
+    snapshots = {int(p.stem.split("_")[1]): np.asarray(Image.open(p).convert("RGB"))
+                 for p in sorted((run.path / "snapshots").glob("iter_*.png"))}
+    return GuidanceResult(image, snapshots, read_rows(run.path / "losses.csv"), run.path, status, timings)
+
+
+def _checkpoint(path: Path, z, iteration: int, optimizer) -> None:
+    tmp = path / "checkpoint.tmp.npz"
+    np.savez(tmp, z=z, iteration=iteration, **{f"opt_{k}": v for k, v in optimizer.state_dict().items()})
+    tmp.replace(path / "checkpoint.npz")
+
+
+def _square(image: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    from .data import centre_crop_resize
+
+    return centre_crop_resize(Image.fromarray(np.asarray(image, np.uint8)), size)
+
+
+def _bar(total: int, initial: int, progress: bool, desc: str):
+    if not progress or initial >= total:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, unit="it", dynamic_ncols=True)
