@@ -176,13 +176,19 @@ RESUME_SCRIPT = textwrap.dedent(
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
     from nst_lib.data import ContentStyleData, tiny_paintings, tiny_photos
-    from nst_lib.models import DCGAN, VAEGAN, StyleVAE, train, resume_training
+    from nst_lib.models import DCGAN, VAEGAN, VQGAN, CycleGAN, StyleVAE, train, resume_training
     out, kind = sys.argv[1], sys.argv[2]
     data = tiny_paintings(48, 16, seed=2)
     M = {"dcgan": DCGAN, "vaegan": VAEGAN}.get(kind)
     if kind == "style_vae":  # the variational stage: reparameterisation noise and the triplet's negatives too
         data = ContentStyleData(tiny_photos(48, 16, seed=2), data)
         M = lambda **kw: StyleVAE(stage="variational", filters=8, perceptual_weights=None, triplet_weight=1.0, **kw)
+    if kind == "cyclegan":  # image pools and their draws, both optimisers, the learning-rate decay
+        data = ContentStyleData(tiny_photos(48, 16, seed=2), data)
+        M = lambda **kw: CycleGAN(filters=4, res_blocks=1, pool_size=6, **kw)
+    if kind == "vqgan":  # the discriminator switches on at step 4, inside the interrupted epoch
+        M = lambda **kw: VQGAN(downsample=4, codes=16, embed_dim=8, filters=8, channel_mult=(1, 2),
+                               perceptual_weight=0, disc_start=4, **kw)
     class Stop(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
             if list(self.model.optimizers().values())[-1].iterations.numpy() == 5:
@@ -201,7 +207,7 @@ RESUME_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("kind", ["dcgan", "vaegan", "style_vae"])
+@pytest.mark.parametrize("kind", ["dcgan", "vaegan", "style_vae", "cyclegan", "vqgan"])
 def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(kind, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", RESUME_SCRIPT, str(tmp_path), kind], capture_output=True, text=True, cwd=ROOT, timeout=600

@@ -1,0 +1,228 @@
+"""VQGAN (seed 000 §2.2): quantisation and its gradients, L_VQ terms, code statistics, the adaptive weight,
+the causal prior and sliding-window sampling, training; guided generation with text/image/Gram prompts."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nst_lib.data import tiny_paintings
+from nst_lib.errors import ConfigError
+from nst_lib.models import VQGAN, VQPrior, train
+from nst_lib.models import losses as L
+from nst_lib.models.layers import VectorQuantizer, quantize, straight_through
+
+TINY = dict(image_size=16, downsample=4, codes=16, embed_dim=8, filters=8, channel_mult=(1, 2), perceptual_weight=0,
+            batch_size=8)
+
+
+def test_quantize_picks_the_nearest_code(rng):
+    z = rng.normal(size=(2, 3, 3, 4)).astype("float32")
+    codebook = rng.normal(size=(10, 4)).astype("float32")
+    z_q, idx = quantize(z, codebook)
+    brute = np.argmin(((z[..., None, :] - codebook) ** 2).sum(-1), axis=-1)
+    assert np.array_equal(np.asarray(idx), brute)
+    assert np.allclose(np.asarray(z_q), codebook[brute])
+
+
+def test_straight_through_gradient_reaches_the_encoder():
+    z = tf.constant(np.linspace(-1, 1, 8, dtype="float32").reshape(1, 2, 2, 2))
+    w = tf.constant(np.arange(8, dtype="float32").reshape(1, 2, 2, 2))
+    codebook = np.array([[0.0, 0.0], [1.0, 1.0]], "float32")
+    with tf.GradientTape() as tape:
+        tape.watch(z)
+        z_q, _ = quantize(z, codebook)
+        out = straight_through(z, z_q)
+        loss = tf.reduce_sum(w * out)
+    assert np.allclose(out.numpy(), z_q.numpy())  # forward: the codes
+    assert np.allclose(tape.gradient(loss, z).numpy(), w.numpy())  # backward: the identity
+    # through the whole model: a decoder-side loss moves the encoder's weights
+    model = VQGAN(**TINY)
+    x = tf.random.uniform((2, 16, 16, 3), -1, 1, seed=1)
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_mean(tf.abs(model(x) - x))
+    grads = tape.gradient(loss, model.encoder.trainable_variables)
+    assert all(g is not None for g in grads) and sum(float(tf.reduce_sum(tf.abs(g))) for g in grads) > 0
+
+
+def test_codebook_and_commitment_losses_match_their_formulas_and_stop_gradients(rng):
+    z_e = tf.constant(rng.normal(size=(2, 2, 2, 3)).astype("float32"))
+    z_q = tf.constant(rng.normal(size=(2, 2, 2, 3)).astype("float32"))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([z_e, z_q])
+        codebook, commitment = L.vq_losses(z_e, z_q, beta=0.25)
+    sq = np.mean((z_e.numpy() - z_q.numpy()) ** 2)
+    assert float(codebook) == pytest.approx(sq, rel=1e-5) and float(commitment) == pytest.approx(0.25 * sq, rel=1e-5)
+    assert tape.gradient(codebook, z_e) is None and tape.gradient(commitment, z_q) is None  # sg[·]
+    assert tape.gradient(codebook, z_q) is not None and tape.gradient(commitment, z_e) is not None
+    layer = VectorQuantizer(4, 3)
+    layer.build((None, 3))
+    assert np.abs(np.asarray(layer.codebook)).max() <= 0.25  # U(−1/K, 1/K)
+
+
+def test_perplexity_and_usage_of_known_assignments():
+    uniform4 = np.array([0, 1, 2, 3] * 4).reshape(1, 4, 4)
+    p, u = L.code_usage(uniform4, 8)
+    assert float(p) == pytest.approx(4.0, rel=1e-4) and float(u) == 0.5
+    p, u = L.code_usage(np.zeros((2, 4, 4), int), 8)
+    assert float(p) == pytest.approx(1.0, rel=1e-4) and float(u) == 0.125
+    skew = np.array([0] * 12 + [1] * 4)  # p = (¾, ¼)
+    expected = math.exp(-(0.75 * math.log(0.75) + 0.25 * math.log(0.25)))
+    assert float(L.code_usage(skew, 2)[0]) == pytest.approx(expected, rel=1e-4)
+
+
+def test_adaptive_weight_is_the_gradient_norm_ratio_clipped():
+    rec, gan = np.array([3.0, 4.0]), np.array([0.0, 0.5])  # norms 5 and 0.5
+    assert float(L.adaptive_weight(rec, gan, delta=0.0)) == pytest.approx(10.0)
+    assert float(L.adaptive_weight(rec, gan, delta=0.5)) == pytest.approx(5.0)
+    assert float(L.adaptive_weight(rec, np.zeros(2), delta=1e-4, max_weight=1e4)) == pytest.approx(1e4)
+
+
+def test_hinge_and_next_token_losses_match_their_formulas(rng):
+    real, fake = rng.normal(size=(8,)), rng.normal(size=(8,))
+    assert float(L.hinge_discriminator_loss(real, fake)) == pytest.approx(
+        0.5 * (np.maximum(0, 1 - real).mean() + np.maximum(0, 1 + fake).mean()), rel=1e-5)
+    assert float(L.hinge_generator_loss(fake)) == pytest.approx(-fake.mean(), rel=1e-5)
+    logits, targets = rng.normal(size=(2, 5, 7)), rng.integers(0, 7, (2, 5))
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    expected = -np.take_along_axis(logp, targets[..., None], -1).mean()
+    assert float(L.next_token_loss(logits, targets)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_causal_masking_a_later_token_never_changes_an_earlier_logit(rng):
+    from nst_lib.models.vqgan import VQPriorConfig, build_transformer
+
+    net = build_transformer(10, 12, VQPriorConfig(vqgan_run="unused", layers=2, heads=2, dim=16))
+    tokens = rng.integers(0, 11, (1, 12)).astype("int32")
+    base = np.asarray(net(tokens))
+    for t in (0, 5, 11):
+        changed = tokens.copy()
+        changed[0, t] = (changed[0, t] + 1) % 11
+        out = np.asarray(net(changed))
+        assert np.allclose(out[0, :t], base[0, :t], atol=1e-6)  # earlier positions: unchanged
+        assert not np.allclose(out[0, t], base[0, t])  # its own position sees it
+
+
+@pytest.fixture(scope="module")
+def trained_vqgan(tmp_path_factory):
+    out = tmp_path_factory.mktemp("vq")
+    data = tiny_paintings(64, 16, seed=3)
+    return train(VQGAN(**TINY, disc_start=20, learning_rate=1e-3), data, 4, out=out, progress=False), data, out
+
+
+@pytest.mark.slow
+def test_training_lowers_reconstruction_loss_and_switches_the_discriminator_on(trained_vqgan):
+    result, data, _ = trained_vqgan
+    l1 = result.losses("l1_loss")
+    assert len(l1) == 32 and l1[-4:].mean() < 0.75 * l1[:4].mean()  # ≈ 0.69 → 0.41 here
+    lam = result.losses("adaptive_weight")
+    assert np.all(lam[:20] == 0) and np.all(lam[20:] > 0)  # the GAN term starts at disc_start
+    assert np.all(result.losses("d_loss")[:20] == 0) and np.all(result.losses("d_loss")[20:] > 0)
+    perplexity = result.losses("perplexity")
+    assert np.all((perplexity >= 1) & (perplexity <= 16))
+    rec = result.model.reconstruct(data.images[:3])
+    assert rec.shape == (3, 16, 16, 3) and rec.dtype == np.uint8
+    assert result.model.indices(data.images[:3]).shape == (3, 4, 4)
+
+
+@pytest.mark.slow
+def test_prior_learns_and_samples_with_a_sliding_window(trained_vqgan):
+    result, data, out = trained_vqgan
+    prior_result = train(VQPrior(vqgan_run=str(result.run_dir), window=2, layers=1, heads=2, dim=16, batch_size=8),
+                         data, 6, out=out, progress=False)
+    nll = prior_result.losses("nll")
+    assert nll[-6:].mean() < nll[:3].mean()  # starts near log 16 = 2.77 nats
+    prior = prior_result.model
+    idx = prior.sample_indices(3, grid=(5, 7), seed=2)
+    assert idx.shape == (3, 5, 7) and idx.min() >= 0 and idx.max() < 16
+    assert np.array_equal(idx, prior.sample_indices(3, grid=(5, 7), seed=2))  # seeded
+    assert prior.generate(2, grid=(3, 3), seed=0).shape == (2, 12, 12, 3)  # 3×3 codes × factor 4
+    with pytest.raises(ConfigError):
+        prior.sample_indices(1, grid=(1, 4))
+
+
+# --- guided generation ---------------------------------------------------------------------------------------
+def test_spherical_distance_is_half_the_squared_angle():
+    for theta in (0.0, 0.3, 1.2, math.pi):
+        a, b = np.array([1.0, 0.0]), np.array([math.cos(theta), math.sin(theta)])
+        assert float(L.spherical_distance(a, b)) == pytest.approx(theta**2 / 2, abs=1e-3)
+    assert float(L.spherical_distance(np.array([2.0, 0.0]), np.array([5.0, 0.0]))) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_cutouts_are_seeded_sized_and_differentiable():
+    from nst_lib.guidance import make_cutouts
+
+    image = tf.Variable(tf.random.uniform((1, 40, 48, 3), seed=0))
+    with tf.GradientTape() as tape:
+        cuts = make_cutouts(image, 6, 16, np.array([0, 1]))
+        loss = tf.reduce_sum(cuts)
+    assert cuts.shape == (6, 16, 16, 3) and float(tf.reduce_min(cuts)) >= 0 and float(tf.reduce_max(cuts)) <= 1
+    assert float(tf.reduce_sum(tf.abs(tape.gradient(loss, image)))) > 0
+    assert np.array_equal(make_cutouts(image, 6, 16, np.array([0, 1])), make_cutouts(image, 6, 16, np.array([0, 1])))
+    assert not np.array_equal(make_cutouts(image, 6, 16, np.array([0, 1])), make_cutouts(image, 6, 16, np.array([0, 2])))
+
+
+@pytest.mark.slow
+def test_gram_prompt_guidance_lowers_its_loss_and_snapshots(trained_vqgan, tmp_path):
+    from nst_lib.guidance import GramPrompt, guide
+    from nst_lib.models import load_trained
+
+    vq = load_trained(trained_vqgan[0].run_dir)
+    style = tiny_paintings(4, 32, seed=5).images[0]
+    content = tiny_paintings(4, 32, seed=6).images[1]
+    r = guide(vq, content, GramPrompt(style, weights=None), iterations=12, snapshots=(0, 6, 12), size=32,
+              learning_rate=0.2, out=tmp_path, progress=False)
+    total = r.loss("total")
+    assert len(total) == 12 and total[-3:].mean() < total[:3].mean()
+    assert sorted(r.snapshots) == [0, 6, 12] and r.image.shape == (32, 32, 3)
+    assert (r.run_dir / "output.png").is_file() and (r.run_dir / "checkpoint.npz").is_file()
+
+
+@pytest.mark.slow
+def test_an_interrupted_guidance_run_resumes_to_the_same_image(trained_vqgan, tmp_path, monkeypatch):
+    from nst_lib import guidance as G
+    from nst_lib.models import load_trained
+
+    vq = load_trained(trained_vqgan[0].run_dir)
+    style, content = tiny_paintings(4, 32, seed=5).images[0], tiny_paintings(4, 32, seed=6).images[1]
+    prompt = G.GramPrompt(style, weights=None)
+    kw = dict(iterations=6, snapshots=(0, 6), size=32, checkpoint_every=2, progress=False)
+    full = G.guide(vq, content, prompt, out=tmp_path / "a", **kw)
+    real_checkpoint, calls = G._checkpoint, []
+
+    def interrupt_after_first(path, z, iteration, optimizer):
+        real_checkpoint(path, z, iteration, optimizer)
+        calls.append(iteration)
+        if len(calls) == 1:
+            raise KeyboardInterrupt  # Ctrl-C right after the checkpoint at iteration 2
+
+    monkeypatch.setattr(G, "_checkpoint", interrupt_after_first)
+    cut = G.guide(vq, content, prompt, out=tmp_path / "b", **kw)
+    monkeypatch.setattr(G, "_checkpoint", real_checkpoint)
+    assert cut.status == "interrupted" and len(cut.losses) == 2
+    resumed = G.guide(vq, content, prompt, resume=cut.run_dir, **kw)
+    assert resumed.status == "completed" and [r["total"] for r in resumed.losses] == [r["total"] for r in full.losses]
+    assert np.array_equal(resumed.image, full.image)
+
+
+def test_text_and_image_prompts_run_through_a_tiny_random_clip(trained_vqgan, tmp_path):
+    pytest.importorskip("keras_hub", reason="keras-hub (the 'clip' extra) is not installed")
+    from nst_lib.guidance import ImagePrompt, TextPrompt, guide, tiny_clip
+    from nst_lib.models import load_trained
+
+    clip = tiny_clip()
+    ids = clip.token_ids(["Apply Van Gogh style of The Starry Night"])
+    assert ids[0, 0] == clip.tokenizer.start_token_id and clip.tokenizer.end_token_id in ids[0]
+    assert not clip.pretrained
+    e = clip.encode_text(["a", "b"])
+    assert np.allclose(np.linalg.norm(np.asarray(e), axis=1), 1.0, atol=1e-5)
+    vq = load_trained(trained_vqgan[0].run_dir)
+    painting = tiny_paintings(2, 32, seed=5).images[0]
+    r = guide(vq, painting, [TextPrompt("Apply Van Gogh style of The Starry Night", clip), ImagePrompt(painting, clip)],
+              iterations=4, snapshots=(0, 4), size=32, cutouts=4, out=tmp_path, progress=False)
+    assert r.status == "completed" and set(r.losses[0]) == {"step", "total", "prompt_0", "prompt_1"}
+    import json
+
+    record = json.loads((r.run_dir / "config.json").read_text())
+    assert record["prompts"][0]["pretrained"] is False and record["vqgan_run"] == str(trained_vqgan[0].run_dir)
