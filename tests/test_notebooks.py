@@ -19,6 +19,8 @@ EXPECTED = {
         "disc_tuning_losses", "fig7_default_vs_weakened_samples", "fig2_astgan", "fig8_style_weight",
     ],
     "06_style_vae": ["stage_losses", "reconstructions", "stylisation_grid", "interpolation", "prior_samples"],
+    "07_cyclegan": ["losses", "samples_by_epoch", "cyclegan_vs_gatys"],
+    "08_cnn_vs_vqgan": ["gatys_conv_blocks", "vqgan_training", "prior_samples", "cnn_vs_vqgan", "guidance_losses"],
 }
 
 

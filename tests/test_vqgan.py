@@ -226,3 +226,20 @@ def test_text_and_image_prompts_run_through_a_tiny_random_clip(trained_vqgan, tm
 
     record = json.loads((r.run_dir / "config.json").read_text())
     assert record["prompts"][0]["pretrained"] is False and record["vqgan_run"] == str(trained_vqgan[0].run_dir)
+
+
+def test_dead_codes_are_restarted_onto_encoder_outputs(rng):
+    import keras
+
+    layer = VectorQuantizer(4, 2)
+    layer.build((None, 2))
+    layer.codebook.assign(np.array([[0, 0], [100, 100], [200, 200], [300, 300]], "float32"))
+    z_e = rng.normal(size=(1, 4, 4, 2)).astype("float32")  # all near code 0: codes 1–3 are never used
+    _, idx, _ = layer(z_e)
+    assert np.all(np.asarray(idx) == 0)
+    n = layer.restart_dead_codes(z_e, idx, keras.random.SeedGenerator(0), threshold=1.0, decay=0.5)
+    book = np.asarray(layer.codebook)
+    assert float(n) == 3 and np.array_equal(book[0], [0, 0])  # the used code stays
+    flat = z_e.reshape(-1, 2)
+    assert all(any(np.allclose(book[k], v) for v in flat) for k in (1, 2, 3))  # the others sit on encodings now
+    assert np.allclose(np.asarray(layer.usage)[1:], 1.0)

@@ -126,6 +126,23 @@ class VectorQuantizer(keras.layers.Layer):
             name="codebook",
             dtype="float32",
         )
+        # exponential moving average of how many positions each code takes per batch (for restarts)
+        self.usage = self.add_weight(shape=(self.codes,), initializer="ones", trainable=False, name="usage",
+                                     dtype="float32")
+
+    def restart_dead_codes(self, z_e, indices, seed_generator, threshold: float, decay: float = 0.99):
+        """Dhariwal et al. 2020 (Jukebox) random restarts: update each code's usage average with this batch's
+        counts; a code whose average falls below ``threshold`` positions per batch is moved onto a randomly
+        chosen encoder output of the batch (and its average reset to 1), so that the codebook cannot
+        collapse onto a handful of codes. Returns the number of codes restarted."""
+        counts = ops.sum(ops.one_hot(ops.reshape(ops.cast(indices, "int32"), (-1,)), self.codes), axis=0)
+        usage = decay * self.usage.value + (1.0 - decay) * counts
+        dead = usage < threshold
+        flat = ops.reshape(ops.stop_gradient(ops.cast(z_e, "float32")), (-1, self.dim))
+        pick = keras.random.randint((self.codes,), 0, ops.shape(flat)[0], seed=seed_generator, dtype="int32")
+        self.codebook.assign(ops.where(dead[:, None], ops.take(flat, pick, axis=0), self.codebook.value))
+        self.usage.assign(ops.where(dead, ops.ones_like(usage), usage))
+        return ops.sum(ops.cast(dead, "float32"))
 
     def call(self, z):
         z_q, idx = quantize(z, self.codebook)

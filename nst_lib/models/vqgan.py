@@ -59,6 +59,9 @@ class VQGANConfig(ModelConfig):
     perceptual_weight: float = cited(1.0, "Esser et al.'s perceptual weight (LPIPS there; VGG16 features here); "
                                      "0 skips the feature network")
     perceptual_weights: str | None = cited("auto", "VGG16 weights: ImageNet when available, otherwise random (tests: None)")
+    restart_threshold: float = cited(1.0, "dead-code restarts (Dhariwal et al. 2020, Jukebox): a code used on fewer than this "
+                                     "many positions per batch on average is moved onto a random encoder output; 0 = off. "
+                                     "Without it the small codebook collapsed to ~7 codes on the bundled data")
     disc_weight: float = cited(0.8, "w_d in the taming-transformers configs (disc_weight 0.8)")
     disc_start: int = cited(2000, "step at which the GAN term switches on (taming: after the autoencoder has "
                             "settled, 250k steps on ImageNet; a choice for small runs)")
@@ -160,7 +163,7 @@ class VQGAN(GenerativeModelMixin, keras.Model):
 
     kind = "vqgan"
     loss_keys = ("total", "l1_loss", "perceptual_loss", "codebook_loss", "commitment_loss", "g_loss", "d_loss",
-                 "adaptive_weight", "perplexity", "usage")
+                 "adaptive_weight", "perplexity", "usage", "restarts")
 
     def __init__(self, config: VQGANConfig | None = None, **overrides):
         super().__init__(name="vqgan")
@@ -233,7 +236,7 @@ class VQGAN(GenerativeModelMixin, keras.Model):
             perc = perceptual_loss(p(x), p(x_rec), _PERCEPTUAL_LAYERS)
         codebook, commitment = vq_losses(z_e, z_q, c.beta)
         return {"l1_loss": l1, "perceptual_loss": perc, "codebook_loss": codebook, "commitment_loss": commitment,
-                "nll": l1 + c.perceptual_weight * perc, "x_rec": x_rec, "indices": idx}
+                "nll": l1 + c.perceptual_weight * perc, "x_rec": x_rec, "indices": idx, "z_e": z_e}
 
     def train_step(self, x):
         import tensorflow as tf
@@ -260,9 +263,12 @@ class VQGAN(GenerativeModelMixin, keras.Model):
             d_loss = active * hinge_discriminator_loss(self.discriminator(x), self.discriminator(ops.stop_gradient(v["x_rec"])))
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_vars), d_vars))
         perplexity, usage = code_usage(v["indices"], c.codes)
+        restarts = ops.zeros(())
+        if c.restart_threshold > 0:
+            restarts = self.quantizer.restart_dead_codes(v["z_e"], v["indices"], self.seed_generator, c.restart_threshold)
         values = {k2: v[k2] for k2 in ("l1_loss", "perceptual_loss", "codebook_loss", "commitment_loss")}
         values.update(total=vq + lam * g_loss, g_loss=g_loss, d_loss=d_loss, adaptive_weight=lam,
-                      perplexity=perplexity, usage=usage)
+                      perplexity=perplexity, usage=usage, restarts=restarts)
         return self.record_step({key: values[key] for key in self.loss_keys})
 
     # --- using a trained model (uint8 in, uint8 out) --------------------------------------------------
