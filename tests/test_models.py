@@ -186,9 +186,13 @@ RESUME_SCRIPT = textwrap.dedent(
     if kind == "cyclegan":  # image pools and their draws, both optimisers, the learning-rate decay
         data = ContentStyleData(tiny_photos(48, 16, seed=2), data)
         M = lambda **kw: CycleGAN(filters=4, res_blocks=1, pool_size=6, **kw)
-    if kind == "vqgan":  # the discriminator switches on at step 4, inside the interrupted epoch
+    if kind in ("vqgan", "vq_prior"):  # the discriminator switches on at step 4, inside the interrupted epoch
         M = lambda **kw: VQGAN(downsample=4, codes=16, embed_dim=8, filters=8, channel_mult=(1, 2),
                                perceptual_weight=0, disc_start=4, **kw)
+    if kind == "vq_prior":  # random 2×2 windows of the 4×4 code maps, drawn from the noise generator
+        from nst_lib.models import VQPrior
+        vq_run = train(M(image_size=16, batch_size=16), data, 1, out=out, progress=False).run_dir
+        M = lambda **kw: VQPrior(vqgan_run=str(vq_run), window=2, layers=1, heads=2, dim=16, **kw)
     class Stop(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
             if list(self.model.optimizers().values())[-1].iterations.numpy() == 5:
@@ -207,7 +211,7 @@ RESUME_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("kind", ["dcgan", "vaegan", "style_vae", "cyclegan", "vqgan"])
+@pytest.mark.parametrize("kind", ["dcgan", "vaegan", "style_vae", "cyclegan", "vqgan", "vq_prior"])
 def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(kind, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", RESUME_SCRIPT, str(tmp_path), kind], capture_output=True, text=True, cwd=ROOT, timeout=600
