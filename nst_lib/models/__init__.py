@@ -9,6 +9,11 @@ trackers, trained by ``train`` into a resumable run folder.
     from nst_lib.data import ContentStyleData, tiny_photos
     from nst_lib.models import train_style_vae       # seed 002's three stages, each a run folder
     stages = train_style_vae(ContentStyleData(tiny_photos(), tiny_paintings()), epochs=(4, 4, 4))
+
+    from nst_lib.models import CycleGAN, VQGAN, VQPrior  # seed 003's CycleGAN; seed 000's VQGAN and its prior
+    cyc = train(CycleGAN(image_size=64), ContentStyleData(tiny_photos(), tiny_paintings()), epochs=10)
+    vq = train(VQGAN(), tiny_paintings(), epochs=8)
+    prior = train(VQPrior(vqgan_run=str(vq.run_dir)), tiny_paintings(), epochs=10)
 """
 
 import importlib as _importlib
