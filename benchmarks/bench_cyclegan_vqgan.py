@@ -22,7 +22,7 @@ from common import median_time, write
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=4, help="steps per timed round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
     import tensorflow as tf
@@ -75,7 +75,7 @@ def main() -> None:
         x = tf.random.uniform((batch, size, size, 3), -1, 1, seed=1)
         y = tf.random.uniform((batch, size, size, 3), -1, 1, seed=2)
         fn = tf.function(lambda x=x, y=y, m=model: cyclegan_floor(m, x, y) if m.kind == "cyclegan" else vqgan_floor(m, x))
-        floor = median_time(lambda: tf.nest.map_structure(lambda t: t.numpy() if t is not None else None, fn()),
+        floor = median_time(lambda: [tf.convert_to_tensor(g).numpy() for g in tf.nest.flatten(fn()) if g is not None],
                             repeats=5, warmup=2)
         step = statistics.median(times[name]) / args.steps
         results[name] = {"images_per_s": round(batch / step, 2), "step_s": round(step, 4), "floor_s": round(floor, 4),
