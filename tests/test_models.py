@@ -189,6 +189,9 @@ RESUME_SCRIPT = textwrap.dedent(
     if kind in ("vqgan", "vq_prior"):  # the discriminator switches on at step 4, inside the interrupted epoch
         M = lambda **kw: VQGAN(downsample=4, codes=16, embed_dim=8, filters=8, channel_mult=(1, 2),
                                perceptual_weight=0, disc_start=4, **kw)
+    if kind == "stylegan":  # mixing draws, per-pixel noise, R1, the moving average w̄, three optimisers
+        from nst_lib.models import StyleGAN
+        M = lambda **kw: StyleGAN(latent_dim=16, w_dim=16, mapping_layers=2, max_filters=16, min_filters=8, **kw)
     if kind == "vq_prior":  # random 2×2 windows of the 4×4 code maps, drawn from the noise generator
         from nst_lib.models import VQPrior
         vq_run = train(M(image_size=16, batch_size=16), data, 1, out=out, progress=False).run_dir
@@ -211,7 +214,7 @@ RESUME_SCRIPT = textwrap.dedent(
 )
 
 
-@pytest.mark.parametrize("kind", ["dcgan", "vaegan", "style_vae", "cyclegan", "vqgan", "vq_prior"])
+@pytest.mark.parametrize("kind", ["dcgan", "vaegan", "style_vae", "cyclegan", "vqgan", "vq_prior", "stylegan"])
 def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(kind, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-c", RESUME_SCRIPT, str(tmp_path), kind], capture_output=True, text=True, cwd=ROOT, timeout=600

@@ -31,6 +31,8 @@ _EXPORTS = {
     "CycleGANConfig": "cyclegan",
     "ImagePool": "cyclegan",
     "LinearDecay": "cyclegan",
+    "StyleGAN": "stylegan",
+    "StyleGANConfig": "stylegan",
     "VQGAN": "vqgan",
     "VQGANConfig": "vqgan",
     "VQPrior": "vqgan",

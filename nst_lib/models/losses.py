@@ -187,3 +187,21 @@ def spherical_distance(a, b):
     b = b / ops.sqrt(ops.sum(ops.square(b), axis=-1, keepdims=True) + 1e-12)
     chord = ops.sqrt(ops.sum(ops.square(a - b), axis=-1) + 1e-12)
     return 2.0 * ops.square(ops.arcsin(ops.clip(chord / 2.0, 0.0, 1.0)))
+
+
+# --- StyleGAN (Karras et al. 2019) ---------------------------------------------------------------------------
+def logistic_discriminator_loss(real_logits, fake_logits):
+    """Non-saturating logistic loss for D: mean softplus(D(G(z))) + mean softplus(−D(x))."""
+    real_logits, fake_logits = ops.cast(real_logits, "float32"), ops.cast(fake_logits, "float32")
+    return ops.mean(ops.softplus(fake_logits)) + ops.mean(ops.softplus(-real_logits))
+
+
+def logistic_generator_loss(fake_logits):
+    """Non-saturating logistic loss for G: mean softplus(−D(G(z))) (= −log σ(D(G(z))))."""
+    return ops.mean(ops.softplus(-ops.cast(fake_logits, "float32")))
+
+
+def r1_penalty(grad_real, gamma: float = 10.0):
+    """Mescheder et al. 2018's R1: γ/2 · mean over real images of ‖∇_x D(x)‖², given ∇_x D(x) (N, H, W, C)."""
+    g = ops.cast(grad_real, "float32")
+    return 0.5 * gamma * ops.mean(ops.sum(ops.square(g), axis=(1, 2, 3)))

@@ -34,11 +34,13 @@ def model_classes() -> dict[str, tuple[type, type]]:
     from .cyclegan import CycleGAN, CycleGANConfig
     from .dcgan import DCGAN, DCGANConfig
     from .style_vae import StyleVAE, StyleVAEConfig
+    from .stylegan import StyleGAN, StyleGANConfig
     from .vaegan import VAEGAN, VAEGANConfig
     from .vqgan import VQGAN, VQGANConfig, VQPrior, VQPriorConfig
 
     return {"dcgan": (DCGAN, DCGANConfig), "vaegan": (VAEGAN, VAEGANConfig), "style_vae": (StyleVAE, StyleVAEConfig),
-            "cyclegan": (CycleGAN, CycleGANConfig), "vqgan": (VQGAN, VQGANConfig), "vq_prior": (VQPrior, VQPriorConfig)}
+            "cyclegan": (CycleGAN, CycleGANConfig), "vqgan": (VQGAN, VQGANConfig), "vq_prior": (VQPrior, VQPriorConfig),
+            "stylegan": (StyleGAN, StyleGANConfig)}
 
 
 def build_model(kind: str, config: dict[str, Any] | None = None, **overrides: Any):
