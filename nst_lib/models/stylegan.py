@@ -57,6 +57,8 @@ class StyleGANConfig(ModelConfig):
         for name in ("latent_dim", "w_dim", "mapping_layers", "max_filters", "min_filters", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be ≥ 1")
+        if self.batch_size > 4 and self.batch_size % 4:
+            raise ConfigError("batch_size must be a multiple of 4 (the minibatch-stddev groups), or at most 4")
         if not 0 <= self.mixing_prob <= 1:
             raise ConfigError("mixing_prob must be in [0, 1]")
 
@@ -136,10 +138,36 @@ class Synthesis(keras.Model):
         return self.to_rgb(x)
 
 
+class MinibatchStddev(keras.layers.Layer):
+    """Karras et al. 2018 (ProGAN) §3, kept by StyleGAN: the standard deviation of each feature over groups of
+    ``group`` images, averaged to one number per group and appended as an extra channel — D can then see a
+    batch with too little variety, which counters mode collapse."""
+
+    def __init__(self, group: int = 4, **kwargs):
+        super().__init__(**kwargs)
+        self.group = int(group)
+
+    def call(self, x):
+        shape = ops.shape(x)
+        n, h, w, c = shape[0], shape[1], shape[2], shape[3]
+        g = ops.minimum(self.group, n)
+        y = ops.reshape(x, (g, -1, h, w, c))
+        y = ops.sqrt(ops.var(y, axis=0) + 1e-8)  # (n/g, h, w, c)
+        y = ops.mean(y, axis=(1, 2, 3), keepdims=True)  # one number per group
+        y = ops.tile(y, (g, h, w, 1))
+        return ops.concatenate([x, ops.cast(y, x.dtype)], axis=-1)
+
+    def compute_output_shape(self, s):
+        return (*s[:-1], s[-1] + 1)
+
+    def get_config(self):
+        return {**super().get_config(), "group": self.group}
+
+
 def build_discriminator(c: StyleGANConfig) -> keras.Model:
     """From RGB (1×1), then per resolution from image_size down to 8: conv3, conv3, 2× average pooling (leaky
-    ReLU 0.2); at 4×4 a conv3 and two dense layers to one logit (Karras et al.'s ProGAN discriminator without
-    the minibatch-stddev layer)."""
+    ReLU 0.2); at 4×4 the minibatch-stddev channel, a conv3 and two dense layers to one logit (Karras et al.'s
+    ProGAN discriminator)."""
     L = keras.layers
     k = iter(range(1000))
     he = lambda: keras.initializers.HeNormal(seed=leaf_seed(c.seed, 600 + next(k)))  # noqa: E731
@@ -149,6 +177,7 @@ def build_discriminator(c: StyleGANConfig) -> keras.Model:
         x = L.LeakyReLU(0.2)(L.Conv2D(c.filters(res), 3, padding="same", kernel_initializer=he())(x))
         x = L.LeakyReLU(0.2)(L.Conv2D(c.filters(res // 2), 3, padding="same", kernel_initializer=he())(x))
         x = L.AveragePooling2D(2)(x)
+    x = MinibatchStddev(4)(x)
     x = L.LeakyReLU(0.2)(L.Conv2D(c.filters(4), 3, padding="same", kernel_initializer=he())(x))
     x = L.LeakyReLU(0.2)(L.Dense(c.filters(4), kernel_initializer=he())(L.Flatten()(x)))
     out = L.Dense(1, kernel_initializer=he(), dtype="float32")(x)
