@@ -111,3 +111,16 @@ def test_a_few_steps_move_sample_statistics_toward_the_data(tmp_path):
     assert after < 0.7 * before  # summed |Δ mean| + |Δ std| of the RGB channels, in grey levels
     assert np.all(np.isfinite(result.losses("r1_penalty"))) and result.losses("r1_penalty").max() > 0
     assert len(result.samples()) == 10
+
+
+def test_minibatch_stddev_channel_measures_the_batch_variety():
+    from nst_lib.models.stylegan import MinibatchStddev
+
+    same = np.repeat(np.random.default_rng(0).normal(size=(1, 4, 4, 3)), 8, 0).astype("float32")
+    varied = np.random.default_rng(1).normal(size=(8, 4, 4, 3)).astype("float32")
+    layer = MinibatchStddev(4)
+    out_same, out_varied = np.asarray(layer(same)), np.asarray(layer(varied))
+    assert out_same.shape == (8, 4, 4, 4) and np.array_equal(out_same[..., :3], same)
+    assert np.allclose(out_same[..., 3], 1e-4, atol=1e-5)  # √(0 + 1e-8)
+    expected = varied.reshape(4, 2, 4, 4, 3).std(axis=0).mean(axis=(1, 2, 3))  # one value per group
+    assert np.allclose(out_varied[:2, 0, 0, 3], expected, rtol=1e-4)
