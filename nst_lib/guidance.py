@@ -150,34 +150,39 @@ class Prompt:
         raise NotImplementedError
 
 
-class TextPrompt(Prompt):
+class ClipPrompt(Prompt):
+    """A target embedding ``self.target`` in ``self.clip``'s space; the loss is the mean spherical distance of
+    the cutouts' CLIP embeddings to it."""
+
+    clip: ClipModel
+    target: Any
+
+    def loss(self, images01, cutouts01):
+        from keras import ops
+
+        from .models.losses import spherical_distance
+
+        return ops.mean(spherical_distance(self.clip.encode_image(cutouts01), self.target))
+
+
+class TextPrompt(ClipPrompt):
     """Seed 000 §3: 'Apply Van Gogh style of The Starry Night' through CLIP."""
 
     def __init__(self, text: str, clip: ClipModel, weight: float = 1.0):
         self.text, self.clip, self.weight = text, clip, float(weight)
         self.target = clip.encode_text([text])
 
-    def loss(self, images01, cutouts01):
-        from .models.losses import spherical_distance
-
-        return _mean(spherical_distance(self.clip.encode_image(cutouts01), self.target))
-
     def describe(self):
         return {"type": "text", "text": self.text, "clip": self.clip.name, "pretrained": self.clip.pretrained,
                 "weight": self.weight}
 
 
-class ImagePrompt(Prompt):
+class ImagePrompt(ClipPrompt):
     """A style painting's CLIP embedding as the target."""
 
     def __init__(self, image, clip: ClipModel, weight: float = 1.0, name: str = "image"):
         self.clip, self.weight, self.name = clip, float(weight), name
         self.target = clip.encode_image(np.asarray(image, np.float32)[None] / 255.0)
-
-    def loss(self, images01, cutouts01):
-        from .models.losses import spherical_distance
-
-        return _mean(spherical_distance(self.clip.encode_image(cutouts01), self.target))
 
     def describe(self):
         return {"type": "clip_image", "image": self.name, "clip": self.clip.name, "pretrained": self.clip.pretrained,
@@ -205,12 +210,6 @@ class GramPrompt(Prompt):
     def describe(self):
         return {"type": "gram", "image": self.name, "layers": list(self.layers), "vgg_weights": str(self.weights),
                 "weight": self.weight}
-
-
-def _mean(x):
-    from keras import ops
-
-    return ops.mean(x)
 
 
 # --- cutouts ----------------------------------------------------------------------------------------------
@@ -297,7 +296,7 @@ def guide(vqgan, content, prompts, config: GuidanceConfig | None = None, *, clip
     if c.size % f:
         raise ConfigError(f"size {c.size} must be a multiple of the VQGAN's downsampling factor {f}")
     content = _square(load_image(content) if isinstance(content, (str, Path)) else np.asarray(content), c.size)
-    cut_size = clip_size or next((p.clip.image_size for p in prompts if hasattr(p, "clip")), 224)
+    cut_size = clip_size or next((p.clip.image_size for p in prompts if isinstance(p, ClipPrompt)), 224)
 
     z0 = vqgan.encode(content[None])
     shape = z0.shape
@@ -340,14 +339,13 @@ def guide(vqgan, content, prompts, config: GuidanceConfig | None = None, *, clip
     snaps = set(c.snapshots)
     status, t0 = "completed", time.perf_counter()
     bar = _bar(c.iterations, start, progress, run.path.name)
-    it = start
     try:
         for it in range(start, c.iterations + 1):
             if it in snaps:
                 save_image(run.path / "snapshots" / f"iter_{it:05d}.png", decode(z))
             if it == c.iterations:
                 break
-            step = {"it": it}
+            step = {}
 
             def fg(x):
                 total, parts, grad = loss_and_grad(tf.constant(x), tf.constant(it, tf.int32))
@@ -364,10 +362,8 @@ def guide(vqgan, content, prompts, config: GuidanceConfig | None = None, *, clip
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{optimizer.f:.4f}", refresh=False)
-        it = c.iterations
     except KeyboardInterrupt:
-        status = "interrupted"
-        _checkpoint(run.path, z, len(losses), optimizer)
+        status = "interrupted"  # the checkpoint below holds the last completed iteration
     finally:
         if bar is not None:
             bar.close()

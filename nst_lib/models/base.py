@@ -52,6 +52,19 @@ def leaf_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
+class SeededInitializers:
+    """A source of Keras initialisers ``make(seed=…)`` with distinct, reproducible seeds: the k-th call uses
+    ``leaf_seed(seed, offset + k)``. Each network builder takes its own offset, so adding a layer to one network
+    leaves the others' weights unchanged."""
+
+    def __init__(self, seed: int, offset: int, make):
+        self.seed, self.i, self.make = seed, offset, make
+
+    def __call__(self):
+        self.i += 1
+        return self.make(seed=leaf_seed(self.seed, self.i))
+
+
 class GenerativeModelMixin:
     """Shared by the keras.Model subclasses in this package. Subclasses define ``kind``, ``config``,
     ``seed_generator``, ``networks()`` and ``optimizers()`` (the same names → network / its optimiser) and

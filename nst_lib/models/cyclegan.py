@@ -16,6 +16,7 @@ to zero over the second half (``LinearDecay``).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import keras
@@ -23,7 +24,7 @@ import numpy as np
 from keras import ops
 
 from ..errors import ConfigError
-from .base import GenerativeModelMixin, ModelConfig, cited, leaf_seed
+from .base import GenerativeModelMixin, ModelConfig, SeededInitializers, cited
 from .callbacks import tile
 from .layers import InstanceNorm, ReflectionPad
 from .losses import cycle_loss, identity_loss, lsgan_discriminator_loss, lsgan_generator_loss
@@ -72,17 +73,13 @@ class CycleGANConfig(ModelConfig):
         return 0
 
 
-class _Init:
-    def __init__(self, config: CycleGANConfig, offset: int):
-        self.config, self.i = config, offset
-
-    def __call__(self):
-        self.i += 1
-        return keras.initializers.RandomNormal(0.0, self.config.init_std, seed=leaf_seed(self.config.seed, self.i))
+def _normal_init(seed: int, offset: int, std: float) -> SeededInitializers:
+    """N(0, std) initialisers (Zhu et al.'s reference code: std 0.02)."""
+    return SeededInitializers(seed, offset, functools.partial(keras.initializers.RandomNormal, 0.0, std))
 
 
 def build_generator(config: CycleGANConfig, name: str, offset: int) -> keras.Model:
-    L, init, f = keras.layers, _Init(config, offset), config.filters
+    L, init, f = keras.layers, _normal_init(config.seed, offset, config.init_std), config.filters
 
     def conv(x, filters, k, stride=1, pad=True, relu=True):
         if pad and k > 1 and stride == 1:
@@ -112,16 +109,16 @@ def build_patch_discriminator(image_size: int, filters: int, layers: int, seed: 
     the first), one at stride 1, then a 4×4 convolution to one score per patch. With 3 strided layers the
     receptive field of each score is 70×70 pixels. Shared by CycleGAN and VQGAN."""
     L = keras.layers
-    inits = iter(keras.initializers.RandomNormal(0.0, init_std, seed=leaf_seed(seed, 500 + i)) for i in range(100))
+    init = _normal_init(seed, 499, init_std)
     x = inp = keras.Input((image_size, image_size, 3))
     for i in range(layers):
-        x = L.Conv2D(filters * min(2**i, 8), 4, 2, padding="same", kernel_initializer=next(inits))(x)
+        x = L.Conv2D(filters * min(2**i, 8), 4, 2, padding="same", kernel_initializer=init())(x)
         if i > 0:
             x = InstanceNorm()(x)
         x = L.LeakyReLU(0.2)(x)
-    x = L.Conv2D(filters * min(2**layers, 8), 4, 1, padding="same", kernel_initializer=next(inits))(x)
+    x = L.Conv2D(filters * min(2**layers, 8), 4, 1, padding="same", kernel_initializer=init())(x)
     x = L.LeakyReLU(0.2)(InstanceNorm()(x))
-    out = L.Conv2D(1, 4, 1, padding="same", kernel_initializer=next(inits), dtype="float32")(x)
+    out = L.Conv2D(1, 4, 1, padding="same", kernel_initializer=init(), dtype="float32")(x)
     return keras.Model(inp, out, name=name)
 
 

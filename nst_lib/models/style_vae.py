@@ -36,7 +36,7 @@ import keras
 import numpy as np
 
 from ..errors import ConfigError, NSTError
-from .base import GenerativeModelMixin, ModelConfig, cited, leaf_seed
+from .base import GenerativeModelMixin, ModelConfig, SeededInitializers, cited
 from .callbacks import tile
 from .layers import AdaIN, InstanceNorm
 from .losses import fixpoint_loss, fixpoint_triplet_loss, kl_normal, paired_gram_loss, perceptual_loss, reparameterize
@@ -121,17 +121,12 @@ class StyleVAEConfig(ModelConfig):
 
 
 # --- networks ---------------------------------------------------------------------------------------------
-class _Init:
-    def __init__(self, seed, offset):
-        self.seed, self.i = seed, offset
-
-    def __call__(self):
-        self.i += 1
-        return keras.initializers.HeNormal(seed=leaf_seed(self.seed, self.i))
+def _init(seed: int, offset: int) -> SeededInitializers:
+    return SeededInitializers(seed, offset, keras.initializers.HeNormal)
 
 
 def build_content_encoder(c: StyleVAEConfig) -> keras.Model:
-    L, init, f = keras.layers, _Init(c.seed, 1000), c.filters
+    L, init, f = keras.layers, _init(c.seed, 1000), c.filters
 
     def conv(x, filters, k, stride=1, relu=True):
         x = L.Conv2D(filters, k, stride, padding="same", kernel_initializer=init())(x)
@@ -149,7 +144,7 @@ def build_content_encoder(c: StyleVAEConfig) -> keras.Model:
 
 def build_style_encoder(c: StyleVAEConfig) -> keras.Model:
     """Returns [μ, log σ²]; the log-variance head (layer ``logvar``) trains only in the variational stage."""
-    L, init, f = keras.layers, _Init(c.seed, 2000), c.filters
+    L, init, f = keras.layers, _init(c.seed, 2000), c.filters
     x = inp = keras.Input((c.image_size, c.image_size, 3))
     for filters in (f, 2 * f, 4 * f, 8 * f):
         x = L.LeakyReLU(0.2)(L.Conv2D(filters, 4, 2, padding="same", kernel_initializer=init())(x))
@@ -162,7 +157,7 @@ def build_style_encoder(c: StyleVAEConfig) -> keras.Model:
 
 
 def build_mapping(c: StyleVAEConfig) -> keras.Model:
-    L, init = keras.layers, _Init(c.seed, 3000)
+    L, init = keras.layers, _init(c.seed, 3000)
     x = inp = keras.Input((c.style_dim,))
     for _ in range(2):
         x = L.ReLU()(L.Dense(c.mapping_units, kernel_initializer=init())(x))
@@ -172,7 +167,7 @@ def build_mapping(c: StyleVAEConfig) -> keras.Model:
 
 def build_decoder(c: StyleVAEConfig) -> keras.Model:
     """[content code, AdaIN parameters] → image in [-1, 1]."""
-    L, init, f = keras.layers, _Init(c.seed, 4000), c.filters
+    L, init, f = keras.layers, _init(c.seed, 4000), c.filters
     s = c.image_size // 4
     code = keras.Input((s, s, 4 * f))
     params = keras.Input((2 * sum(c.decoder_adain_channels()),))

@@ -23,7 +23,7 @@ import numpy as np
 from keras import ops
 
 from ..errors import ConfigError
-from .base import GenerativeModelMixin, ModelConfig, cited, leaf_seed
+from .base import GenerativeModelMixin, ModelConfig, SeededInitializers, cited, leaf_seed
 from .layers import adain
 
 
@@ -96,8 +96,7 @@ class Synthesis(keras.Model):
     def __init__(self, c: StyleGANConfig, **kwargs):
         super().__init__(name="synthesis", **kwargs)
         self.c = c
-        k = iter(range(1000))
-        he = lambda: keras.initializers.HeNormal(seed=leaf_seed(c.seed, 100 + next(k)))  # noqa: E731
+        he = SeededInitializers(c.seed, 99, keras.initializers.HeNormal)
         # N(0, 1) as in the official StyleGAN2 code: a constant of ones would have no spatial variance, and the
         # instance normalisation of the first AdaIN would then turn the 4×4 noise into the whole layout
         self.const = self.add_weight(shape=(1, 4, 4, c.filters(4)), name="const",
@@ -169,8 +168,7 @@ def build_discriminator(c: StyleGANConfig) -> keras.Model:
     ReLU 0.2); at 4×4 the minibatch-stddev channel, a conv3 and two dense layers to one logit (Karras et al.'s
     ProGAN discriminator)."""
     L = keras.layers
-    k = iter(range(1000))
-    he = lambda: keras.initializers.HeNormal(seed=leaf_seed(c.seed, 600 + next(k)))  # noqa: E731
+    he = SeededInitializers(c.seed, 599, keras.initializers.HeNormal)
     x = inp = keras.Input((c.image_size, c.image_size, 3))
     x = L.LeakyReLU(0.2)(L.Conv2D(c.filters(c.image_size), 1, kernel_initializer=he())(x))
     for res in reversed(c.resolutions[1:]):

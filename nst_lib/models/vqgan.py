@@ -27,7 +27,7 @@ import numpy as np
 from keras import ops
 
 from ..errors import ConfigError, NSTError
-from .base import GenerativeModelMixin, ModelConfig, cited, leaf_seed
+from .base import GenerativeModelMixin, ModelConfig, SeededInitializers, cited, leaf_seed
 from .callbacks import tile
 from .cyclegan import build_patch_discriminator
 from .layers import VectorQuantizer
@@ -105,13 +105,8 @@ class VQGANConfig(ModelConfig):
         return self.embed_dim
 
 
-class _Init:
-    def __init__(self, seed, offset):
-        self.seed, self.i = seed, offset
-
-    def __call__(self):
-        self.i += 1
-        return keras.initializers.GlorotUniform(seed=leaf_seed(self.seed, self.i))
+def _init(seed: int, offset: int) -> SeededInitializers:
+    return SeededInitializers(seed, offset, keras.initializers.GlorotUniform)
 
 
 def _groups(channels: int) -> int:
@@ -131,7 +126,7 @@ def _res_block(x, channels, init):
 
 
 def build_encoder(c: VQGANConfig) -> keras.Model:
-    L, init = keras.layers, _Init(c.seed, 1000)
+    L, init = keras.layers, _init(c.seed, 1000)
     x = inp = keras.Input((None, None, 3))
     x = L.Conv2D(c.filters, 3, padding="same", kernel_initializer=init())(x)
     for level in range(c.levels):
@@ -144,7 +139,7 @@ def build_encoder(c: VQGANConfig) -> keras.Model:
 
 
 def build_decoder(c: VQGANConfig) -> keras.Model:
-    L, init = keras.layers, _Init(c.seed, 2000)
+    L, init = keras.layers, _init(c.seed, 2000)
     x = inp = keras.Input((None, None, c.embed_dim))
     x = L.Conv2D(c.filters * c.channel_mult[c.levels - 1], 3, padding="same", kernel_initializer=init())(x)
     x = _res_block(x, x.shape[-1], init)
@@ -355,7 +350,7 @@ def build_transformer(codes: int, length: int, c: VQPriorConfig) -> keras.Model:
     """A GPT over ``length`` tokens from a vocabulary of ``codes`` + 1 (the last id is the start token):
     token + position embeddings, pre-norm blocks of causal self-attention and a 4× MLP, logits over the codes."""
     L = keras.layers
-    init = _Init(c.seed, 5000)
+    init = _init(c.seed, 5000)
     tokens = keras.Input((length,), dtype="int32")
     h = L.Embedding(codes + 1, c.dim, embeddings_initializer=keras.initializers.RandomNormal(0, 0.02, seed=leaf_seed(c.seed, 1)))(tokens)
     h = PositionEmbedding(seed=leaf_seed(c.seed, 2))(h)
