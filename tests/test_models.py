@@ -254,3 +254,14 @@ def test_train_or_load_reuses_finished_runs_and_never_overwrites_a_different_one
     monkeypatch.undo()
     other = train_or_load(DCGAN(image_size=16, batch_size=16, leaky_slope=0.2), data, 1, tmp_path, "g", progress=False)
     assert other.run_dir == tmp_path / "g-2" and (tmp_path / "g" / "checkpoint.npz").is_file()
+    # a finished run whose checkpoint no longer fits the networks (the code changed since): a warning and a new
+    # run beside it, the old folder untouched
+    ckpt = tmp_path / "g" / "checkpoint.npz"
+    with np.load(ckpt) as z:
+        state = {k: z[k] for k in z.files}
+    state["model/0000"] = np.zeros((1, 1, 1, 1), np.float32)
+    np.savez(ckpt, **state)
+    before = ckpt.read_bytes()
+    with pytest.warns(UserWarning, match="does not fit"):
+        fresh = train_or_load(DCGAN(image_size=16, batch_size=16), data, 1, tmp_path, "g", progress=False)
+    assert fresh.run_dir == tmp_path / "g-3" and fresh.status == "completed" and ckpt.read_bytes() == before

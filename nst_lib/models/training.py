@@ -17,6 +17,7 @@ epoch/state, and everything else is in the checkpoint.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -138,7 +139,7 @@ def resume_training(run_dir: str | Path, data=None, *, epochs: int | None = None
 def train_or_load(model, data, epochs: int, out: str | Path, name: str, progress: bool = True, **kwargs) -> TrainResult:
     """``out/name`` as a cache: a finished run there with the same model config, data and epochs is read
     back, an unfinished one resumed, anything else trained anew (a mismatching folder is kept aside as
-    ``name-2`` …, never overwritten). Notebooks call this so that re-running a cell does not retrain."""
+    ``name-2`` …, never overwritten) — also a run whose checkpoint no longer fits the networks. Notebooks call this so that re-running a cell does not retrain."""
     path = Path(out) / name
     if (path / "config.json").is_file():
         record = Run.open(path).record
@@ -148,12 +149,15 @@ def train_or_load(model, data, epochs: int, out: str | Path, name: str, progress
             and {k: v for k, v in record.get("data", {}).items() if k not in ("images", "skipped")} == data.spec
             and record.get("epochs") == epochs
         )
-        if same and record.get("status") == "completed":
-            return load_result(path)
-        if same and (path / "checkpoint.npz").is_file():
-            return resume_training(path, data, progress=progress)
-        if same:  # started, no epoch finished: start again beside it
-            return train(model, data, epochs, out=out, name=name, timestamp=False, progress=progress, **kwargs)
+        try:
+            if same and record.get("status") == "completed":
+                return load_result(path)
+            if same and (path / "checkpoint.npz").is_file():
+                return resume_training(path, data, progress=progress)
+        except ConfigError as err:  # same config, but the networks changed since (a library update)
+            warnings.warn(f"{path}: its checkpoint does not fit this version's networks ({err}); training anew beside it",
+                          stacklevel=2)
+    # anything else, and a run that finished no epoch, trains anew beside what is there
     return train(model, data, epochs, out=out, name=name, timestamp=False, progress=progress, **kwargs)
 
 
