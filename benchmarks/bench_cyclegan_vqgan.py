@@ -27,18 +27,21 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from nst_lib.data import ContentStyleData, tiny_paintings, tiny_photos, union
     from nst_lib.models import VQGAN, CycleGAN
+    from nst_lib.models.data import ContentStyleData, tiny_paintings, tiny_photos, union
     from nst_lib.models.losses import hinge_discriminator_loss, hinge_generator_loss, lsgan_discriminator_loss
 
     variants = {  # name: (model, batch, size)
         "cyclegan_64px_f32_batch4": (CycleGAN(image_size=64, filters=32, batch_size=4), 4, 64),
         "cyclegan_128px_f64_batch1 (Zhu et al.)": (CycleGAN(image_size=128, filters=64, batch_size=1), 1, 128),
         "vqgan_64px_f32_batch16 (notebook 08)": (
-            VQGAN(image_size=64, downsample=8, filters=32, codes=256, embed_dim=32, disc_start=0, batch_size=16), 16, 64),
+            VQGAN(image_size=64, downsample=8, filters=32, codes=256, embed_dim=32, disc_start=0, batch_size=16),
+            16,
+            64,
+        ),
     }
     data = {}
-    for name, (model, batch, size) in variants.items():
+    for name, (_, batch, size) in variants.items():
         n = batch * args.steps
         photos, paintings = tiny_photos(n, size, seed=0), tiny_paintings(n, size, seed=1)
         data[name] = ContentStyleData(photos, paintings) if name.startswith("cyclegan") else union(photos, paintings)
@@ -59,34 +62,56 @@ def main() -> None:
     def cyclegan_floor(model, x, y):
         with tf.GradientTape(persistent=True) as tape:
             values, fake_y, fake_x = model.generator_losses(x, y)
-            d_loss = (lsgan_discriminator_loss(model.discriminator_y(y), model.discriminator_y(tf.stop_gradient(fake_y)))
-                      + lsgan_discriminator_loss(model.discriminator_x(x), model.discriminator_x(tf.stop_gradient(fake_x))))
-        return tape.gradient(values["g_loss"], model.generator_variables()), tape.gradient(d_loss, model.discriminator_variables())
+            d_loss = lsgan_discriminator_loss(
+                model.discriminator_y(y), model.discriminator_y(tf.stop_gradient(fake_y))
+            ) + lsgan_discriminator_loss(model.discriminator_x(x), model.discriminator_x(tf.stop_gradient(fake_x)))
+        return tape.gradient(values["g_loss"], model.generator_variables()), tape.gradient(
+            d_loss, model.discriminator_variables()
+        )
 
     def vqgan_floor(model, x):
         with tf.GradientTape(persistent=True) as tape:
             v = model.autoencoder_losses(x)
-            loss = v["nll"] + v["codebook_loss"] + v["commitment_loss"] + hinge_generator_loss(model.discriminator(v["x_rec"]))
+            loss = (
+                v["nll"]
+                + v["codebook_loss"]
+                + v["commitment_loss"]
+                + hinge_generator_loss(model.discriminator(v["x_rec"]))
+            )
             d_loss = hinge_discriminator_loss(model.discriminator(x), model.discriminator(tf.stop_gradient(v["x_rec"])))
-        return tape.gradient(loss, model.autoencoder_variables()), tape.gradient(d_loss, model.discriminator.trainable_variables)
+        return tape.gradient(loss, model.autoencoder_variables()), tape.gradient(
+            d_loss, model.discriminator.trainable_variables
+        )
 
     results = {}
     for name, (model, batch, size) in variants.items():
         x = tf.random.uniform((batch, size, size, 3), -1, 1, seed=1)
         y = tf.random.uniform((batch, size, size, 3), -1, 1, seed=2)
-        fn = tf.function(lambda x=x, y=y, m=model: cyclegan_floor(m, x, y) if m.kind == "cyclegan" else vqgan_floor(m, x))
-        floor = median_time(lambda: [tf.convert_to_tensor(g).numpy() for g in tf.nest.flatten(fn()) if g is not None],
-                            repeats=5, warmup=2)
+        fn = tf.function(
+            lambda x=x, y=y, m=model: cyclegan_floor(m, x, y) if m.kind == "cyclegan" else vqgan_floor(m, x)
+        )
+        floor = median_time(
+            lambda fn=fn: [tf.convert_to_tensor(g).numpy() for g in tf.nest.flatten(fn()) if g is not None],
+            repeats=5,
+            warmup=2,
+        )
         step = statistics.median(times[name]) / args.steps
-        results[name] = {"images_per_s": round(batch / step, 2), "step_s": round(step, 4), "floor_s": round(floor, 4),
-                         "step_over_floor": round(step / floor, 2), "warmup_epoch_s": warmup[name],
-                         "parameters": model.count_params()}
-        print(f"{name:40s} {results[name]['images_per_s']:7.2f} images/s  {step:.3f} s/step  "
-              f"{results[name]['step_over_floor']:.2f}× the floor")
+        results[name] = {
+            "images_per_s": round(batch / step, 2),
+            "step_s": round(step, 4),
+            "floor_s": round(floor, 4),
+            "step_over_floor": round(step / floor, 2),
+            "warmup_epoch_s": warmup[name],
+            "parameters": model.count_params(),
+        }
+        print(
+            f"{name:40s} {results[name]['images_per_s']:7.2f} images/s  {step:.3f} s/step  "
+            f"{results[name]['step_over_floor']:.2f}× the floor"
+        )
 
     # guided generation: seconds per iteration at 128 px with the Gram prompt (VGG19)
-    from nst_lib.data import from_unit
-    from nst_lib.guidance import GramPrompt, guide
+    from nst_lib.models.data import from_unit
+    from nst_lib.models.guidance import GramPrompt, guide
 
     vq = variants["vqgan_64px_f32_batch16 (notebook 08)"][0]
     photo, painting = tiny_photos(1, 128, seed=3).images[0], tiny_paintings(1, 128, seed=4).images[0]
@@ -99,11 +124,16 @@ def main() -> None:
         r = guide(vq, photo, prompt, iterations=20, snapshots=(), size=128, out=tmp, progress=False)
         per_it = (time.perf_counter() - t) / 20
     decode_forward = median_time(lambda: from_unit(vq.decode_latent(vq.encode(photo[None]))), repeats=5, warmup=1)
-    results["guidance_gram_128px"] = {"s_per_iteration": round(per_it, 4), "decode_s": round(decode_forward, 4),
-                                      "loss_first_last": [round(r.losses[0]["total"], 4), round(r.losses[-1]["total"], 4)]}
+    results["guidance_gram_128px"] = {
+        "s_per_iteration": round(per_it, 4),
+        "decode_s": round(decode_forward, 4),
+        "loss_first_last": [round(r.losses[0]["total"], 4), round(r.losses[-1]["total"], 4)],
+    }
     print(f"guidance (Gram prompt, 128 px): {per_it:.3f} s/iteration")
-    write("cyclegan_vqgan_throughput", {"settings": {"steps_per_round": args.steps, "rounds": args.rounds},
-                                        "results": results})
+    write(
+        "cyclegan_vqgan_throughput",
+        {"settings": {"steps_per_round": args.steps, "rounds": args.rounds}, "results": results},
+    )
 
 
 if __name__ == "__main__":

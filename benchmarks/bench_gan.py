@@ -25,8 +25,8 @@ def main() -> None:
     parser.add_argument("--no-vaegan", action="store_true")
     args = parser.parse_args()
 
-    from nst_lib.data import tiny_paintings
     from nst_lib.models import DCGAN, VAEGAN
+    from nst_lib.models.data import tiny_paintings
 
     data = tiny_paintings(args.batch * args.steps, args.size, seed=0)
     variants = {

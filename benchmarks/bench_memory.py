@@ -34,7 +34,9 @@ print(json.dumps({"peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).
 def measure(size: int, steps: int) -> float:
     out = subprocess.run(
         [sys.executable, "-c", CHILD, str(size), str(steps), str(CONTENT), str(STYLE)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return json.loads(out.strip().splitlines()[-1])["peak_rss_mb"]
 

@@ -28,8 +28,8 @@ def main() -> None:
 
     import tensorflow as tf
 
-    from nst_lib.data import ContentStyleData, tiny_paintings, tiny_photos
     from nst_lib.models import StyleVAE
+    from nst_lib.models.data import ContentStyleData, tiny_paintings, tiny_photos
 
     n = args.batch * args.steps
     data = ContentStyleData(tiny_photos(n, args.size, seed=0), tiny_paintings(n, args.size, seed=1))
@@ -76,14 +76,24 @@ def main() -> None:
             "step_over_vgg_floor": round(step / floor, 2),
             "warmup_epoch_s": warmup[name],
         }
-        print(f"{name:20s} {results[name]['images_per_s']:7.1f} images/s  {step:.3f} s/step  "
-              f"{results[name]['step_over_vgg_floor']:.2f}× the VGG floor")
-    write("style_vae_throughput", {
-        "settings": {"batch": args.batch, "size": args.size, "steps_per_round": args.steps, "rounds": args.rounds,
-                     "perceptual_weights": vgg.weights_source},
-        "vgg_floor_s": round(floor, 4),
-        "results": results,
-    })
+        print(
+            f"{name:20s} {results[name]['images_per_s']:7.1f} images/s  {step:.3f} s/step  "
+            f"{results[name]['step_over_vgg_floor']:.2f}× the VGG floor"
+        )
+    write(
+        "style_vae_throughput",
+        {
+            "settings": {
+                "batch": args.batch,
+                "size": args.size,
+                "steps_per_round": args.steps,
+                "rounds": args.rounds,
+                "perceptual_weights": vgg.weights_source,
+            },
+            "vgg_floor_s": round(floor, 4),
+            "results": results,
+        },
+    )
 
 
 if __name__ == "__main__":

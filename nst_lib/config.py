@@ -1,7 +1,12 @@
-"""`StyleConfig`: the single source of every default, read by the API, the CLI and the widgets.
+"""One config base for every settings object, and ``StyleConfig``: the single source of every default of a
+stylisation, read by the API, the CLI and the widgets.
 
-Each field carries a ``help`` text in its metadata; the CLI builds its flags from these fields, so the
-defaults shown by ``nst stylize --help`` are the ones below and cannot drift.
+Every config of the library (``StyleConfig``, each generative model's config, ``GuidanceConfig``) is a frozen
+dataclass deriving from ``Config`` whose fields are declared with ``option(default, help, source=…,
+choices=…)``. ``Config`` gives them all the same behaviour in one place: lists become tuples (so a config read
+back from JSON is equal and hashable), the string ``"none"`` becomes None for optional fields, choices are
+checked, ``validate()`` runs, and ``replace`` / ``to_dict`` / ``from_dict`` / ``sources`` / ``help`` work alike.
+The CLI builds its flags from these fields, so the defaults shown by ``nst stylize --help`` cannot drift.
 
 Loss formulas and what alpha/beta mean under each normalisation are documented in ``nst_lib.losses``.
 """
@@ -9,7 +14,9 @@ Loss formulas and what alpha/beta mean under each normalisation are documented i
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,90 +32,166 @@ PREPROCESSINGS = ("caffe", "torch")
 PRECISIONS = ("float32", "mixed", "auto")
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    return field(default=default, metadata={"help": help, **kw})
+def option(default: Any, help: str = "", *, source: str = "", choices: tuple | None = None) -> Any:
+    """A config field: its default, a help text, where the default comes from (a paper's section, a reference
+    implementation, or "a choice"), and the allowed values."""
+    metadata = {"help": help or source, "source": source}
+    if choices is not None:
+        metadata["choices"] = tuple(choices)
+    return field(default=default, metadata=metadata)
+
+
+def cited(default: Any, source: str, **kw: Any) -> Any:
+    """A field whose help text is its source (the generative models cite a paper for nearly every default)."""
+    return option(default, source=source, **kw)
+
+
+class Config:
+    """Base of the library's frozen config dataclasses. Subclasses declare fields with ``option``/``cited`` and
+    put their own checks in ``validate()``; everything else lives here."""
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            kind, optional = _unwrap(hints[f.name])
+            if optional and isinstance(value, str) and value.lower() == "none":
+                object.__setattr__(self, f.name, None)
+            elif value is not None and typing.get_origin(kind) is tuple and not isinstance(value, tuple):
+                # lists from JSON or user code; a lone string is a one-item tuple
+                object.__setattr__(self, f.name, (value,) if isinstance(value, str) else tuple(value))
+            choices = f.metadata.get("choices")
+            value = getattr(self, f.name)
+            if choices and value is not None and value not in choices:
+                raise ConfigError(f"{f.name}={value!r} is not one of {', '.join(map(str, choices))}")
+        self.validate()
+
+    def validate(self) -> None:
+        """Checks beyond the choices; raise ``ConfigError`` naming the field."""
+
+    # --- deriving and serialising ----------------------------------------------------------------------
+    def replace(self, **overrides: Any):
+        unknown = sorted(set(overrides) - self.field_names())
+        if unknown:
+            raise ConfigError(f"unknown {type(self).__name__} field(s): {', '.join(unknown)}")
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """The config a ``to_dict`` (or a run folder's record) describes; keys this version does not know are
+        ignored, so records written by other versions still load."""
+        known = cls.field_names()
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    # --- documentation ---------------------------------------------------------------------------------
+    @classmethod
+    def field_names(cls) -> set[str]:
+        return {f.name for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def sources(cls) -> dict[str, str]:
+        """Where each default comes from."""
+        return {f.name: f.metadata.get("source", "") for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def help(cls, name: str) -> str:
+        return cls._field(name).metadata.get("help", "")
+
+    @classmethod
+    def choices(cls, name: str) -> tuple:
+        return cls._field(name).metadata.get("choices", ())
+
+    @classmethod
+    def _field(cls, name: str):
+        for f in dataclasses.fields(cls):
+            if f.name == name:
+                return f
+        raise ConfigError(f"unknown {cls.__name__} field {name!r}")
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _unwrap(hint: Any) -> tuple[Any, bool]:
+    """(the type without ``| None``, whether None is allowed)."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        rest = [a for a in args if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else hint), True
+    return hint, False
 
 
 @dataclass(frozen=True)
-class StyleConfig:
+class StyleConfig(Config):
     """Everything that determines one stylisation. Frozen: derive variants with ``replace``."""
 
     # --- network -----------------------------------------------------------------------------------
-    arch: str = _f("vgg19", "feature network", choices=ARCHS)
-    weights: str | None = _f(
+    arch: str = option("vgg19", "feature network", choices=ARCHS)
+    weights: str | None = option(
         "imagenet",
         "'imagenet', 'torchvision' (VGG16 only), 'auto' (ImageNet if available, else random), a .h5 path, or none",
     )
-    preprocessing: str | None = _f(
+    preprocessing: str | None = option(
         None, "input preprocessing; none picks the one the weights were trained with", choices=PREPROCESSINGS
     )
-    pooling: str = _f("max", "pooling layers; 'avg' is Gatys' swap of max for average pooling", choices=POOLINGS)
-    precision: str = _f(
+    pooling: str = option("max", "pooling layers; 'avg' is Gatys' swap of max for average pooling", choices=POOLINGS)
+    precision: str = option(
         "float32", "'mixed': float16 network with float32 losses (GPU); 'auto': mixed on a GPU", choices=PRECISIONS
     )
-    normalize_features: bool = _f(
+    normalize_features: bool = option(
         False, "scale each layer to unit mean activation on the bundled images (Gatys' normalised network)"
     )
-    content_layers: tuple[str, ...] | None = _f(
+    content_layers: tuple[str, ...] | None = option(
         None, "content layers (Keras names or aliases such as relu4_2); none = the architecture's preset"
     )
-    style_layers: tuple[str, ...] | None = _f(None, "style layers; none = the architecture's preset")
-    style_layer_weights: tuple[float, ...] | None = _f(
+    style_layers: tuple[str, ...] | None = option(None, "style layers; none = the architecture's preset")
+    style_layer_weights: tuple[float, ...] | None = option(
         None, "one weight per style layer, normalised to sum 1; none = equal weights"
     )
     # --- loss ----------------------------------------------------------------------------------------
-    content_weight: float = _f(1.0, "alpha: weight of the content loss")
+    content_weight: float = option(1.0, "alpha: weight of the content loss")
     # Calibrated on VGG19/ImageNet with the size-invariant losses below (a beta sweep on Tübingen × Starry
     # Night): a clearly painted image that keeps the content's layout. 1e-4 is subtle, 1e-2 loses the content.
-    style_weight: float = _f(1e-3, "beta: weight of the style loss")
-    tv_weight: float = _f(1.0, "weight of the total-variation smoothness loss")
-    content_loss: str = _f("mean", "content loss: 'mean' squared error or 'gatys' 1/2 sum", choices=CONTENT_LOSSES)
-    gram_norm: str = _f(
+    style_weight: float = option(1e-3, "beta: weight of the style loss")
+    tv_weight: float = option(1.0, "weight of the total-variation smoothness loss")
+    content_loss: str = option("mean", "content loss: 'mean' squared error or 'gatys' 1/2 sum", choices=CONTENT_LOSSES)
+    gram_norm: str = option(
         "size",
         "style loss normalisation: 'size' (Gram/M, 1/4N^2, size-invariant), 'gatys' (1/4N^2M^2), 'mean' (TF tutorial)",
         choices=GRAM_NORMS,
     )
     # --- images --------------------------------------------------------------------------------------
-    size: int = _f(512, "long side of the output in pixels")
-    style_scale: float = _f(1.0, "style image long side relative to size")
-    style_blend_weights: tuple[float, ...] | None = _f(
+    size: int = option(512, "long side of the output in pixels")
+    style_scale: float = option(1.0, "style image long side relative to size")
+    style_blend_weights: tuple[float, ...] | None = option(
         None, "one weight per style image, normalised to sum 1; none = equal (seed 004's batch average)"
     )
-    max_pixels: int = _f(2048 * 2048, "pixel budget; larger requests are downscaled with a warning")
-    preserve_color: bool = _f(False, "luminance-only transfer keeping the content's colours (Gatys et al. 2017)")
+    max_pixels: int = option(2048 * 2048, "pixel budget; larger requests are downscaled with a warning")
+    preserve_color: bool = option(False, "luminance-only transfer keeping the content's colours (Gatys et al. 2017)")
     # --- optimisation --------------------------------------------------------------------------------
-    steps: int = _f(300, "optimisation steps (per pyramid level)")
-    optimizer: str = _f("lbfgs", "optimiser", choices=OPTIMIZERS)
-    learning_rate: float | None = _f(
+    steps: int = option(300, "optimisation steps (per pyramid level)")
+    optimizer: str = option("lbfgs", "optimiser", choices=OPTIMIZERS)
+    learning_rate: float | None = option(
         None, "step size; none = the optimiser's default (L-BFGS 1.0, Adam 5.0 on the 0-255 pixel scale)"
     )
-    adam_beta1: float = _f(0.9, "Adam beta1")
-    adam_epsilon: float = _f(1e-8, "Adam epsilon (on the 0-255 pixel scale)")
+    adam_beta1: float = option(0.9, "Adam beta1")
+    adam_epsilon: float = option(1e-8, "Adam epsilon (on the 0-255 pixel scale)")
     # scipy's L-BFGS-B keeps 10 pairs, Torch's 100; 20 converges as well here at a fraction of the memory.
-    lbfgs_history: int = _f(20, "L-BFGS curvature pairs kept for the whole run")
-    init: str = _f("content", "starting image", choices=INITS)
-    seed: int = _f(0, "random seed (noise init); same seed and inputs give the same output")
-    pyramid_levels: int = _f(1, "coarse-to-fine levels, each coarser one half the size; 1 = off")
-    snapshot_every: int = _f(50, "save a snapshot and a resumable checkpoint every k steps; 0 = off")
-
-    def __post_init__(self) -> None:
-        # Accept lists (from JSON or user code) and keep the dataclass hashable.
-        for name in ("content_layers", "style_layers", "style_layer_weights", "style_blend_weights"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, tuple):
-                if isinstance(value, str):
-                    value = (value,)
-                object.__setattr__(self, name, tuple(value))
-        if isinstance(self.weights, str) and self.weights.lower() == "none":
-            object.__setattr__(self, "weights", None)
-        self.validate()
+    lbfgs_history: int = option(20, "L-BFGS curvature pairs kept for the whole run")
+    init: str = option("content", "starting image", choices=INITS)
+    seed: int = option(0, "random seed (noise init); same seed and inputs give the same output")
+    pyramid_levels: int = option(1, "coarse-to-fine levels, each coarser one half the size; 1 = off")
+    snapshot_every: int = option(50, "save a snapshot and a resumable checkpoint every k steps; 0 = off")
 
     def validate(self) -> None:
-        for f in dataclasses.fields(self):
-            choices = f.metadata.get("choices")
-            value = getattr(self, f.name)
-            if choices and value is not None and value not in choices:
-                raise ConfigError(f"{f.name}={value!r} is not one of {', '.join(choices)}")
         positive = ("size", "steps", "lbfgs_history", "pyramid_levels", "max_pixels", "style_scale")
         for name in positive:
             if not getattr(self, name) > 0:
@@ -129,13 +212,7 @@ class StyleConfig:
                     f"for {len(self.style_layers)} style layers"
                 )
 
-    # --- construction ------------------------------------------------------------------------------
-    def replace(self, **overrides: Any) -> StyleConfig:
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(self)}
-        if unknown:
-            raise ConfigError(f"unknown StyleConfig field(s): {', '.join(sorted(unknown))}")
-        return dataclasses.replace(self, **overrides)
-
+    # --- construction -------------------------------------------------------------------------------
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> StyleConfig:
         """A paper's configuration; see ``PRESETS`` for each value's source."""
@@ -143,20 +220,9 @@ class StyleConfig:
             raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
         return cls(**{**PRESETS[name]["values"], **overrides})
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> StyleConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2)
-
 
 def field_help(name: str) -> str:
-    return next(f.metadata["help"] for f in dataclasses.fields(StyleConfig) if f.name == name)
+    return StyleConfig.help(name)
 
 
 # One preset per paper or reference implementation. "values" are StyleConfig overrides; "sources" say

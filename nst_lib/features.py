@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 from keras import ops
 
 from .errors import ConfigError, WeightsNotFoundError
+from .images import load_image
 
 # Representation layers per architecture (content, style). VGG: Gatys et al. 2016. ResNet50: seed 001
 # does not list its layers; these are the last outputs of each stage, content at stage 4 like VGG's conv4.
@@ -141,8 +143,6 @@ def imagenet_obtainable(arch: str) -> bool:
 
 
 def _online() -> bool:
-    import socket
-
     try:
         socket.create_connection(("storage.googleapis.com", 443), timeout=3).close()
         return True
@@ -183,9 +183,7 @@ def resolve_layer_name(name: str, model) -> str:
         convs = _vgg_conv_names(model)
         if m and 1 <= int(m[1]) <= len(convs):
             return convs[int(m[1]) - 1]
-    raise ConfigError(
-        f"unknown layer {name!r} for {model.name}; valid layers: {', '.join(valid_layer_names(model))}"
-    )
+    raise ConfigError(f"unknown layer {name!r} for {model.name}; valid layers: {', '.join(valid_layer_names(model))}")
 
 
 # --- extractor -----------------------------------------------------------------------------------------
@@ -286,8 +284,6 @@ class FeatureExtractor:
     def _unit_mean_scales(self) -> dict[str, float]:
         """1 / mean activation of each layer over the bundled sample images at 128 px: Gatys et al.'s
         normalised network (per layer), so that alpha/beta mean the same for any network and weight set."""
-        from .images import load_image
-
         data = Path(__file__).resolve().parent.parent / "data"
         paths = sorted(p for p in data.glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         if not paths:
@@ -361,8 +357,9 @@ def resolve_precision(precision: str) -> str:
     return "mixed" if tf.config.list_physical_devices("GPU") else "float32"
 
 
-def get_extractor(arch, layers, weights="imagenet", pooling="max", preprocessing=None, normalize=False,
-                  precision="float32"):
+def get_extractor(
+    arch, layers, weights="imagenet", pooling="max", preprocessing=None, normalize=False, precision="float32"
+):
     """A cached FeatureExtractor: building one loads tens of MB of weights, sweeps reuse it."""
     precision = resolve_precision(precision)
     key = (arch, tuple(layers), weights, pooling, preprocessing, normalize, precision)

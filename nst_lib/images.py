@@ -1,21 +1,25 @@
-"""Image loading, conversion, resizing and saving. Inside the library images are float32 RGB in [0, 255],
-H×W×3; everything a user passes in (paths, PIL images, arrays) comes through ``load_image``.
+"""Image loading, conversion, resizing and saving: every image conversion of the library lives here.
+
+Inside the engine images are float32 RGB in [0, 255], H×W×3; everything a user passes in (paths, PIL images,
+arrays) comes through ``load_image``. The generative models work in [-1, 1] (``to_unit`` / ``from_unit``) on
+square crops (``centre_crop_resize``); ``tile`` lays a batch out as one grid image and ``png_bytes`` encodes one
+for a widget.
 
 Every problem with an input raises ``ImageError`` whose message starts with the file's name.
 """
 
 from __future__ import annotations
 
+import io
 import warnings
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
-ImageLike = Union[str, Path, Image.Image, np.ndarray]
+ImageLike = str | Path | Image.Image | np.ndarray
 
 
 def source_name(src: ImageLike) -> str:
@@ -143,6 +147,51 @@ def save_image(path: str | Path, image) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(to_uint8(image)).save(path)
     return path
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """A uint8 (or [0, 255] float) image encoded as PNG, e.g. for an ipywidgets ``Image``."""
+    buf = io.BytesIO()
+    Image.fromarray(to_uint8(image)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+# --- the generative models' conventions -------------------------------------------------------------------
+def to_unit(images: np.ndarray) -> np.ndarray:
+    """uint8 [0, 255] → float32 [-1, 1] (the generators' range)."""
+    return np.asarray(images, np.float32) / 127.5 - 1.0
+
+
+def from_unit(x) -> np.ndarray:
+    """float [-1, 1] → uint8 [0, 255], clipped."""
+    return np.clip(np.round((np.asarray(x, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
+def centre_crop_resize(img: Image.Image | np.ndarray, size: int) -> np.ndarray:
+    """The largest centred square of ``img``, resized to size×size with Lanczos (antialiased), as uint8 RGB."""
+    if isinstance(img, np.ndarray):
+        img = Image.fromarray(to_uint8(img))
+    img.draft("RGB", (size * 2, size * 2))  # JPEG: decode at a reduced scale when far larger than needed
+    img = img.convert("RGB")
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    img = img.crop((left, top, left + side, top + side))
+    return np.asarray(img.resize((size, size), Image.LANCZOS), dtype=np.uint8)
+
+
+def tile(images: np.ndarray, cols: int | None = None, pad: int = 2, fill: int = 255) -> np.ndarray:
+    """N×H×W×3 uint8 → one grid image, ``cols`` wide (√N by default), ``pad`` pixels of ``fill`` between.
+    (``workbench.viz.image_grid`` draws labelled figures; this makes one plain image, for files and widgets.)"""
+    images = np.asarray(images)
+    n, h, w, c = images.shape
+    cols = cols or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / cols))
+    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), fill, np.uint8)
+    for i, img in enumerate(images):
+        r, q = divmod(i, cols)
+        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = img
+    return out
 
 
 # --- colour ---------------------------------------------------------------------------------------------

@@ -1,4 +1,6 @@
-"""Image similarity numbers used by tests and notebooks (identity and grayscale tests of seed 003)."""
+"""Image similarity numbers used by tests, experiments and notebooks: SSIM and saturation (seed 003's identity and
+grayscale tests), Gram-statistics descriptors and distances, layout distance after a low-pass, and how evenly a
+path of images moves."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ import numpy as np
 from scipy.ndimage import gaussian_filter
 
 from .images import rgb_to_yiq
+from .losses import gram_matrix
 
 
 def ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5, data_range: float = 255.0) -> float:
@@ -32,14 +35,38 @@ def gram_descriptors(images: np.ndarray, extractor, layers) -> np.ndarray:
     """One vector per uint8 image: its normalised Gram matrices (Ĝ = FᵀF/M) on ``layers`` of
     ``extractor``, each divided by its channel count N (so that, as in the 'size' style loss, the squared
     distance between two descriptors is 4 × their style loss summed over the layers), concatenated."""
-    from .losses import gram_matrix
-
     feats = extractor(np.asarray(images, np.float32))
     parts = []
     for layer in layers:
         g = np.asarray(gram_matrix(feats[layer]))
         parts.append(g.reshape(len(g), -1) / g.shape[-1])
     return np.concatenate(parts, axis=1)
+
+
+def gram_distance(images: np.ndarray, targets: np.ndarray, extractor, layers) -> float:
+    """Mean over every (image, target) pair of ‖d(image) − d(target)‖², d = ``gram_descriptors``: 4 × the
+    'size' style loss summed over ``layers``. How far a set of images is from a set of paintings in style."""
+    d_images = gram_descriptors(images, extractor, layers)
+    d_targets = gram_descriptors(targets, extractor, layers)
+    return float(np.mean([np.sum((d_targets - d) ** 2, axis=1).mean() for d in d_images]))
+
+
+def lowpass_distance(a: np.ndarray, b: np.ndarray, grid: int = 8) -> float:
+    """Mean absolute difference in grey levels between the grid×grid block means of two images (or two batches
+    of equal shape): how far apart their layouts are once the detail finer than 1/grid of the image is
+    averaged away. Sides must be multiples of ``grid``."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"shapes differ: {a.shape} and {b.shape}")
+    h, w = a.shape[-3:-1]
+    if h % grid or w % grid:
+        raise ValueError(f"{h}×{w} px is not a multiple of the {grid}×{grid} grid")
+
+    def low(x):
+        x = x.reshape(-1, grid, h // grid, grid, w // grid, x.shape[-1])
+        return x.mean(axis=(2, 4))
+
+    return float(np.abs(low(a) - low(b)).mean())
 
 
 def path_evenness(descriptors: np.ndarray) -> dict:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from .errors import ConfigError, NonFiniteLossError
 
@@ -132,8 +133,14 @@ class Adam:
 
     name = "adam"
 
-    def __init__(self, learning_rate: float = 5.0, beta1: float = 0.9, beta2: float = 0.999, epsilon: float = 1e-8,
-                 box: tuple[float, float] | None = (PIXEL_MIN, PIXEL_MAX)):
+    def __init__(
+        self,
+        learning_rate: float = 5.0,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        epsilon: float = 1e-8,
+        box: tuple[float, float] | None = (PIXEL_MIN, PIXEL_MAX),
+    ):
         self.lr, self.b1, self.b2, self.eps, self.box = learning_rate, beta1, beta2, epsilon, box
         self.m: np.ndarray | None = None
         self.v: np.ndarray | None = None
@@ -205,6 +212,8 @@ class Callback:
 
     def on_start(self, steps: int, level: int) -> None: ...
 
+    def on_step_begin(self, step: int) -> None: ...
+
     def on_step(self, info: StepInfo) -> bool | None: ...
 
     def on_end(self, info: StepInfo | None) -> None: ...
@@ -241,18 +250,19 @@ def run_steps(
     to_image: Callable[[np.ndarray], np.ndarray] | None = None,
     progress: bool = True,
     desc: str = "stylize",
+    unit: str = "step",
 ) -> LoopResult:
     """Run steps ``start+1 .. steps``; each callback sees every step. Ctrl-C stops cleanly after a step."""
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
-    bar = tqdm(total=steps, initial=start, desc=desc, disable=not progress, dynamic_ncols=True, leave=True)
+    bar = tqdm(total=steps, initial=start, desc=desc, unit=unit, disable=not progress, dynamic_ncols=True, leave=True)
     for cb in callbacks:
         cb.on_start(steps, level)
     info = None
     result = LoopResult(x, start)
     try:
         for step in range(start + 1, steps + 1):
+            for cb in callbacks:
+                cb.on_step_begin(step)
             x = optimizer.step(x, fg)
             losses = {"total": float(optimizer.f), **{k: float(v) for k, v in optimizer.parts.items()}}
             result.x, result.steps_done = x, step

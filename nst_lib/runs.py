@@ -1,12 +1,14 @@
-"""Run folders: one self-describing folder per run, never overwritten, resumable.
+"""Run folders: one self-describing folder per run, never overwritten, resumable. One API for every kind of
+run (stylisations, training runs, guided generation, sweep cells):
 
     results/<YYYYmmdd-HHMMSS>_<name>/
-        output.png          final image
-        snapshots/          step_0050.png, ... (and last_good.png after a non-finite loss)
-        losses.csv          step, level, total, content, style, tv, time_s (weighted terms; total = their sum)
-        config.json         StyleConfig, inputs, versions, seed, device, status, timings
-        inputs/             content.npy, style_0.npy, ... exactly what was optimised against (for resume)
-        checkpoint.npz      image and optimiser state at the last checkpoint (for resume)
+        config.json       the record: kind, config, inputs, versions, seed, device, status, timings (atomic writes)
+        <rows>.csv        per-step or per-epoch rows (losses.csv, epochs.csv): appended, read back, truncated on resume
+        checkpoint.npz    arrays a resumed run needs (written atomically)
+        <folder>/         numbered images (snapshots/step_00050.png, samples/epoch_003.png, …), read back in order
+
+What each kind of run stores is its own business (``transfer``: the stylisation's inputs and optimiser state;
+``models.training``: network weights; ``models.guidance``: the latent); how it is stored is this module's.
 """
 
 from __future__ import annotations
@@ -18,17 +20,19 @@ import re
 import sys
 import time
 import unicodedata
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
-from .config import StyleConfig
 from .errors import NSTError
 from .images import save_image
 
-LOSS_COLUMNS = ("step", "level", "total", "content", "style", "tv", "time_s")
+# columns read back as integers; every other column is a float where it parses as one
+INTEGER_COLUMNS = ("step", "epoch", "level", "scale", "iteration")
 
 
 def versions() -> dict[str, str]:
@@ -59,6 +63,10 @@ def device_name() -> str:
     return f"CPU: {platform.processor() or platform.machine()}"
 
 
+def now() -> str:
+    return datetime.now().isoformat(timespec="seconds")
+
+
 def slug(text: str) -> str:
     """A folder-name-safe version of ``text`` (accents transliterated: 'Tübingen' → 'Tubingen')."""
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
@@ -73,9 +81,7 @@ class Run:
         self.record: dict[str, Any] = {}
 
     @classmethod
-    def create(
-        cls, root: str | Path = "results", name: str = "run", timestamp: bool = True, subdirs=("snapshots", "inputs")
-    ) -> Run:
+    def create(cls, root: str | Path = "results", name: str = "run", timestamp: bool = True, subdirs=()) -> Run:
         """A new folder ``root/<time>_<name>`` (``root/<name>`` without timestamp); a taken name gets -2, -3…"""
         root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
@@ -92,96 +98,126 @@ class Run:
         raise NSTError(f"{root}: cannot find a free run folder name for {stem}")
 
     @classmethod
-    def open(cls, path: str | Path) -> Run:
+    def open(cls, path: str | Path, kind: str | None = None) -> Run:
+        """Read a run folder back; with ``kind``, refuse a folder whose record says it is another kind of run
+        (stylisations written before records had a kind count as 'stylize')."""
         path = Path(path)
         if not (path / "config.json").is_file():
             raise NSTError(f"{path}: not a run folder (no config.json)")
         run = cls(path)
         run.record = json.loads((path / "config.json").read_text())
+        if kind is not None and run.kind != kind:
+            raise NSTError(f"{path}: a {run.kind} run, not a {kind} run")
         return run
 
-    # --- writing -------------------------------------------------------------------------------------
+    @property
+    def kind(self) -> str:
+        return self.record.get("kind", "stylize")
+
+    # --- the record ------------------------------------------------------------------------------------
     def write_record(self, **fields: Any) -> None:
         self.record.update(fields)
         tmp = self.path / "config.json.tmp"
         tmp.write_text(json.dumps(self.record, indent=2, default=str))
         tmp.replace(self.path / "config.json")
 
-    def start(self, config: StyleConfig, inputs: dict[str, Any]) -> None:
+    def begin(self, kind: str, **fields: Any) -> None:
+        """The record of a new run: its kind and what it was asked, plus versions, device, start time."""
         self.write_record(
-            config=config.to_dict(),
-            inputs=inputs,
-            seed=config.seed,
-            versions=versions(),
-            device=device_name(),
-            status="running",
-            started=datetime.now().isoformat(timespec="seconds"),
+            kind=kind, **fields, versions=versions(), device=device_name(), status="running", started=now()
         )
 
-    def save_inputs(self, content: np.ndarray, styles: list[np.ndarray]) -> None:
-        np.save(self.path / "inputs" / "content.npy", content.astype(np.float32))
-        save_image(self.path / "inputs" / "content.png", content)
-        for i, s in enumerate(styles):
-            np.save(self.path / "inputs" / f"style_{i}.npy", s.astype(np.float32))
-            save_image(self.path / "inputs" / f"style_{i}.png", s)
+    def end(self, status: str, **fields: Any) -> None:
+        self.write_record(status=status, **fields, finished=now())
 
-    def load_inputs(self) -> tuple[np.ndarray, list[np.ndarray]]:
-        content = np.load(self.path / "inputs" / "content.npy")
-        styles = [np.load(p) for p in sorted((self.path / "inputs").glob("style_*.npy"), key=_index)]
-        return content, styles
+    # --- rows ------------------------------------------------------------------------------------------
+    def append_rows(self, name: str, rows: Sequence[dict]) -> None:
+        """Append rows to ``name`` (a CSV in the folder); the first rows written fix the columns."""
+        if not rows:
+            return
+        path = self.path / name
+        new = not path.exists()
+        with path.open("a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=list(rows[0]), extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerows(rows)
 
-    def save_snapshot(self, step: int, image: np.ndarray, name: str | None = None) -> Path:
-        return save_image(self.path / "snapshots" / (name or f"step_{step:05d}.png"), image)
-
-    def save_losses(self, history: list[dict]) -> None:
-        tmp = self.path / "losses.csv.tmp"
+    def write_rows(self, name: str, rows: Sequence[dict], columns: Sequence[str] | None = None) -> None:
+        """Replace ``name`` with ``rows`` (atomically)."""
+        columns = list(columns or (rows[0] if rows else []))
+        tmp = self.path / (name + ".tmp")
         with tmp.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=LOSS_COLUMNS, extrasaction="ignore")
+            writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
             writer.writeheader()
-            writer.writerows(history)
-        tmp.replace(self.path / "losses.csv")
+            writer.writerows(rows)
+        tmp.replace(self.path / name)
 
-    def load_losses(self) -> list[dict]:
-        path = self.path / "losses.csv"
-        if not path.is_file():
-            return []
-        with path.open() as fh:
-            return [
-                {k: (int(v) if k in ("step", "level") else float(v)) for k, v in row.items()}
-                for row in csv.DictReader(fh)
-            ]
+    def read_rows(self, name: str) -> list[dict]:
+        return read_rows(self.path / name)
 
-    def save_checkpoint(self, level: int, step: int, x: np.ndarray, optimizer_state: dict, history: list) -> None:
-        tmp = self.path / "checkpoint.tmp.npz"
-        np.savez(tmp, level=level, step=step, x=x, **{f"opt_{k}": v for k, v in optimizer_state.items()})
-        tmp.replace(self.path / "checkpoint.npz")
-        self.save_losses(history)
+    def truncate_rows(self, name: str, key: str, last: int) -> list[dict]:
+        """Keep the rows with ``key`` ≤ ``last`` (a resumed run drops what came after its checkpoint)."""
+        rows = [r for r in self.read_rows(name) if r[key] <= last]
+        if (self.path / name).exists():
+            self.write_rows(name, rows, self._columns(name))
+        return rows
 
-    def load_checkpoint(self) -> dict[str, Any] | None:
-        path = self.path / "checkpoint.npz"
+    def _columns(self, name: str) -> list[str]:
+        with (self.path / name).open(newline="") as fh:
+            return next(csv.reader(fh), [])
+
+    # --- checkpoints -----------------------------------------------------------------------------------
+    def save_arrays(self, arrays: dict[str, Any], name: str = "checkpoint.npz") -> None:
+        """Write ``arrays`` as one .npz, atomically (a crash leaves the previous checkpoint intact)."""
+        tmp = self.path / (Path(name).stem + ".tmp.npz")
+        np.savez(tmp, **arrays)
+        tmp.replace(self.path / name)
+
+    def load_arrays(
+        self, name: str = "checkpoint.npz", keys: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray] | None:
+        """The arrays of ``name`` (only ``keys`` when given: an .npz is read lazily, key by key)."""
+        path = self.path / name
         if not path.is_file():
             return None
         with np.load(path) as data:
-            state = {k: data[k] for k in data.files}
-        return {
-            "level": int(state["level"]),
-            "step": int(state["step"]),
-            "x": state["x"],
-            "optimizer": {k[4:]: v for k, v in state.items() if k.startswith("opt_")},
-        }
+            return {k: data[k] for k in (data.files if keys is None else keys)}
 
-    def finish(self, image: np.ndarray, status: str, timings: dict[str, float], steps_done: int) -> None:
-        save_image(self.path / "output.png", image)
-        self.write_record(
-            status=status,
-            steps_done=steps_done,
-            timings=timings,
-            finished=datetime.now().isoformat(timespec="seconds"),
-        )
+    # --- images ----------------------------------------------------------------------------------------
+    def save_image(self, relative: str | Path, image) -> Path:
+        return save_image(self.path / relative, image)
+
+    def numbered_images(self, folder: str, pattern: str = "*_*.png") -> list[tuple[int, np.ndarray]]:
+        """(number, uint8 image) for every ``<folder>/<prefix>_<number>.png``, in numeric order."""
+        return read_numbered_images(self.path / folder, pattern)
 
 
-def _index(path: Path) -> int:
-    return int(path.stem.split("_")[-1])
+def read_rows(path: str | Path) -> list[dict]:
+    path = Path(path)
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return [{k: _parse(k, v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+
+def _parse(key: str, value: str) -> Any:
+    if key in INTEGER_COLUMNS:
+        return int(float(value))
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
+def read_numbered_images(folder: Path, pattern: str = "*_*.png") -> list[tuple[int, np.ndarray]]:
+    """Ordered by the name before the number, then the number (``L0_step_00100`` before ``L1_step_00050``)."""
+    found = []
+    for p in Path(folder).glob(pattern):
+        prefix, _, number = p.stem.rpartition("_")
+        if number.isdigit():
+            found.append((prefix, int(number), p))
+    return [(n, np.asarray(Image.open(p).convert("RGB"))) for _, n, p in sorted(found)]
 
 
 class Timer:

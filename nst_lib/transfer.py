@@ -4,6 +4,12 @@ coarse-to-fine pyramids, run folders and resume.
 One stylisation: inputs → float RGB at ``size`` → targets computed once per level (content features,
 style Grams) → optimiser steps on the pixels (callbacks: progress bar, snapshots, checkpoints, user
 callbacks) → output image and run folder.
+
+A stylisation's run folder (``runs.Run``, kind "stylize") holds, besides the record and ``losses.csv``
+(step, level, total, content, style, tv, time_s: weighted terms, total = their sum): ``inputs/`` (content.npy,
+style_0.npy, … exactly what was optimised against), ``snapshots/step_00050.png`` … (``L<level>_step_…`` with a
+pyramid; ``last_good.png`` after a non-finite loss), ``checkpoint.npz`` (level, step, image and the
+optimiser's state as ``opt_*``) and ``output.png``.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ from .images import (
 from .losses import ContentLoss, StyleLoss, normalize_weights, tv_loss
 from .optim import Callback, StepInfo, as_callbacks, make_optimizer, run_steps
 from .runs import Run, Timer
+
+LOSS_COLUMNS = ("step", "level", "total", "content", "style", "tv", "time_s")
 
 
 @dataclass
@@ -82,9 +90,7 @@ class _Problem:
         content_feats = extractor(content[None])
         n_content = len(content_layers)
         contents = [
-            ContentLoss(
-                resolve[n], content_feats[resolve[n]], config.content_weight / n_content, config.content_loss
-            )
+            ContentLoss(resolve[n], content_feats[resolve[n]], config.content_weight / n_content, config.content_loss)
             for n in content_layers
         ]
         style = StyleLoss.from_style_features(
@@ -160,7 +166,7 @@ class _Recorder(Callback):
             image = info.image()
             self.engine.snapshots.append((info.step, image))
             if self.engine.run:
-                self.engine.run.save_snapshot(info.step, image, self.engine.snapshot_name(self.level, info.step))
+                self.engine.run.save_image(f"snapshots/{self.engine.snapshot_name(self.level, info.step)}", image)
                 self.engine.checkpoint(self.level, info.step, self.optimizer, info.x)
         return None
 
@@ -176,7 +182,9 @@ class _Engine:
 
     def checkpoint(self, level: int, step: int, optimizer, x: np.ndarray) -> None:
         if self.run:
-            self.run.save_checkpoint(level, step, x, optimizer.state_dict(), self.history)
+            state = {f"opt_{k}": v for k, v in optimizer.state_dict().items()}
+            self.run.save_arrays({"level": level, "step": step, "x": x, **state})
+            self.run.write_rows("losses.csv", self.history, LOSS_COLUMNS)
 
     def level_images(self, level: int) -> tuple[np.ndarray, list[np.ndarray]]:
         config = self.config
@@ -252,8 +260,8 @@ class _Engine:
         partial = getattr(exc, "partial", None)
         if partial is None or self.run is None:
             return
-        path = self.run.save_snapshot(partial.steps_done, to_image(partial.x), "last_good.png")
-        self.run.save_losses(self.history)
+        path = self.run.save_image("snapshots/last_good.png", to_image(partial.x))
+        self.run.write_rows("losses.csv", self.history, LOSS_COLUMNS)
         self.run.write_record(status="failed: non-finite loss", steps_done=partial.steps_done)
         exc.args = (f"{exc.args[0]} at step {partial.steps_done + 1}; the last good image is kept in {path}",)
 
@@ -293,25 +301,30 @@ def stylize(
     with timer("load"):
         content_img = load_image(content, config.size, config.max_pixels)
         long_side = max(content_img.shape[:2])
-        style_imgs = [load_image(s, max(1, round(long_side * config.style_scale)), config.max_pixels) for s in styles_in]
+        style_imgs = [
+            load_image(s, max(1, round(long_side * config.style_scale)), config.max_pixels) for s in styles_in
+        ]
     run = None
     if out is not None:
-        run = Run.create(out, name or _run_name(names[0], names[1:]), timestamp=timestamp)
-        run.save_inputs(content_img, style_imgs)
-        run.start(config, {"content": names[0], "styles": names[1:]})
+        run = Run.create(out, name or _run_name(names[0], names[1:]), timestamp, subdirs=("snapshots", "inputs"))
+        _save_inputs(run, content_img, style_imgs)
+        run.begin(
+            "stylize", config=config.to_dict(), inputs={"content": names[0], "styles": names[1:]}, seed=config.seed
+        )
     return _execute(config, content_img, style_imgs, names, run, callbacks, progress, timer)
 
 
 def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = True, **overrides: Any) -> StyleResult:
     """Continue a run from its folder's last checkpoint. ``steps=`` may raise the final level's step count."""
-    run = Run.open(run_dir)
+    run = Run.open(run_dir, kind="stylize")
     config = StyleConfig.from_dict(run.record["config"]).replace(**overrides)
     timer = Timer()
-    content_img, style_imgs = run.load_inputs()
+    content_img, style_imgs = _load_inputs(run)
     names = [run.record["inputs"]["content"], *run.record["inputs"]["styles"]]
-    start = run.load_checkpoint()
+    start = _load_checkpoint(run)
     if start is not None:
-        start["history"] = [r for r in run.load_losses() if (r["level"], r["step"]) <= (start["level"], start["step"])]
+        rows = run.read_rows("losses.csv")
+        start["history"] = [r for r in rows if (r["level"], r["step"]) <= (start["level"], start["step"])]
     run.write_record(config=config.to_dict(), status="running")
     return _execute(config, content_img, style_imgs, names, run, callbacks, progress, timer, start)
 
@@ -331,14 +344,15 @@ def _execute(config, content_img, style_imgs, names, run, callbacks, progress, t
     engine = _Engine(config, content_img, style_imgs, run)
     if start is not None:
         engine.history = start["history"]
-        engine.snapshots = _saved_snapshots(run)
+        engine.snapshots = run.numbered_images("snapshots", "*step_*.png")
     image, status = engine.run_all(extractor, names, as_callbacks(callbacks), progress, timer, start)
     steps_done = engine.history[-1]["step"] if engine.history else 0
     timings = timer.summary(len(engine.history))
     if run is not None:
         with timer("save"):
-            run.save_losses(engine.history)
-            run.finish(image, status, timings, steps_done)
+            run.write_rows("losses.csv", engine.history, LOSS_COLUMNS)
+            run.save_image("output.png", image)
+            run.end(status, steps_done=steps_done, timings=timings)
     return StyleResult(
         image=image,
         history=engine.history,
@@ -350,10 +364,41 @@ def _execute(config, content_img, style_imgs, names, run, callbacks, progress, t
     )
 
 
-def _saved_snapshots(run: Run) -> list[tuple[int, np.ndarray]]:
-    from PIL import Image
+# --- the stylisation's part of its run folder ------------------------------------------------------------
+def save_result(result: StyleResult, out: str | Path, name: str, inputs: dict[str, Any]) -> Path:
+    """A new run folder for a result computed without one (``out=None``, e.g. the widget panel's runs): the
+    record, ``losses.csv`` and ``output.png``. It has no checkpoint, so it is a record, not a resumable run."""
+    run = Run.create(out, name, subdirs=("snapshots",))
+    run.begin("stylize", config=result.config.to_dict(), inputs=inputs, seed=result.config.seed)
+    run.write_rows("losses.csv", result.history, LOSS_COLUMNS)
+    run.save_image("output.png", result.image)
+    steps = result.history[-1]["step"] if result.history else 0
+    run.end(result.status, steps_done=steps, timings=result.timings)
+    return run.path
 
-    out = []
-    for p in sorted((run.path / "snapshots").glob("*step_*.png")):
-        out.append((int(p.stem.split("_")[-1]), np.asarray(Image.open(p).convert("RGB"))))
-    return out
+
+def _save_inputs(run: Run, content: np.ndarray, styles: list[np.ndarray]) -> None:
+    """Exactly what is optimised against (float arrays, for resume) and a PNG of each for people."""
+    np.save(run.path / "inputs" / "content.npy", content.astype(np.float32))
+    run.save_image("inputs/content.png", content)
+    for i, s in enumerate(styles):
+        np.save(run.path / "inputs" / f"style_{i}.npy", s.astype(np.float32))
+        run.save_image(f"inputs/style_{i}.png", s)
+
+
+def _load_inputs(run: Run) -> tuple[np.ndarray, list[np.ndarray]]:
+    content = np.load(run.path / "inputs" / "content.npy")
+    paths = sorted((run.path / "inputs").glob("style_*.npy"), key=lambda p: int(p.stem.split("_")[-1]))
+    return content, [np.load(p) for p in paths]
+
+
+def _load_checkpoint(run: Run) -> dict[str, Any] | None:
+    state = run.load_arrays()
+    if state is None:
+        return None
+    return {
+        "level": int(state["level"]),
+        "step": int(state["step"]),
+        "x": state["x"],
+        "optimizer": {k[4:]: v for k, v in state.items() if k.startswith("opt_")},
+    }

@@ -19,7 +19,9 @@ from .conftest import ROOT
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (apt-get install chromium)"),
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM), reason="Debian's chromium is not installed (apt-get install chromium)"
+    ),
 ]
 
 
@@ -40,15 +42,33 @@ def jupyter(tmp_path):
     # render every cell: JupyterLab 4 virtualises cells scrolled out of view, which hides their outputs
     (settings / "tracker.jupyterlab-settings").write_text('{"windowingMode": "none"}')
     port, token = _free_port(), secrets.token_hex(16)
-    env = {**os.environ, "NST_QUICK": "1", "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
-           "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"), "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"),
-           "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings")}
+    env = {
+        **os.environ,
+        "NST_QUICK": "1",
+        "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
+        "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"),
+        "JUPYTERLAB_SETTINGS_DIR": str(tmp_path / "settings"),
+    }
     log = open(tmp_path / "jupyter.log", "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ip=127.0.0.1", f"--port={port}",
-         f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}", "--LabApp.news_url=",
-         "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+        [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--allow-root",
+            "--ip=127.0.0.1",
+            f"--port={port}",
+            f"--IdentityProvider.token={token}",
+            f"--ServerApp.root_dir={work}",
+            "--LabApp.news_url=",
+            "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -78,8 +98,16 @@ def test_quickstart_panel_in_a_real_browser(jupyter):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         try:
             page = browser.new_page(viewport={"width": 1500, "height": 1100})
@@ -101,8 +129,9 @@ def test_quickstart_panel_in_a_real_browser(jupyter):
                 except sync_api.TimeoutError:
                     continue
             # the last code cell runs the panel once and saves its figure
-            page.wait_for_selector(".jp-OutputArea-output:has-text('quick_figures/00_quickstart/panel_run.png')",
-                                   timeout=300_000)
+            page.wait_for_selector(
+                ".jp-OutputArea-output:has-text('quick_figures/00_quickstart/panel_run.png')", timeout=300_000
+            )
             preview = page.locator("img.widget-image").first
             page.wait_for_function("() => { const i = document.querySelector('img.widget-image'); return i && i.src; }")
             before = preview.get_attribute("src")
@@ -116,7 +145,8 @@ def test_quickstart_panel_in_a_real_browser(jupyter):
             page.locator("button.widget-button", has_text="Run").first.click()
             page.wait_for_function(
                 "(before) => { const i = document.querySelector('img.widget-image'); return i && i.src !== before; }",
-                arg=before, timeout=180_000,
+                arg=before,
+                timeout=180_000,
             )
             page.wait_for_selector(".widget-label:has-text('completed:')", timeout=180_000)
         finally:

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from nst_lib import StyleConfig
-from nst_lib.cli import _config_from_args, build_parser, main
+from nst_lib.workbench.cli import _config_from_args, build_parser, main
 
 from .conftest import CONTENT, DATA, STYLE
 
@@ -40,7 +40,9 @@ def test_list_and_bool_flags_parse():
 
 
 def test_stylize_end_to_end_on_bundled_data(tmp_path, capsys):
-    code = main(["stylize", str(CONTENT), str(STYLE), str(DATA / "style" / "mandala.png"), "--out", str(tmp_path), *FAST])
+    code = main(
+        ["stylize", str(CONTENT), str(STYLE), str(DATA / "style" / "mandala.png"), "--out", str(tmp_path), *FAST]
+    )
     assert code == 0
     (run_dir,) = tmp_path.iterdir()
     assert (run_dir / "output.png").is_file()
@@ -87,7 +89,18 @@ def test_bad_inputs_give_one_line_and_exit_code(tmp_path, capsys):
 
 
 def test_absurd_size_is_downscaled_with_a_one_line_warning(tmp_path, capsys):
-    argv = ["stylize", str(CONTENT), str(STYLE), "--out", str(tmp_path), *FAST, "--size", "100000", "--max-pixels", "4096"]
+    argv = [
+        "stylize",
+        str(CONTENT),
+        str(STYLE),
+        "--out",
+        str(tmp_path),
+        *FAST,
+        "--size",
+        "100000",
+        "--max-pixels",
+        "4096",
+    ]
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "nst: warning:" in err and "pixel budget of 4,096" in err and "Traceback" not in err
@@ -102,8 +115,11 @@ def test_argparse_errors_exit_non_zero():
 def test_console_script_runs_in_a_subprocess(tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     proc = subprocess.run(
-        [sys.executable, "-m", "nst_lib.cli", "stylize", str(tmp_path / "nope.png"), str(STYLE), *FAST],
-        capture_output=True, text=True, env=env, timeout=300,
+        [sys.executable, "-m", "nst_lib.workbench.cli", "stylize", str(tmp_path / "nope.png"), str(STYLE), *FAST],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1] == f"nst: error: {tmp_path / 'nope.png'}: file not found"
@@ -125,4 +141,6 @@ def test_patterns_command_regenerates_bundled_patterns(tmp_path):
 
     assert main(["patterns", str(tmp_path)]) == 0
     for name in ("honeycomb.png", "mandala.png"):
-        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / name)), np.asarray(Image.open(DATA / "style" / name)))
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(tmp_path / name)), np.asarray(Image.open(DATA / "style" / name))
+        )

@@ -4,25 +4,30 @@ the schedule, and that training lowers the cycle loss."""
 import numpy as np
 import pytest
 
-from nst_lib.data import ContentStyleData, tiny_paintings, tiny_photos
 from nst_lib.errors import ConfigError
 from nst_lib.models import CycleGAN, CycleGANConfig, ImagePool, LinearDecay, train
 from nst_lib.models import losses as L
+from nst_lib.models.data import ContentStyleData, tiny_paintings, tiny_photos
 
 TINY = dict(image_size=32, filters=8, res_blocks=1, pool_size=4, batch_size=4, discriminator_layers=2)
 
 
 def test_cycle_and_identity_losses_match_their_formulas(rng):
     x, fgx, y, gfy = (rng.normal(size=(2, 8, 8, 3)).astype("float32") for _ in range(4))
-    assert float(L.cycle_loss(x, fgx, y, gfy)) == pytest.approx(np.abs(fgx - x).mean() + np.abs(gfy - y).mean(), rel=1e-5)
-    assert float(L.identity_loss(x, fgx, y, gfy)) == pytest.approx(np.abs(gfy - y).mean() + np.abs(fgx - x).mean(), rel=1e-5)
+    assert float(L.cycle_loss(x, fgx, y, gfy)) == pytest.approx(
+        np.abs(fgx - x).mean() + np.abs(gfy - y).mean(), rel=1e-5
+    )
+    assert float(L.identity_loss(x, fgx, y, gfy)) == pytest.approx(
+        np.abs(gfy - y).mean() + np.abs(fgx - x).mean(), rel=1e-5
+    )
     assert float(L.cycle_loss(x, x, y, y)) == 0.0
 
 
 def test_least_squares_gan_losses_match_their_formulas(rng):
     real, fake = rng.normal(size=(2, 4, 4, 1)), rng.normal(size=(2, 4, 4, 1))
     assert float(L.lsgan_discriminator_loss(real, fake)) == pytest.approx(
-        0.5 * (np.mean((real - 1) ** 2) + np.mean(fake**2)), rel=1e-5)
+        0.5 * (np.mean((real - 1) ** 2) + np.mean(fake**2)), rel=1e-5
+    )
     assert float(L.lsgan_generator_loss(fake)) == pytest.approx(np.mean((fake - 1) ** 2), rel=1e-5)
     assert float(L.lsgan_discriminator_loss(np.ones(3), np.zeros(3))) == 0.0
 
@@ -51,8 +56,9 @@ def test_image_pool_stores_until_full_then_swaps_about_half():
         else:
             assert set(stored_after) == stored_before
     assert int(pool.count.numpy()) == 5 and 70 < swapped < 130  # p = ½ over 200 draws
-    assert np.array_equal(np.asarray(ImagePool(0, (2, 2, 3)).query(np.ones((3, 2, 2, 3), np.float32), seed)),
-                          np.ones((3, 2, 2, 3)))
+    assert np.array_equal(
+        np.asarray(ImagePool(0, (2, 2, 3)).query(np.ones((3, 2, 2, 3), np.float32), seed)), np.ones((3, 2, 2, 3))
+    )
 
 
 def test_architecture_follows_zhu_et_al():

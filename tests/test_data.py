@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_lib.data import DataError, from_array, from_spec, load_image_folder, tiny_paintings
+from nst_lib.models.data import DataError, from_array, from_spec, load_image_folder, tiny_paintings
 
 
 def _save(path, array):
@@ -59,7 +59,7 @@ def test_cache_is_reused(folder, tmp_path, monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         first = load_image_folder(folder, size=16, cache_dir=cache, progress=False)
-    import nst_lib.data as data_mod
+    import nst_lib.models.data as data_mod
 
     monkeypatch.setattr(data_mod, "_decode", lambda *a: pytest.fail("decoded again despite the cache"))
     second = load_image_folder(folder, size=16, cache_dir=cache, progress=False)
@@ -75,7 +75,10 @@ def test_tiny_paintings_are_seeded_and_rebuild_from_their_spec():
 
 def test_epochs_are_seeded_permutations_and_a_stream_can_start_at_any_epoch():
     data = from_array(np.arange(8, dtype=np.uint8).reshape(8, 1, 1, 1).repeat(2, 1).repeat(2, 2).repeat(3, 3))
-    ids = lambda batch: list(np.round((batch.numpy()[:, 0, 0, 0] + 1) * 127.5).astype(int))
+
+    def ids(batch):
+        return list(np.round((batch.numpy()[:, 0, 0, 0] + 1) * 127.5).astype(int))
+
     it = iter(data.dataset(batch_size=4, seed=5))
     epochs = [ids(next(it)) + ids(next(it)) for _ in range(3)]
     assert all(sorted(e) == list(range(8)) for e in epochs)  # every image once per epoch

@@ -119,7 +119,9 @@ def test_history_terms_add_up(small_pair):
 
 def test_runs_never_overwrite_each_other(small_pair, tmp_path):
     content, style = small_pair
-    dirs = {stylize(content, style, out=tmp_path, name="same", steps=1, progress=False, **FAST).run_dir for _ in range(3)}
+    dirs = {
+        stylize(content, style, out=tmp_path, name="same", steps=1, progress=False, **FAST).run_dir for _ in range(3)
+    }
     assert len(dirs) == 3 and all((d / "output.png").is_file() for d in dirs)
 
 
@@ -185,8 +187,9 @@ def test_preserve_color_keeps_content_chrominance(small_pair):
 
 def test_pyramid_runs_coarse_to_fine(small_pair, tmp_path):
     content, style = small_pair
-    r = stylize(content, style, out=tmp_path, steps=3, pyramid_levels=2, progress=False, weights=None, size=64,
-                snapshot_every=3)
+    r = stylize(
+        content, style, out=tmp_path, steps=3, pyramid_levels=2, progress=False, weights=None, size=64, snapshot_every=3
+    )
     assert [row["level"] for row in r.history] == [0, 0, 0, 1, 1, 1]
     assert r.image.shape == (48, 64, 3)
     assert sorted(p.name for p in (r.run_dir / "snapshots").iterdir()) == ["L0_step_00003.png", "L1_step_00003.png"]
@@ -250,7 +253,9 @@ def test_init_modes_start_where_they_say(small_pair, init):
 
     content, style = small_pair
     # one Adam step with a negligible learning rate leaves the starting image as it was
-    r = stylize(content, style, out=None, steps=1, optimizer="adam", learning_rate=1e-6, init=init, progress=False, **FAST)
+    r = stylize(
+        content, style, out=None, steps=1, optimizer="adam", learning_rate=1e-6, init=init, progress=False, **FAST
+    )
     out = r.image.astype(np.float32)
     if init == "content":
         np.testing.assert_allclose(out, content, atol=0.51)

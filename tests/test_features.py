@@ -51,7 +51,9 @@ def test_weights_are_frozen_and_no_weight_gradient_is_built():
     config = StyleConfig(arch="vgg16", weights=None, content_layers=("block2_conv2",), style_layers=("block1_conv1",))
     image = np.random.default_rng(0).uniform(0, 255, (16, 16, 3)).astype(np.float32)
     problem = _Problem(fe, config, image, [image])
-    graph = problem._fn.get_concrete_function(tf.TensorSpec((1, 16, 16, 3), tf.float32), tf.TensorSpec((), tf.float32)).graph
+    graph = problem._fn.get_concrete_function(
+        tf.TensorSpec((1, 16, 16, 3), tf.float32), tf.TensorSpec((), tf.float32)
+    ).graph
     # ops the returned values depend on; TF builds a Conv2D's filter gradient as dead code that the
     # function runtime prunes, so what matters is that no output needs one
     needed, stack = set(), [t.op for t in graph.outputs]

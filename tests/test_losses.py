@@ -16,7 +16,7 @@ from nst_lib.losses import (
 
 
 def checkerboard(h, w, amplitude):
-    return (amplitude * ((np.add.outer(np.arange(h), np.arange(w)) % 2))).astype(np.float32)[None, :, :, None]
+    return (amplitude * (np.add.outer(np.arange(h), np.arange(w)) % 2)).astype(np.float32)[None, :, :, None]
 
 
 @pytest.mark.parametrize("amplitude", [1.0, 7.0, 255.0])

@@ -9,9 +9,10 @@ import keras
 import numpy as np
 import pytest
 
-from nst_lib.data import from_unit, tiny_paintings, to_unit
 from nst_lib.errors import ConfigError
+from nst_lib.images import from_unit, to_unit
 from nst_lib.models import DCGAN, VAEGAN, LabelSmoothingSchedule, load_trained, train
+from nst_lib.models.data import tiny_paintings
 from nst_lib.models.dcgan import radford_parameter_counts
 from nst_lib.models.losses import bce_logits, gaussian_feature_loss, kl_normal, reparameterize
 
@@ -33,9 +34,9 @@ def test_dcgan_matches_the_radford_architecture(size):
     assert model.generator.output_shape == (None, size, size, 3)
     assert model.discriminator.output_shape == (None, 1)
     layers = model.discriminator.layers
-    first_conv = next(i for i, l in enumerate(layers) if isinstance(l, keras.layers.Conv2D))
+    first_conv = next(i for i, la in enumerate(layers) if isinstance(la, keras.layers.Conv2D))
     assert isinstance(layers[first_conv + 1], keras.layers.LeakyReLU)  # no BatchNorm on D's input layer
-    slopes = {l.negative_slope for l in layers if isinstance(l, keras.layers.LeakyReLU)}
+    slopes = {la.negative_slope for la in layers if isinstance(la, keras.layers.LeakyReLU)}
     assert slopes == {0.3}
     assert DCGAN(leaky_slope=0.2).config.leaky_slope == 0.2
     assert float(model.d_optimizer.learning_rate) == pytest.approx(2e-4)
@@ -55,7 +56,7 @@ def test_vaegan_shapes_follow_larsen_et_al():
 def test_bad_configs_are_refused():
     with pytest.raises(ConfigError, match="power of two"):
         DCGAN(image_size=48)
-    with pytest.raises(ConfigError, match="unknown field"):
+    with pytest.raises(ConfigError, match="unknown DCGANConfig field"):
         DCGAN(leaky=0.2)
     with pytest.raises(ConfigError, match="data is 32 px, the model 64 px"):
         train(DCGAN(), tiny_paintings(16, 32), 1)
@@ -120,6 +121,7 @@ def test_label_smoothing_switches_half_way(tmp_path):
 
 def _colour_histogram_distance(a: np.ndarray, b: np.ndarray, bins: int = 16) -> float:
     """Mean over R, G, B of the L1 distance between two uint8 image sets' colour histograms (0 … 2)."""
+
     def hist(x, c):
         h = np.bincount(x[..., c].ravel() // (256 // bins), minlength=bins)
         return h / h.sum()
@@ -175,7 +177,7 @@ RESUME_SCRIPT = textwrap.dedent(
     # bit-reproducible, so any difference left would be the checkpoint's fault
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from nst_lib.data import ContentStyleData, tiny_paintings, tiny_photos
+    from nst_lib.models.data import ContentStyleData, tiny_paintings, tiny_photos
     from nst_lib.models import DCGAN, VAEGAN, VQGAN, CycleGAN, StyleVAE, train, resume_training
     out, kind = sys.argv[1], sys.argv[2]
     data = tiny_paintings(48, 16, seed=2)
@@ -194,8 +196,8 @@ RESUME_SCRIPT = textwrap.dedent(
         M = lambda **kw: StyleGAN(latent_dim=16, w_dim=16, mapping_layers=2, max_filters=16, min_filters=8, **kw)
     if kind == "vq_prior":  # random 2×2 windows of the 4×4 code maps, drawn from the noise generator
         from nst_lib.models import VQPrior
-        vq_run = train(M(image_size=16, batch_size=16), data, 1, out=out, progress=False).run_dir
-        M = lambda **kw: VQPrior(vqgan_run=str(vq_run), window=2, layers=1, heads=2, dim=16, **kw)
+        vq = train(M(image_size=16, batch_size=16), data, 1, out=out, progress=False).model
+        M = lambda **kw: VQPrior(vqgan=vq, window=2, layers=1, heads=2, dim=16, **kw)
     class Stop(keras.callbacks.Callback):
         def on_train_batch_begin(self, batch, logs=None):
             if list(self.model.optimizers().values())[-1].iterations.numpy() == 5:
@@ -217,19 +219,28 @@ RESUME_SCRIPT = textwrap.dedent(
 @pytest.mark.parametrize("kind", ["dcgan", "vaegan", "style_vae", "cyclegan", "vqgan", "vq_prior", "stylegan"])
 def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(kind, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-c", RESUME_SCRIPT, str(tmp_path), kind], capture_output=True, text=True, cwd=ROOT, timeout=600
+        [sys.executable, "-c", RESUME_SCRIPT, str(tmp_path), kind],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report == {
-        "cut_status": "interrupted", "cut_steps": 3, "status": "completed", "same_state": True,
-        "same_losses": True, "steps": 9, "same_samples": True,
+        "cut_status": "interrupted",
+        "cut_steps": 3,
+        "status": "completed",
+        "same_state": True,
+        "same_losses": True,
+        "steps": 9,
+        "same_samples": True,
     }
 
 
 # --- Ast-GAN ---------------------------------------------------------------------------------------------------
 def test_ast_gan_paints_the_content_with_the_generated_batch(tmp_path):
-    from nst_lib.astgan import ast_gan, generated_styles
+    from nst_lib.models.astgan import ast_gan, generated_styles
 
     model = DCGAN(image_size=16)
     styles = generated_styles(model, 3, seed=4)

@@ -3,6 +3,7 @@ writes its figures (slow: a kernel per notebook)."""
 
 import json
 import shutil
+
 import pytest
 
 from .conftest import ROOT
@@ -15,8 +16,14 @@ EXPECTED = {
     "03_content_style_weights": ["alpha_beta_grid", "seed004_style_weight", "alpha_beta_style_curves"],
     "04_optimisation_dynamics": ["loss_curves", "identity_grayscale", "snapshots_adam_pair1", "snapshots_lbfgs_pair2"],
     "05_gan_generated_styles": [
-        "fig3_dcgan_losses", "fig4_vaegan_losses", "fig5_samples", "fig6_default_vs_weakened_losses",
-        "disc_tuning_losses", "fig7_default_vs_weakened_samples", "fig2_astgan", "fig8_style_weight",
+        "fig3_dcgan_losses",
+        "fig4_vaegan_losses",
+        "fig5_samples",
+        "fig6_default_vs_weakened_losses",
+        "disc_tuning_losses",
+        "fig7_default_vs_weakened_samples",
+        "fig2_astgan",
+        "fig8_style_weight",
     ],
     "06_style_vae": ["stage_losses", "reconstructions", "stylisation_grid", "interpolation", "prior_samples"],
     "07_cyclegan": ["losses", "samples_by_epoch", "cyclegan_vs_gatys"],
@@ -46,8 +53,13 @@ def test_notebook_runs_in_quick_mode_and_writes_its_figures(path, tmp_path):
     fig_dir = ROOT / "results" / "quick_figures" / path.stem
     shutil.rmtree(fig_dir, ignore_errors=True)
     papermill.execute_notebook(
-        str(path), str(tmp_path / path.name), parameters={"QUICK": True}, kernel_name="python3",
-        progress_bar=False, cwd=str(ROOT / "notebooks"), execution_timeout=600,
+        str(path),
+        str(tmp_path / path.name),
+        parameters={"QUICK": True},
+        kernel_name="python3",
+        progress_bar=False,
+        cwd=str(ROOT / "notebooks"),
+        execution_timeout=600,
     )
     for stem in EXPECTED[path.stem]:
         for suffix in (".png", ".pdf"):

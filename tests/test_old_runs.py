@@ -34,17 +34,18 @@ def test_an_interrupted_training_run_from_version_0_1_resumes_to_the_uninterrupt
 
 
 def test_an_interrupted_guidance_run_from_version_0_1_resumes(tmp_path):
-    from nst_lib.guidance import GramPrompt, GuidanceConfig, guide
     from nst_lib.images import load_image
     from nst_lib.models import load_trained
+    from nst_lib.models.guidance import GramPrompt, GuidanceConfig, guide
 
     vqgan = load_trained(_copy("vqgan", tmp_path))
     run = _copy("guided_interrupted", tmp_path)
     content = np.asarray(Image.open(run / "inputs" / "content.png"))
     style = load_image(ROOT / "data" / "style" / "vangogh_starry_night.jpg", 32)
     config = GuidanceConfig(size=16, iterations=4, snapshots=(0, 2, 4), cutouts=2, checkpoint_every=2)
-    result = guide(vqgan, content, GramPrompt(style, layers=("block1_conv1",), weights=None), config, resume=run,
-                   progress=False)
+    result = guide(
+        vqgan, content, GramPrompt(style, layers=("block1_conv1",), weights=None), config, resume=run, progress=False
+    )
     assert result.status == "completed"
     assert [r["step"] for r in result.losses] == [1, 2, 3, 4]
     assert sorted(result.snapshots) == [0, 2, 4]

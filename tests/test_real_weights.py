@@ -37,7 +37,10 @@ def test_grayscale_style_gives_low_saturation(content):
     gray = grayscale(content)
     r = stylize(content, gray, out=None, size=SIZE, steps=100, progress=False, snapshot_every=0)
     assert mean_saturation(content) > 0.3
-    assert mean_saturation(r.image) < 0.5 * mean_saturation(content), (mean_saturation(r.image), mean_saturation(content))
+    assert mean_saturation(r.image) < 0.5 * mean_saturation(content), (
+        mean_saturation(r.image),
+        mean_saturation(content),
+    )
     assert ssim(r.image, gray) >= 0.75
 
 

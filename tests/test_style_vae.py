@@ -9,14 +9,14 @@ import pytest
 import tensorflow as tf
 from keras import ops
 
-from nst_lib.data import ContentStyleData, DataError, tiny_paintings, tiny_photos
 from nst_lib.errors import ConfigError, NSTError
 from nst_lib.losses import gram_matrix, style_layer_loss
 from nst_lib.metrics import path_evenness
-from nst_lib.models import StyleVAE, StyleVAEConfig, load_trained, train, train_style_vae
+from nst_lib.models import StyleVAE, StyleVAEConfig, build_model, load_trained, train, train_style_vae
+from nst_lib.models.data import ContentStyleData, DataError, tiny_paintings, tiny_photos
 from nst_lib.models.layers import AdaIN, adain, instance_norm
 from nst_lib.models.losses import fixpoint_loss, fixpoint_triplet_loss, kl_normal, paired_gram_loss, perceptual_loss
-from nst_lib.survey import DeceptionSurvey, deception_rate, wilson_interval
+from nst_lib.workbench.survey import DeceptionSurvey, deception_rate, wilson_interval
 
 SMALL = dict(image_size=16, filters=8, batch_size=8, perceptual_weights=None)
 
@@ -40,7 +40,9 @@ def test_adain_output_has_the_target_mean_and_std(rng):
     np.testing.assert_allclose(out.std(axis=(1, 2)), scale, rtol=1e-3)
     # the layer: zero parameters give plain instance norm, (s − 1, b) give scale s and bias b
     layer = AdaIN()
-    np.testing.assert_allclose(np.asarray(layer([x, np.zeros((2, 8), np.float32)])), np.asarray(instance_norm(x)), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(layer([x, np.zeros((2, 8), np.float32)])), np.asarray(instance_norm(x)), atol=1e-6
+    )
     out = np.asarray(layer([x, np.concatenate([scale - 1, bias], 1)]))
     np.testing.assert_allclose(out.std(axis=(1, 2)), scale, rtol=1e-3)
 
@@ -68,11 +70,21 @@ def test_fixpoint_and_triplet_losses_against_numpy(rng):
 def test_paired_gram_loss_is_the_engines_size_loss_per_pair(rng):
     out = {"a": rng.normal(size=(3, 5, 5, 4)).astype(np.float32), "b": rng.normal(size=(3, 3, 3, 6)).astype(np.float32)}
     sty = {k: rng.normal(size=v.shape).astype(np.float32) for k, v in out.items()}
-    want = np.mean([
-        np.mean([float(style_layer_loss(gram_matrix(out[k][i : i + 1]), gram_matrix(sty[k][i : i + 1]), v.shape[-1], None, "size"))
-                 for i in range(3)])
-        for k, v in out.items()
-    ])
+    want = np.mean(
+        [
+            np.mean(
+                [
+                    float(
+                        style_layer_loss(
+                            gram_matrix(out[k][i : i + 1]), gram_matrix(sty[k][i : i + 1]), v.shape[-1], None, "size"
+                        )
+                    )
+                    for i in range(3)
+                ]
+            )
+            for k, v in out.items()
+        ]
+    )
     assert float(paired_gram_loss(out, sty, ["a", "b"])) == pytest.approx(want, rel=1e-5)
     assert float(paired_gram_loss(out, out, ["a", "b"])) == 0.0
     assert float(perceptual_loss(out, sty, ["a"])) == pytest.approx(np.mean((out["a"] - sty["a"]) ** 2), rel=1e-6)
@@ -150,19 +162,27 @@ def test_stage_one_lowers_the_reconstruction_loss_and_later_stages_start_from_it
     assert after < 0.7 * before, (before, after)  # held-out images: the autoencoder generalises
     pixel = result.losses("pixel_loss")
     assert pixel[-4:].mean() < pixel[:4].mean()
-    stage2 = StyleVAE(stage="style", init_from=str(result.run_dir), **SMALL)
-    for name, net in stage2.networks().items():
-        assert all(np.array_equal(a, b) for a, b in zip(net.get_weights(), model.networks()[name].get_weights())), name
+    # handed the previous stage's model, or rebuilt by the registry from a config that names its run folder
+    handed = StyleVAE(stage="style", start_from=result.model, **SMALL)
+    assert handed.config.init_from == str(result.run_dir)
+    rebuilt = build_model("style_vae", {"stage": "style", "init_from": str(result.run_dir), **SMALL})
+    for stage2 in (handed, rebuilt):
+        for name, net in stage2.networks().items():
+            weights = zip(net.get_weights(), model.networks()[name].get_weights())
+            assert all(np.array_equal(a, b) for a, b in weights), name
+    # the constructor itself never reads a run folder; the trainer does, and names a bad one
+    unread = StyleVAE(stage="style", init_from=str(tmp_path / "nowhere"), **SMALL)
     with pytest.raises(NSTError, match="not a run folder"):
-        StyleVAE(stage="style", init_from=str(tmp_path), **SMALL)
+        train(unread, data16, 1, out=tmp_path, progress=False)
 
 
 def test_three_stages_make_a_style_code_that_matters_and_stylise_toward_the_style(tmp_path):
     content = tiny_photos(64, 16, seed=3)
     style = tiny_paintings(64, 16, seed=4)
     data = ContentStyleData(content, style)
-    runs = train_style_vae(data, epochs=(3, 3, 2), out=tmp_path, name="t", progress=False,
-                           **{**SMALL, "learning_rate": 1e-3})
+    runs = train_style_vae(
+        data, epochs=(3, 3, 2), out=tmp_path, name="t", progress=False, **{**SMALL, "learning_rate": 1e-3}
+    )
     assert [r.status for r in runs.values()] == ["completed"] * 3
     assert [r.run_dir.name for r in runs.values()] == ["t_1_autoencoder", "t_2_style", "t_3_variational"]
     style_runs = runs["style"]
@@ -178,7 +198,9 @@ def test_three_stages_make_a_style_code_that_matters_and_stylise_toward_the_styl
     assert path.shape == (5, 16, 16, 3) and np.array_equal(path[0], vae.stylize(x[:1], mu[0])[0])
     assert np.array_equal(vae.generate(3, seed=1, content=x), vae.generate(3, seed=1, content=x))
     # re-running the pipeline reuses all three finished stages
-    again = train_style_vae(data, epochs=(3, 3, 2), out=tmp_path, name="t", progress=False, **{**SMALL, "learning_rate": 1e-3})
+    again = train_style_vae(
+        data, epochs=(3, 3, 2), out=tmp_path, name="t", progress=False, **{**SMALL, "learning_rate": 1e-3}
+    )
     assert [r.run_dir for r in again.values()] == [r.run_dir for r in runs.values()]
     assert np.array_equal(load_trained(runs["variational"].run_dir).stylize(x, mu[0]), a)
 

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nst_lib.data import tiny_paintings
-from nst_lib.models import StyleGAN, StyleGANConfig, train
+from nst_lib.models import StyleGAN, train
 from nst_lib.models import losses as L
+from nst_lib.models.data import tiny_paintings
 
 TINY = dict(image_size=16, latent_dim=16, w_dim=16, mapping_layers=2, max_filters=32, min_filters=8, batch_size=8)
 
@@ -65,7 +65,9 @@ def test_r1_penalty_matches_its_formula_for_a_linear_discriminator():
     assert float(L.r1_penalty(grad, gamma=10.0)) == pytest.approx(5.0 * float(tf.reduce_sum(a**2)), rel=1e-5)
     real, fake = np.array([0.3, -2.0]), np.array([1.5, -0.5])
     softplus = lambda v: np.log1p(np.exp(v))  # noqa: E731
-    assert float(L.logistic_discriminator_loss(real, fake)) == pytest.approx(softplus(fake).mean() + softplus(-real).mean(), rel=1e-5)
+    assert float(L.logistic_discriminator_loss(real, fake)) == pytest.approx(
+        softplus(fake).mean() + softplus(-real).mean(), rel=1e-5
+    )
     assert float(L.logistic_generator_loss(fake)) == pytest.approx(softplus(-fake).mean(), rel=1e-5)
 
 
@@ -77,7 +79,9 @@ def test_truncation_at_zero_gives_the_mean_w_image():
     mean_w = np.repeat(np.asarray(m.w_avg)[None, None], 3, 0).repeat(m.config.num_layers, 1)
     assert np.array_equal(m.generate(3, seed=0, psi=0.0), m.synthesize(mean_w, noise_seed=0))  # same noise draws
     one_noise = [e.repeat(3, 0) for e in m.noise(1, 0)]
-    images = m.synthesize(np.repeat(m.w(m.latents(3, seed=5), psi=0.0)[:, None], m.config.num_layers, 1), noise=one_noise)
+    images = m.synthesize(
+        np.repeat(m.w(m.latents(3, seed=5), psi=0.0)[:, None], m.config.num_layers, 1), noise=one_noise
+    )
     assert np.array_equal(images[0], images[1]) and np.array_equal(images[0], images[2])  # every z → the mean image
     assert not np.array_equal(*m.generate(2, seed=0, psi=1.0))
 
@@ -89,8 +93,12 @@ def test_style_mixing_grid_takes_coarse_styles_from_the_source():
     assert grid.shape == (2, 3, 16, 16, 3)
     # with the coarse layers from the source, the mixed image's low-pass is closer to the source's than the
     # destination's own image is
-    own_src = m.synthesize(np.repeat(m.w(src)[:, None], m.config.num_layers, 1), noise=[e.repeat(3, 0) for e in m.noise(1, 0)])
-    own_dst = m.synthesize(np.repeat(m.w(dst)[:, None], m.config.num_layers, 1), noise=[e.repeat(2, 0) for e in m.noise(1, 0)])
+    own_src = m.synthesize(
+        np.repeat(m.w(src)[:, None], m.config.num_layers, 1), noise=[e.repeat(3, 0) for e in m.noise(1, 0)]
+    )
+    own_dst = m.synthesize(
+        np.repeat(m.w(dst)[:, None], m.config.num_layers, 1), noise=[e.repeat(2, 0) for e in m.noise(1, 0)]
+    )
     lp = _low_pass
     assert np.abs(lp(grid[0]) - lp(own_src)).mean() < np.abs(lp(own_dst[:1].repeat(3, 0)) - lp(own_src)).mean()
 

@@ -7,14 +7,22 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nst_lib.data import tiny_paintings
 from nst_lib.errors import ConfigError
 from nst_lib.models import VQGAN, VQPrior, train
 from nst_lib.models import losses as L
+from nst_lib.models.data import tiny_paintings
 from nst_lib.models.layers import VectorQuantizer, quantize, straight_through
 
-TINY = dict(image_size=16, downsample=4, codes=16, embed_dim=8, filters=8, channel_mult=(1, 2), perceptual_weight=0,
-            batch_size=8)
+TINY = dict(
+    image_size=16,
+    downsample=4,
+    codes=16,
+    embed_dim=8,
+    filters=8,
+    channel_mult=(1, 2),
+    perceptual_weight=0,
+    batch_size=8,
+)
 
 
 def test_quantize_picks_the_nearest_code(rng):
@@ -82,7 +90,8 @@ def test_adaptive_weight_is_the_gradient_norm_ratio_clipped():
 def test_hinge_and_next_token_losses_match_their_formulas(rng):
     real, fake = rng.normal(size=(8,)), rng.normal(size=(8,))
     assert float(L.hinge_discriminator_loss(real, fake)) == pytest.approx(
-        0.5 * (np.maximum(0, 1 - real).mean() + np.maximum(0, 1 + fake).mean()), rel=1e-5)
+        0.5 * (np.maximum(0, 1 - real).mean() + np.maximum(0, 1 + fake).mean()), rel=1e-5
+    )
     assert float(L.hinge_generator_loss(fake)) == pytest.approx(-fake.mean(), rel=1e-5)
     logits, targets = rng.normal(size=(2, 5, 7)), rng.integers(0, 7, (2, 5))
     logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
@@ -129,8 +138,9 @@ def test_training_lowers_reconstruction_loss_and_switches_the_discriminator_on(t
 @pytest.mark.slow
 def test_prior_learns_and_samples_with_a_sliding_window(trained_vqgan):
     result, data, out = trained_vqgan
-    prior_result = train(VQPrior(vqgan_run=str(result.run_dir), window=2, layers=1, heads=2, dim=16, batch_size=8),
-                         data, 6, out=out, progress=False)
+    prior_result = train(
+        VQPrior(vqgan=result.model, window=2, layers=1, heads=2, dim=16, batch_size=8), data, 6, out=out, progress=False
+    )
     nll = prior_result.losses("nll")
     assert nll[-6:].mean() < nll[:3].mean()  # starts near log 16 = 2.77 nats
     prior = prior_result.model
@@ -151,7 +161,7 @@ def test_spherical_distance_is_half_the_squared_angle():
 
 
 def test_cutouts_are_seeded_sized_and_differentiable():
-    from nst_lib.guidance import make_cutouts
+    from nst_lib.models.guidance import make_cutouts
 
     image = tf.Variable(tf.random.uniform((1, 40, 48, 3), seed=0))
     with tf.GradientTape() as tape:
@@ -160,19 +170,30 @@ def test_cutouts_are_seeded_sized_and_differentiable():
     assert cuts.shape == (6, 16, 16, 3) and float(tf.reduce_min(cuts)) >= 0 and float(tf.reduce_max(cuts)) <= 1
     assert float(tf.reduce_sum(tf.abs(tape.gradient(loss, image)))) > 0
     assert np.array_equal(make_cutouts(image, 6, 16, np.array([0, 1])), make_cutouts(image, 6, 16, np.array([0, 1])))
-    assert not np.array_equal(make_cutouts(image, 6, 16, np.array([0, 1])), make_cutouts(image, 6, 16, np.array([0, 2])))
+    assert not np.array_equal(
+        make_cutouts(image, 6, 16, np.array([0, 1])), make_cutouts(image, 6, 16, np.array([0, 2]))
+    )
 
 
 @pytest.mark.slow
 def test_gram_prompt_guidance_lowers_its_loss_and_snapshots(trained_vqgan, tmp_path):
-    from nst_lib.guidance import GramPrompt, guide
     from nst_lib.models import load_trained
+    from nst_lib.models.guidance import GramPrompt, guide
 
     vq = load_trained(trained_vqgan[0].run_dir)
     style = tiny_paintings(4, 32, seed=5).images[0]
     content = tiny_paintings(4, 32, seed=6).images[1]
-    r = guide(vq, content, GramPrompt(style, weights=None), iterations=12, snapshots=(0, 6, 12), size=32,
-              learning_rate=0.2, out=tmp_path, progress=False)
+    r = guide(
+        vq,
+        content,
+        GramPrompt(style, weights=None),
+        iterations=12,
+        snapshots=(0, 6, 12),
+        size=32,
+        learning_rate=0.2,
+        out=tmp_path,
+        progress=False,
+    )
     total = r.loss("total")
     assert len(total) == 12 and total[-3:].mean() < total[:3].mean()
     assert sorted(r.snapshots) == [0, 6, 12] and r.image.shape == (32, 32, 3)
@@ -208,8 +229,8 @@ def test_an_interrupted_guidance_run_resumes_to_the_same_image(trained_vqgan, tm
 
 def test_text_and_image_prompts_run_through_a_tiny_random_clip(trained_vqgan, tmp_path):
     pytest.importorskip("keras_hub", reason="keras-hub (the 'clip' extra) is not installed")
-    from nst_lib.guidance import ImagePrompt, TextPrompt, guide, tiny_clip
     from nst_lib.models import load_trained
+    from nst_lib.models.guidance import ImagePrompt, TextPrompt, guide, tiny_clip
 
     clip = tiny_clip()
     ids = clip.token_ids(["Apply Van Gogh style of The Starry Night"])
@@ -219,8 +240,17 @@ def test_text_and_image_prompts_run_through_a_tiny_random_clip(trained_vqgan, tm
     assert np.allclose(np.linalg.norm(np.asarray(e), axis=1), 1.0, atol=1e-5)
     vq = load_trained(trained_vqgan[0].run_dir)
     painting = tiny_paintings(2, 32, seed=5).images[0]
-    r = guide(vq, painting, [TextPrompt("Apply Van Gogh style of The Starry Night", clip), ImagePrompt(painting, clip)],
-              iterations=4, snapshots=(0, 4), size=32, cutouts=4, out=tmp_path, progress=False)
+    r = guide(
+        vq,
+        painting,
+        [TextPrompt("Apply Van Gogh style of The Starry Night", clip), ImagePrompt(painting, clip)],
+        iterations=4,
+        snapshots=(0, 4),
+        size=32,
+        cutouts=4,
+        out=tmp_path,
+        progress=False,
+    )
     assert r.status == "completed" and set(r.losses[0]) == {"step", "total", "prompt_0", "prompt_1"}
     import json
 

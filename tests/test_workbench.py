@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from nst_lib import StyleConfig
-from nst_lib.sweeps import sweep
-from nst_lib.viz import image_grid, loss_curves, save_figure, snapshot_strip
+from nst_lib.workbench.sweeps import sweep
+from nst_lib.workbench.viz import image_grid, loss_curves, save_figure, snapshot_strip
 
 from .conftest import CONTENT, DATA, STYLE
 
@@ -65,8 +65,15 @@ def test_interrupted_sweep_resumes_where_it_stopped(tmp_path):
             raise KeyboardInterrupt
 
     vary = {"seed": [0, 1, 2]}
-    first = sweep(CONTENT, STYLE, TINY.replace(init="noise"), vary, out=tmp_path, progress=False,
-                  callbacks=[ctrl_c_in_second_cell])
+    first = sweep(
+        CONTENT,
+        STYLE,
+        TINY.replace(init="noise"),
+        vary,
+        out=tmp_path,
+        progress=False,
+        callbacks=[ctrl_c_in_second_cell],
+    )
     assert [c.status for c in first] == ["completed", "interrupted", "pending"]
     second = sweep(CONTENT, STYLE, TINY.replace(init="noise"), vary, out=tmp_path, progress=False)
     assert [c.status for c in second] == ["skipped (done)", "resumed, completed", "completed"]
@@ -83,7 +90,7 @@ def test_sweep_rejects_unknown_fields_before_running(tmp_path):
 
 @pytest.fixture
 def panel(tmp_path):
-    from nst_lib.widgets import StylePanel
+    from nst_lib.workbench.widgets import StylePanel
 
     return StylePanel(StyleConfig(weights=None, size=64, steps=6, snapshot_every=0), preview_every=2, out=tmp_path)
 

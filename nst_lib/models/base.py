@@ -4,43 +4,16 @@ weights, BatchNorm statistics, optimiser moments and step counters, the noise ge
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any
-
+import keras
 import numpy as np
 
+from ..config import Config
 from ..errors import ConfigError
+from ..images import from_unit, tile
 
 
-def cited(default: Any, source: str) -> Any:
-    """A config field whose metadata says where its default comes from."""
-    return dataclasses.field(default=default, metadata={"source": source})
-
-
-class ModelConfig:
-    """Mixin for the models' frozen config dataclasses."""
-
-    def replace(self, **overrides: Any):
-        names = {f.name for f in dataclasses.fields(self)}
-        unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise ConfigError(f"{type(self).__name__}: unknown field(s) {', '.join(unknown)}")
-        return dataclasses.replace(self, **overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            k: list(v) if isinstance(v, tuple) else v
-            for k, v in dataclasses.asdict(self).items()
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]):
-        types = {f.name: f for f in dataclasses.fields(cls)}
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in types})
-
-    @classmethod
-    def sources(cls) -> dict[str, str]:
-        return {f.name: f.metadata.get("source", "") for f in dataclasses.fields(cls)}
+class ModelConfig(Config):
+    """Base of the models' frozen config dataclasses (``nst_lib.config.Config`` plus a model's size check)."""
 
     def check_image_size(self, size: int, smallest: int = 16) -> None:
         if size < smallest or size & (size - 1):
@@ -75,8 +48,6 @@ class GenerativeModelMixin:
     # --- losses reported by train_step -------------------------------------------------------------------
     def make_trackers(self, names) -> None:
         """Epoch means (``keras.metrics.Mean``) and the last step's raw values (read by the per-step log)."""
-        import keras
-
         self.trackers = {k: keras.metrics.Mean(name=k) for k in names}
         self.step_values = {k: keras.Variable(0.0, trainable=False, name=f"last_{k}") for k in names}
 
@@ -112,8 +83,6 @@ class GenerativeModelMixin:
 
     def generate(self, n: int = 16, seed: int = 0) -> np.ndarray:
         """``n`` new images as uint8 N×H×W×3; the same seed gives the same images."""
-        from ..data import from_unit
-
         return from_unit(self.decode(self.latents(n, seed)))
 
     def sample_inputs(self, data, n: int, seed: int):
@@ -122,9 +91,6 @@ class GenerativeModelMixin:
 
     def sample_grid(self, inputs) -> np.ndarray:
         """One uint8 grid image for ``sample_inputs``' value."""
-        from ..data import from_unit
-        from .callbacks import tile
-
         return tile(from_unit(self.decode(inputs)))
 
     @property
@@ -158,7 +124,9 @@ class GenerativeModelMixin:
             for key, v in zip(stored, variables):
                 value = state[key]
                 if tuple(value.shape) != tuple(v.shape):
-                    raise ConfigError(f"checkpoint variable {key} has shape {value.shape}, the model's {v.path} {v.shape}")
+                    raise ConfigError(
+                        f"checkpoint variable {key} has shape {value.shape}, the model's {v.path} {v.shape}"
+                    )
                 v.assign(value)
 
     def training_callbacks(self, epochs: int) -> list:
@@ -168,4 +136,6 @@ class GenerativeModelMixin:
     def count_params(self) -> dict[str, int]:
         """Trainable parameters of each sub-network."""
         self.build_all()
-        return {name: int(sum(np.prod(w.shape) for w in net.trainable_weights)) for name, net in self.networks().items()}
+        return {
+            name: int(sum(np.prod(w.shape) for w in net.trainable_weights)) for name, net in self.networks().items()
+        }

@@ -1,38 +1,25 @@
-"""Keras callbacks that make a training run self-describing and resumable: per-step loss log, per-epoch
-checkpoint + summary + sample grid from fixed noise, and a tqdm progress bar."""
+"""Keras callbacks that make a training run self-describing and resumable, on the shared run-folder API
+(``nst_lib.runs.Run``): per-step loss rows, per-epoch checkpoint + summary row + sample grid from fixed
+inputs, and a tqdm progress bar."""
 
 from __future__ import annotations
 
-import csv
 import json
 import time
-from pathlib import Path
 
 import keras
 import numpy as np
+from tqdm.auto import tqdm
 
-from ..images import save_image
-
-
-def tile(images: np.ndarray, cols: int | None = None, pad: int = 2, fill: int = 255) -> np.ndarray:
-    """N×H×W×3 uint8 → one grid image, ``cols`` wide (√N by default), ``pad`` pixels of ``fill`` between."""
-    images = np.asarray(images)
-    n, h, w, c = images.shape
-    cols = cols or int(np.ceil(np.sqrt(n)))
-    rows = int(np.ceil(n / cols))
-    out = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, c), fill, np.uint8)
-    for i, img in enumerate(images):
-        r, q = divmod(i, cols)
-        out[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + q * (w + pad) : pad + q * (w + pad) + w] = img
-    return out
+from ..runs import Run
 
 
 class StepLog(keras.callbacks.Callback):
     """Appends the model's raw per-step values (``model.step_values``) to ``losses.csv`` once per epoch."""
 
-    def __init__(self, path: Path, steps_per_epoch: int):
+    def __init__(self, run: Run, steps_per_epoch: int):
         super().__init__()
-        self.path, self.steps_per_epoch = Path(path), steps_per_epoch
+        self.run, self.steps_per_epoch = run, steps_per_epoch
         self.rows: list[dict] = []
         self.all_rows: list[dict] = []
 
@@ -46,18 +33,17 @@ class StepLog(keras.callbacks.Callback):
         self.rows.append(row)
 
     def on_epoch_end(self, epoch, logs=None):
-        write_rows(self.path, self.rows)
+        self.run.append_rows("losses.csv", self.rows)
         self.all_rows.extend(self.rows)
 
 
 class EpochEnd(keras.callbacks.Callback):
     """After each epoch: the sample grid from fixed inputs (``samples/epoch_NNN.png``, drawn by the model's
-    ``sample_grid``), one row of epoch means and timing in ``epochs.csv``, and the checkpoint
-    (``checkpoint.npz``, written atomically)."""
+    ``sample_grid``), one row of epoch means and timing in ``epochs.csv``, and the checkpoint."""
 
-    def __init__(self, run_path: Path, sample_inputs, batch_size: int, steps_per_epoch: int, every: int = 1):
+    def __init__(self, run: Run, sample_inputs, batch_size: int, steps_per_epoch: int, every: int = 1):
         super().__init__()
-        self.path, self.sample_inputs, self.every = Path(run_path), sample_inputs, max(1, every)
+        self.run, self.sample_inputs, self.every = run, sample_inputs, max(1, every)
         self.images_per_epoch = batch_size * steps_per_epoch
         self.rows: list[dict] = []
 
@@ -68,12 +54,11 @@ class EpochEnd(keras.callbacks.Callback):
         seconds = time.perf_counter() - self.t0
         row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
         row.update(seconds=round(seconds, 3), images_per_s=round(self.images_per_epoch / seconds, 2))
-        write_rows(self.path / "epochs.csv", [row])
+        self.run.append_rows("epochs.csv", [row])
         self.rows.append(row)
         if (epoch + 1) % self.every == 0:
-            grid = self.model.sample_grid(self.sample_inputs)
-            save_image(self.path / "samples" / f"epoch_{epoch + 1:03d}.png", grid)
-        save_checkpoint(self.path, self.model, epoch + 1)
+            self.run.save_image(f"samples/epoch_{epoch + 1:03d}.png", self.model.sample_grid(self.sample_inputs))
+        save_checkpoint(self.run, self.model, epoch + 1)
 
 
 class Progress(keras.callbacks.Callback):
@@ -81,8 +66,6 @@ class Progress(keras.callbacks.Callback):
 
     def __init__(self, total_steps: int, initial: int, desc: str):
         super().__init__()
-        from tqdm.auto import tqdm
-
         self.bar = tqdm(total=total_steps, initial=initial, desc=desc, unit="step", dynamic_ncols=True)
 
     def on_train_batch_end(self, batch, logs=None):
@@ -94,45 +77,25 @@ class Progress(keras.callbacks.Callback):
         self.bar.close()
 
 
-def write_rows(path: Path, rows: list[dict]) -> None:
-    if not rows:
-        return
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        if new:
-            w.writeheader()
-        w.writerows(rows)
+def save_checkpoint(run: Run, model, epoch: int) -> None:
+    """The model's whole state and the epochs it has completed, in one atomic .npz (``checkpoint.json`` repeats
+    the epoch count for people and for readers of earlier folders)."""
+    run.save_arrays({**model.get_state(), "epochs_done": np.asarray(epoch)})
+    (run.path / "checkpoint.json").write_text(json.dumps({"epoch": epoch}))
 
 
-def read_rows(path: Path) -> list[dict]:
-    if not Path(path).exists():
-        return []
-    with Path(path).open(newline="") as f:
-        return [{k: float(v) if k not in ("step", "epoch") else int(v) for k, v in r.items()} for r in csv.DictReader(f)]
-
-
-def truncate_rows(path: Path, key: str, last: int) -> list[dict]:
-    """Keep the rows with ``key`` ≤ ``last`` (a resumed run drops what came after its checkpoint)."""
-    rows = [r for r in read_rows(path) if r[key] <= last]
-    if Path(path).exists():
-        Path(path).unlink()
-    write_rows(Path(path), rows)
-    return rows
-
-
-def save_checkpoint(run_path: Path, model, epoch: int) -> None:
-    tmp = Path(run_path) / "checkpoint.tmp.npz"
-    np.savez(tmp, **model.get_state())
-    tmp.replace(Path(run_path) / "checkpoint.npz")
-    (Path(run_path) / "checkpoint.json").write_text(json.dumps({"epoch": epoch}))
-
-
-def load_checkpoint(run_path: Path, model) -> int:
+def load_checkpoint(run: Run, model) -> int:
     """Restore the model's full state; returns the number of epochs it had completed (0 if none)."""
-    path = Path(run_path) / "checkpoint.npz"
-    if not path.exists():
+    state = run.load_arrays()
+    if state is None:
         return 0
-    with np.load(path) as z:
-        model.set_state({k: z[k] for k in z.files})
-    return int(json.loads((Path(run_path) / "checkpoint.json").read_text())["epoch"])
+    epochs = state.pop("epochs_done", None)
+    model.set_state(state)
+    if epochs is None:  # written before the count was kept in the checkpoint itself
+        return int(json.loads((run.path / "checkpoint.json").read_text())["epoch"])
+    return int(epochs)
+
+
+def epochs_done(run: Run) -> int:
+    path = run.path / "checkpoint.json"
+    return int(json.loads(path.read_text())["epoch"]) if path.is_file() else 0

@@ -23,9 +23,10 @@ import keras
 import numpy as np
 from keras import ops
 
+from ..config import cited
 from ..errors import ConfigError
-from .base import GenerativeModelMixin, ModelConfig, SeededInitializers, cited
-from .callbacks import tile
+from ..images import from_unit, tile, to_unit
+from .base import GenerativeModelMixin, ModelConfig, SeededInitializers
 from .layers import InstanceNorm, ReflectionPad
 from .losses import cycle_loss, identity_loss, lsgan_discriminator_loss, lsgan_generator_loss
 
@@ -41,15 +42,18 @@ class CycleGANConfig(ModelConfig):
     pool_size: int = cited(50, "Zhu et al. §4: a history of the 50 last generated images (Shrivastava et al. 2017)")
     learning_rate: float = cited(2e-4, "Zhu et al. §4: Adam, learning rate 0.0002")
     beta_1: float = cited(0.5, "Zhu et al. reference code: Adam β1 = 0.5")
-    decay_start: float = cited(0.5, "Zhu et al. §4: constant for 100 epochs, linear decay to 0 over the next 100 "
-                               "(the fraction of the epochs after which decay starts)")
+    decay_start: float = cited(
+        0.5,
+        "Zhu et al. §4: constant for 100 epochs, linear decay to 0 over the next 100 "
+        "(the fraction of the epochs after which decay starts)",
+    )
     batch_size: int = cited(1, "Zhu et al. §4: batch size 1")
     init_std: float = cited(0.02, "Zhu et al. reference code: weights from N(0, 0.02)")
     flip: bool = cited(True, "Zhu et al. reference code: random horizontal flips (of the photos here)")
     jit_compile: bool = cited(False, "XLA for the train step")
     seed: int = cited(0, "weights, image-pool draws and data order")
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         self.check_image_size(self.image_size, smallest=16)
         for name in ("filters", "batch_size", "discriminator_layers"):
             if getattr(self, name) < 1:
@@ -60,8 +64,10 @@ class CycleGANConfig(ModelConfig):
             raise ConfigError("loss weights must be ≥ 0")
         if not 0.0 <= self.decay_start <= 1.0:
             raise ConfigError("decay_start is a fraction of the epochs in [0, 1]")
-        if self.image_size // 2 ** self.discriminator_layers < 2:
-            raise ConfigError(f"{self.discriminator_layers} discriminator layers leave no patch at {self.image_size} px")
+        if self.image_size // 2**self.discriminator_layers < 2:
+            raise ConfigError(
+                f"{self.discriminator_layers} discriminator layers leave no patch at {self.image_size} px"
+            )
 
     @property
     def blocks(self) -> int:
@@ -103,8 +109,9 @@ def build_generator(config: CycleGANConfig, name: str, offset: int) -> keras.Mod
     return keras.Model(inp, L.Activation("tanh", dtype="float32")(x), name=name)
 
 
-def build_patch_discriminator(image_size: int, filters: int, layers: int, seed: int, name: str,
-                              init_std: float = 0.02) -> keras.Model:
+def build_patch_discriminator(
+    image_size: int, filters: int, layers: int, seed: int, name: str, init_std: float = 0.02
+) -> keras.Model:
     """PatchGAN (Isola et al. 2017): ``layers`` strided 4×4 convolutions (f, 2f, 4f, …; no normalisation on
     the first), one at stride 1, then a 4×4 convolution to one score per patch. With 3 strided layers the
     receptive field of each score is 70×70 pixels. Shared by CycleGAN and VQGAN."""
@@ -142,8 +149,9 @@ class ImagePool(keras.layers.Layer):
         super().__init__(**kwargs)
         self.size, self.image_shape = int(size), tuple(image_shape)
         if self.size:
-            self.images = self.add_weight(shape=(self.size, *self.image_shape), initializer="zeros",
-                                          trainable=False, name="images")
+            self.images = self.add_weight(
+                shape=(self.size, *self.image_shape), initializer="zeros", trainable=False, name="images"
+            )
             self.count = self.add_weight(shape=(), initializer="zeros", dtype="int32", trainable=False, name="count")
 
     def query(self, images, seed_generator):
@@ -183,8 +191,12 @@ class CycleGAN(GenerativeModelMixin, keras.Model):
         s = c.image_size
         self.generator_g = build_generator(c, "generator_g", 1000)  # photo → painting
         self.generator_f = build_generator(c, "generator_f", 2000)  # painting → photo
-        self.discriminator_y = build_patch_discriminator(s, c.filters, c.discriminator_layers, c.seed, "discriminator_y", c.init_std)
-        self.discriminator_x = build_patch_discriminator(s, c.filters, c.discriminator_layers, c.seed + 1, "discriminator_x", c.init_std)
+        self.discriminator_y = build_patch_discriminator(
+            s, c.filters, c.discriminator_layers, c.seed, "discriminator_y", c.init_std
+        )
+        self.discriminator_x = build_patch_discriminator(
+            s, c.filters, c.discriminator_layers, c.seed + 1, "discriminator_x", c.init_std
+        )
         self.pool_y = ImagePool(c.pool_size, (s, s, 3), name="pool_y")
         self.pool_x = ImagePool(c.pool_size, (s, s, 3), name="pool_x")
         self.g_optimizer = keras.optimizers.Adam(c.learning_rate, beta_1=c.beta_1, name="g_adam")
@@ -194,8 +206,12 @@ class CycleGAN(GenerativeModelMixin, keras.Model):
         self.compile(jit_compile=c.jit_compile)
 
     def networks(self) -> dict:
-        return {"generator_g": self.generator_g, "generator_f": self.generator_f,
-                "discriminator_y": self.discriminator_y, "discriminator_x": self.discriminator_x}
+        return {
+            "generator_g": self.generator_g,
+            "generator_f": self.generator_f,
+            "discriminator_y": self.discriminator_y,
+            "discriminator_x": self.discriminator_x,
+        }
 
     def optimizers(self) -> dict:
         return {"generators": self.g_optimizer, "discriminators": self.d_optimizer}
@@ -227,8 +243,12 @@ class CycleGAN(GenerativeModelMixin, keras.Model):
         values["identity_loss"] = (
             identity_loss(x, self.generator_f(x), y, self.generator_g(y)) if c.identity_weight > 0 else ops.zeros(())
         )
-        values["g_loss"] = (values["gan_g"] + values["gan_f"] + c.cycle_weight * values["cycle_loss"]
-                            + c.identity_weight * c.cycle_weight * values["identity_loss"])
+        values["g_loss"] = (
+            values["gan_g"]
+            + values["gan_f"]
+            + c.cycle_weight * values["cycle_loss"]
+            + c.identity_weight * c.cycle_weight * values["identity_loss"]
+        )
         return values, fake_y, fake_x
 
     def train_step(self, batch):
@@ -259,8 +279,6 @@ class CycleGAN(GenerativeModelMixin, keras.Model):
 
     # --- using a trained model (uint8 in, uint8 out) --------------------------------------------------
     def _map(self, net, images, batch_size: int = 32) -> np.ndarray:
-        from ..data import from_unit, to_unit
-
         x = to_unit(np.asarray(images))
         out = [np.asarray(net(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]
         return from_unit(np.concatenate(out))

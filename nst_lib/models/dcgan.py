@@ -18,8 +18,9 @@ from dataclasses import dataclass
 
 import keras
 
+from ..config import cited
 from ..errors import ConfigError
-from .base import GenerativeModelMixin, ModelConfig, cited, leaf_seed
+from .base import GenerativeModelMixin, ModelConfig, leaf_seed
 from .losses import discriminator_loss, generator_loss
 
 
@@ -27,8 +28,11 @@ from .losses import discriminator_loss, generator_loss
 class DCGANConfig(ModelConfig):
     image_size: int = cited(64, "seed 004 §2: images centre-cropped to 64×64")
     latent_dim: int = cited(100, "Radford et al. 2015 (z of 100 dimensions, uniform there; normal in seed 004 §3.1)")
-    generator_filters: int = cited(64, "Radford et al. Fig. 1: 1024→128 filters at 64 px for LSUN; 512→64 in the "
-                                   "PyTorch DCGAN reference that seed 004 follows (ngf = 64)")
+    generator_filters: int = cited(
+        64,
+        "Radford et al. Fig. 1: 1024→128 filters at 64 px for LSUN; 512→64 in the "
+        "PyTorch DCGAN reference that seed 004 follows (ngf = 64)",
+    )
     discriminator_filters: int = cited(64, "PyTorch DCGAN reference (ndf = 64)")
     learning_rate: float = cited(2e-4, "seed 004 §3.2 and Radford et al. §4")
     beta_1: float = cited(0.5, "seed 004 §3.2 and Radford et al. §4 (0.9 oscillated)")
@@ -41,11 +45,13 @@ class DCGANConfig(ModelConfig):
     label_switch: float = cited(0.5, "seed 004 §4.2: 'half-way through training' (fraction of the epochs)")
     batchnorm_momentum: float = cited(0.9, "PyTorch's BatchNorm default (momentum 0.1 there) in the reference")
     flip: bool = cited(False, "random horizontal flips of the training images (not in seed 004)")
-    jit_compile: bool = cited(False, "XLA for the train step; benchmarks/results/dcgan_throughput.json says "
-                              "which is faster on the machine measured")
+    jit_compile: bool = cited(
+        False,
+        "XLA for the train step; benchmarks/results/dcgan_throughput.json says which is faster on the machine measured",
+    )
     seed: int = cited(0, "weights, noise and data order")
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         self.check_image_size(self.image_size)
         for name in ("latent_dim", "generator_filters", "discriminator_filters", "batch_size"):
             if getattr(self, name) < 1:
@@ -63,18 +69,30 @@ def _stages(image_size: int) -> int:
 def build_generator(config: DCGANConfig) -> keras.Sequential:
     L = keras.layers
     n = _stages(config.image_size)
-    init = iter(keras.initializers.RandomNormal(0.0, config.init_std, seed=leaf_seed(config.seed, i)) for i in range(100))
-    gamma = iter(keras.initializers.RandomNormal(1.0, config.init_std, seed=leaf_seed(config.seed, 100 + i)) for i in range(100))
+    init = iter(
+        keras.initializers.RandomNormal(0.0, config.init_std, seed=leaf_seed(config.seed, i)) for i in range(100)
+    )
+    gamma = iter(
+        keras.initializers.RandomNormal(1.0, config.init_std, seed=leaf_seed(config.seed, 100 + i)) for i in range(100)
+    )
 
     def bn():
         return L.BatchNormalization(momentum=config.batchnorm_momentum, epsilon=1e-5, gamma_initializer=next(gamma))
 
     layers = [keras.Input((config.latent_dim,)), L.Reshape((1, 1, config.latent_dim))]
     filters = config.generator_filters * 2 ** (n - 1)
-    layers += [L.Conv2DTranspose(filters, 4, padding="valid", use_bias=False, kernel_initializer=next(init)), bn(), L.ReLU()]
+    layers += [
+        L.Conv2DTranspose(filters, 4, padding="valid", use_bias=False, kernel_initializer=next(init)),
+        bn(),
+        L.ReLU(),
+    ]
     for _ in range(n - 1):
         filters //= 2
-        layers += [L.Conv2DTranspose(filters, 4, 2, padding="same", use_bias=False, kernel_initializer=next(init)), bn(), L.ReLU()]
+        layers += [
+            L.Conv2DTranspose(filters, 4, 2, padding="same", use_bias=False, kernel_initializer=next(init)),
+            bn(),
+            L.ReLU(),
+        ]
     layers += [
         L.Conv2DTranspose(3, 4, 2, padding="same", use_bias=False, kernel_initializer=next(init)),
         L.Activation("tanh", dtype="float32"),
@@ -85,17 +103,26 @@ def build_generator(config: DCGANConfig) -> keras.Sequential:
 def build_discriminator(config: DCGANConfig) -> keras.Sequential:
     L = keras.layers
     n = _stages(config.image_size)
-    init = iter(keras.initializers.RandomNormal(0.0, config.init_std, seed=leaf_seed(config.seed, 200 + i)) for i in range(100))
-    gamma = iter(keras.initializers.RandomNormal(1.0, config.init_std, seed=leaf_seed(config.seed, 300 + i)) for i in range(100))
+    init = iter(
+        keras.initializers.RandomNormal(0.0, config.init_std, seed=leaf_seed(config.seed, 200 + i)) for i in range(100)
+    )
+    gamma = iter(
+        keras.initializers.RandomNormal(1.0, config.init_std, seed=leaf_seed(config.seed, 300 + i)) for i in range(100)
+    )
     layers = [keras.Input((config.image_size, config.image_size, 3))]
     filters = config.discriminator_filters
     for i in range(n):
         layers.append(L.Conv2D(filters, 4, 2, padding="same", use_bias=False, kernel_initializer=next(init)))
         if i > 0:  # Radford et al.: no BatchNorm on the discriminator's input layer
-            layers.append(L.BatchNormalization(momentum=config.batchnorm_momentum, epsilon=1e-5, gamma_initializer=next(gamma)))
+            layers.append(
+                L.BatchNormalization(momentum=config.batchnorm_momentum, epsilon=1e-5, gamma_initializer=next(gamma))
+            )
         layers.append(L.LeakyReLU(negative_slope=config.leaky_slope))
         filters *= 2
-    layers += [L.Conv2D(1, 4, padding="valid", use_bias=False, kernel_initializer=next(init)), L.Flatten(dtype="float32")]
+    layers += [
+        L.Conv2D(1, 4, padding="valid", use_bias=False, kernel_initializer=next(init)),
+        L.Flatten(dtype="float32"),
+    ]
     return keras.Sequential(layers, name="discriminator")
 
 
@@ -187,7 +214,9 @@ class LabelSmoothingSchedule(keras.callbacks.Callback):
         self.model.real_label.assign(self.label_at(epoch))
 
 
-def radford_parameter_counts(image_size: int = 64, latent_dim: int = 100, ngf: int = 64, ndf: int = 64) -> dict[str, int]:
+def radford_parameter_counts(
+    image_size: int = 64, latent_dim: int = 100, ngf: int = 64, ndf: int = 64
+) -> dict[str, int]:
     """Trainable parameters of the Radford et al. architecture computed from its layer list (for tests):
     bias-free 4×4 (transposed) convolutions, BatchNorm γ and β where present."""
     n = _stages(image_size)
@@ -202,5 +231,3 @@ def radford_parameter_counts(image_size: int = 64, latent_dim: int = 100, ngf: i
         f_in, f = f, f * 2
     d += f_in * 16
     return {"generator": g, "discriminator": d}
-
-

@@ -127,8 +127,9 @@ class VectorQuantizer(keras.layers.Layer):
             dtype="float32",
         )
         # exponential moving average of how many positions each code takes per batch (for restarts)
-        self.usage = self.add_weight(shape=(self.codes,), initializer="ones", trainable=False, name="usage",
-                                     dtype="float32")
+        self.usage = self.add_weight(
+            shape=(self.codes,), initializer="ones", trainable=False, name="usage", dtype="float32"
+        )
 
     def restart_dead_codes(self, z_e, indices, seed_generator, threshold: float, decay: float = 0.99):
         """Dhariwal et al. 2020 (Jukebox) random restarts: update each code's usage average with this batch's

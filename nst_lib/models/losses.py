@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from keras import ops
 
+from ..losses import gram_matrix
+
 
 def bce_logits(target, logits):
     """Binary cross-entropy of sigmoid(logits) against ``target`` (a scalar label or a tensor), mean over all
@@ -59,7 +61,9 @@ def perceptual_loss(features_a: dict, features_b: dict, layers):
     of x and G(x, z)')."""
     total = 0.0
     for layer in layers:
-        total = total + ops.mean(ops.square(ops.cast(features_a[layer], "float32") - ops.cast(features_b[layer], "float32")))
+        total = total + ops.mean(
+            ops.square(ops.cast(features_a[layer], "float32") - ops.cast(features_b[layer], "float32"))
+        )
     return total / len(layers)
 
 
@@ -67,8 +71,6 @@ def paired_gram_loss(features_out: dict, features_style: dict, layers):
     """Johnson et al. 2016 style reconstruction loss between each output and *its own* style image:
     (1/|layers|) Σ_l mean_i Σ (Ĝ_l(out_i) − Ĝ_l(y_i))² / (4 N_l²), with Ĝ = FᵀF / (H·W) from
     ``nst_lib.losses.gram_matrix`` — per pair, the 'size' normalisation of the Gatys engine."""
-    from ..losses import gram_matrix
-
     total = 0.0
     for layer in layers:
         f_out = ops.cast(features_out[layer], "float32")

@@ -30,51 +30,79 @@ first three blocks) receives them at 0–255 and applies its own preprocessing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
 
-from ..errors import ConfigError, NSTError
-from .base import GenerativeModelMixin, ModelConfig, SeededInitializers, cited
-from .callbacks import tile
+from ..config import cited
+from ..errors import ConfigError
+from ..features import get_extractor
+from ..images import from_unit, tile, to_unit
+from ..metrics import gram_descriptors, path_evenness
+from .base import GenerativeModelMixin, ModelConfig, SeededInitializers
 from .layers import AdaIN, InstanceNorm
 from .losses import fixpoint_loss, fixpoint_triplet_loss, kl_normal, paired_gram_loss, perceptual_loss, reparameterize
 
 STAGES = ("autoencoder", "style", "variational")
-_VGG16_LAYERS = ("block1_conv1", "block1_conv2", "block2_conv1", "block2_conv2", "block3_conv1", "block3_conv2", "block3_conv3")
+_VGG16_LAYERS = (
+    "block1_conv1",
+    "block1_conv2",
+    "block2_conv1",
+    "block2_conv2",
+    "block3_conv1",
+    "block3_conv2",
+    "block3_conv3",
+)
 
 
 @dataclass(frozen=True)
 class StyleVAEConfig(ModelConfig):
-    stage: str = cited("autoencoder", "seed 002 §IV: autoencoder, then style encoder, then variational encoder")
+    stage: str = cited(
+        "autoencoder", "seed 002 §IV: autoencoder, then style encoder, then variational encoder", choices=STAGES
+    )
     image_size: int = cited(64, "seed 002 §III: images downsampled to 64×64")
-    style_dim: int = cited(16, "not given by seed 002 or Kotovenko et al.; small enough to interpolate in, "
-                           "large enough for the 8 bundled paintings (a choice)")
+    style_dim: int = cited(
+        16,
+        "not given by seed 002 or Kotovenko et al.; small enough to interpolate in, "
+        "large enough for the 8 bundled paintings (a choice)",
+    )
     filters: int = cited(32, "a shallow encoder as seed 002 §III proposes; width f of the first layer (a choice)")
     res_blocks: int = cited(2, "'shallow ResNet' encoders (seed 002 §III); Johnson et al. use 5 at 256 px")
-    mapping_units: int = cited(128, "width of the MLP from z to the AdaIN parameters (Huang et al. 2018, MUNIT, "
-                               "use 256 at 256 px)")
-    perceptual_weights: str | None = cited("auto", "VGG16 as seed 002 §III proposes: ImageNet when available "
-                                           "('auto'), otherwise random weights (tests use None)")
+    mapping_units: int = cited(
+        128, "width of the MLP from z to the AdaIN parameters (Huang et al. 2018, MUNIT, use 256 at 256 px)"
+    )
+    perceptual_weights: str | None = cited(
+        "auto",
+        "VGG16 as seed 002 §III proposes: ImageNet when available ('auto'), otherwise random weights (tests use None)",
+    )
     content_layers: tuple[str, ...] = cited(("block2_conv2",), "Johnson et al. 2016: feature loss at relu2_2")
-    style_layers: tuple[str, ...] = cited(("block1_conv2", "block2_conv2", "block3_conv3"),
-                                          "Johnson et al. 2016's relu1_2, relu2_2, relu3_3 ('the first few layers', "
-                                          "seed 002 §II; relu4_3 is 8×8 at 64 px and left out)")
+    style_layers: tuple[str, ...] = cited(
+        ("block1_conv2", "block2_conv2", "block3_conv3"),
+        "Johnson et al. 2016's relu1_2, relu2_2, relu3_3 ('the first few layers', "
+        "seed 002 §II; relu4_3 is 8×8 at 64 px and left out)",
+    )
     pixel_weight: float = cited(1.0, "stage 1 only: mean squared pixel error (Kotovenko et al.'s pixel loss)")
-    content_weight: float = cited(1.0, "reference weight; the perceptual network's layers are scaled to unit "
-                                  "mean activation, so the terms below are on comparable scales")
-    style_weight: float = cited(10.0, "calibrated here: the style term a few times the content term at the "
-                                "start of stage 2 on the bundled sets")
+    content_weight: float = cited(
+        1.0,
+        "reference weight; the perceptual network's layers are scaled to unit "
+        "mean activation, so the terms below are on comparable scales",
+    )
+    style_weight: float = cited(
+        10.0, "calibrated here: the style term a few times the content term at the start of stage 2 on the bundled sets"
+    )
     fixpoint_weight: float = cited(1.0, "Kotovenko et al. weight the disentanglement losses like the others (1)")
-    kl_weight: float = cited(0.1, "calibrated here (a β-VAE-style weight on the per-image KL sum): on the bundled "
-                             "sets 0.1 brings the codes near N(0, I) (σ ≈ 0.6) at ~8 % more style loss; 0.01 "
-                             "leaves a near-deterministic encoder (σ ≈ 0.3)")
+    kl_weight: float = cited(
+        0.1,
+        "calibrated here (a β-VAE-style weight on the per-image KL sum): on the bundled "
+        "sets 0.1 brings the codes near N(0, I) (σ ≈ 0.6) at ~8 % more style loss; 0.01 "
+        "leaves a near-deterministic encoder (σ ≈ 0.3)",
+    )
     triplet_weight: float = cited(0.0, "the fixpoint triplet loss is optional (issue 5); off by default")
     triplet_margin: float = cited(1.0, "margin r of the triplet loss (a choice)")
     finetune_decoder: bool = cited(False, "seed 002 §IV keeps E_c and D fixed after stage 1")
-    learning_rate: float = cited(2e-4, "Adam 2e-4, β1 0.5, the rate of the Kotovenko et al. / AST code base's "
-                                 "CycleGAN lineage")
+    learning_rate: float = cited(
+        2e-4, "Adam 2e-4, β1 0.5, the rate of the Kotovenko et al. / AST code base's CycleGAN lineage"
+    )
     beta_1: float = cited(0.5, "as the learning rate")
     batch_size: int = cited(16, "a choice that fits a CPU; Kotovenko et al. train with batch 1 at 768 px")
     init_from: str = cited("", "run folder of the previous stage whose network weights this stage starts from")
@@ -82,30 +110,31 @@ class StyleVAEConfig(ModelConfig):
     jit_compile: bool = cited(False, "XLA for the train step")
     seed: int = cited(0, "weights, noise and data order")
 
-    def __post_init__(self) -> None:
-        for name in ("content_layers", "style_layers"):
-            v = getattr(self, name)
-            if isinstance(v, str):
-                object.__setattr__(self, name, (v,))
-            elif not isinstance(v, tuple):
-                object.__setattr__(self, name, tuple(v))
-        if self.stage not in STAGES:
-            raise ConfigError(f"stage must be one of {', '.join(STAGES)}, got {self.stage!r}")
+    def validate(self) -> None:
         self.check_image_size(self.image_size, smallest=16)
         for name in ("style_dim", "filters", "mapping_units", "batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be ≥ 1")
         if self.res_blocks < 0:
             raise ConfigError("res_blocks must be ≥ 0")
-        for name in ("pixel_weight", "content_weight", "style_weight", "fixpoint_weight", "kl_weight",
-                     "triplet_weight", "triplet_margin"):
+        for name in (
+            "pixel_weight",
+            "content_weight",
+            "style_weight",
+            "fixpoint_weight",
+            "kl_weight",
+            "triplet_weight",
+            "triplet_margin",
+        ):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be ≥ 0")
         if self.batch_size < 2 and self.stage != "autoencoder":
             raise ConfigError("the fixpoint loss pairs images within a batch: batch_size must be ≥ 2")
         for layer in (*self.content_layers, *self.style_layers):
             if layer not in _VGG16_LAYERS:
-                raise ConfigError(f"perceptual layer {layer!r}: choose from VGG16's first blocks {', '.join(_VGG16_LAYERS)}")
+                raise ConfigError(
+                    f"perceptual layer {layer!r}: choose from VGG16's first blocks {', '.join(_VGG16_LAYERS)}"
+                )
 
     @property
     def latent_dim(self) -> int:
@@ -151,8 +180,13 @@ def build_style_encoder(c: StyleVAEConfig) -> keras.Model:
     x = L.GlobalAveragePooling2D()(x)
     x = L.LeakyReLU(0.2)(L.Dense(8 * f, kernel_initializer=init())(x))
     mu = L.Dense(c.style_dim, kernel_initializer=init(), dtype="float32", name="mu")(x)
-    logvar = L.Dense(c.style_dim, kernel_initializer="zeros", bias_initializer=keras.initializers.Constant(-4.0),
-                     dtype="float32", name="logvar")(x)  # starts near the deterministic encoder (σ ≈ 0.14)
+    logvar = L.Dense(
+        c.style_dim,
+        kernel_initializer="zeros",
+        bias_initializer=keras.initializers.Constant(-4.0),
+        dtype="float32",
+        name="logvar",
+    )(x)  # starts near the deterministic encoder (σ ≈ 0.14)
     return keras.Model(inp, [mu, logvar], name="style_encoder")
 
 
@@ -198,7 +232,9 @@ class StyleVAE(GenerativeModelMixin, keras.Model):
 
     kind = "style_vae"
 
-    def __init__(self, config: StyleVAEConfig | None = None, **overrides):
+    def __init__(self, config: StyleVAEConfig | None = None, *, start_from: StyleVAE | None = None, **overrides):
+        """``start_from``: the previous stage's trained model, whose networks this one starts from (its run folder
+        is recorded as ``init_from``); the trainer hands it in when the config names ``init_from``."""
         super().__init__(name="style_vae")
         self.config = (config or StyleVAEConfig()).replace(**overrides)
         c = self.config
@@ -209,12 +245,12 @@ class StyleVAE(GenerativeModelMixin, keras.Model):
         self.stage_optimizer = keras.optimizers.Adam(c.learning_rate, beta_1=c.beta_1, name=f"{c.stage}_adam")
         self.seed_generator = keras.random.SeedGenerator(c.seed, name="noise")
         self.make_trackers(self.loss_names())
-        from ..features import get_extractor
 
         layers = tuple(dict.fromkeys((*c.content_layers, *c.style_layers)))
         self._perceptual = get_extractor("vgg16", layers, weights=c.perceptual_weights, normalize=True)
-        if c.init_from:
-            self.load_network_weights(c.init_from)
+        self.started_from = ""
+        if start_from is not None:
+            self.start_from(start_from)
         self.compile(jit_compile=c.jit_compile)
 
     @property
@@ -265,20 +301,18 @@ class StyleVAE(GenerativeModelMixin, keras.Model):
         if not self.stage_optimizer.built:
             self.stage_optimizer.build(self.stage_variables())
 
-    def load_network_weights(self, run_dir: str | Path) -> None:
-        """Start from the networks of another style-VAE run's last checkpoint (the previous stage)."""
-        from ..runs import Run
-        from .training import load_trained
-
-        run = Run.open(run_dir)
-        if run.record.get("model") != self.kind:
-            raise NSTError(f"{run.path}: a {run.record.get('model')!r} run, not a style VAE")
-        previous = load_trained(run.path)
+    def start_from(self, previous: StyleVAE) -> None:
+        """Copy the networks of ``previous`` (the previous stage); its run folder becomes ``init_from``."""
         for name, net in self.networks().items():
             theirs = previous.networks()[name]
             if [tuple(w.shape) for w in theirs.weights] != [tuple(w.shape) for w in net.weights]:
-                raise ConfigError(f"{run.path}: its {name} has another shape (filters, style_dim, res_blocks must match)")
+                raise ConfigError(
+                    f"the previous stage's {name} has another shape (filters, style_dim, res_blocks must match)"
+                )
             net.set_weights(theirs.get_weights())
+        self.started_from = getattr(previous, "source_run", "") or "<model>"
+        if getattr(previous, "source_run", ""):
+            self.config = self.config.replace(init_from=previous.source_run)
 
     # --- forward passes ------------------------------------------------------------------------------
     def _perceive(self, images):
@@ -299,7 +333,11 @@ class StyleVAE(GenerativeModelMixin, keras.Model):
             x_rec = self._generate(x, ops.zeros((n, c.style_dim)))
             pixel = ops.mean(ops.square(x - x_rec))
             content = perceptual_loss(p(x), p(x_rec), c.content_layers)
-            return {"total": c.pixel_weight * pixel + c.content_weight * content, "pixel_loss": pixel, "content_loss": content}
+            return {
+                "total": c.pixel_weight * pixel + c.content_weight * content,
+                "pixel_loss": pixel,
+                "content_loss": content,
+            }
         mu, logvar = self.style_encoder(y)
         z = reparameterize(mu, logvar, eps) if c.variational else mu
         code = self.content_encoder(x)
@@ -347,18 +385,22 @@ class StyleVAE(GenerativeModelMixin, keras.Model):
     # --- using a trained model (uint8 in, uint8 out) ----------------------------------------------------
     def style_codes(self, style_images, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
         """(μ, log σ²) of E_s for uint8 style images."""
-        from ..data import to_unit
-
-        out = [self.style_encoder(to_unit(style_images[i : i + batch_size])) for i in range(0, len(style_images), batch_size)]
+        out = [
+            self.style_encoder(to_unit(style_images[i : i + batch_size]))
+            for i in range(0, len(style_images), batch_size)
+        ]
         return (np.concatenate([np.asarray(m) for m, _ in out]), np.concatenate([np.asarray(v) for _, v in out]))
 
     def stylize(self, content_images, z, batch_size: int = 64) -> np.ndarray:
         """G(x, z) as uint8 for uint8 contents and codes z (one per content, or one for all)."""
-        from ..data import from_unit, to_unit
-
         x = to_unit(content_images)
-        z = np.broadcast_to(np.asarray(z, np.float32).reshape(-1, self.config.style_dim), (len(x), self.config.style_dim))
-        out = [np.asarray(self._generate(x[i : i + batch_size], z[i : i + batch_size])) for i in range(0, len(x), batch_size)]
+        z = np.broadcast_to(
+            np.asarray(z, np.float32).reshape(-1, self.config.style_dim), (len(x), self.config.style_dim)
+        )
+        out = [
+            np.asarray(self._generate(x[i : i + batch_size], z[i : i + batch_size]))
+            for i in range(0, len(x), batch_size)
+        ]
         return from_unit(np.concatenate(out))
 
     def transfer(self, content_images, style_images) -> np.ndarray:
@@ -403,31 +445,12 @@ class StyleVAE(GenerativeModelMixin, keras.Model):
         return tile(np.concatenate(rows), cols=k + 1)
 
 
-def train_style_vae(data, epochs=(4, 4, 4), *, out="results", name: str = "style_vae", progress: bool = True,
-                    **overrides) -> dict:
-    """The three stages of seed 002 §IV in turn, each a resumable run folder ``out/<name>_<k>_<stage>`` that
-    starts from the previous stage's weights: returns {stage: TrainResult}. Re-running reuses finished
-    stages (``train_or_load``). ``overrides`` are StyleVAEConfig fields shared by all stages."""
-    from .training import train_or_load
-
-    if len(epochs) != 3:
-        raise ConfigError("epochs: one number per stage (autoencoder, style, variational)")
-    results, previous = {}, ""
-    for k, (stage, n) in enumerate(zip(STAGES, epochs), 1):
-        model = StyleVAE(StyleVAEConfig(stage=stage, init_from=previous, **overrides))
-        results[stage] = train_or_load(model, data, int(n), out, f"{name}_{k}_{stage}", progress=progress)
-        previous = str(results[stage].run_dir)
-    return results
-
-
 def interpolation_evenness(model: StyleVAE, contents, z_pairs, steps: int = 8) -> dict:
     """How evenly stylisations change along straight lines in style space: for every content image and
     every (z_a, z_b) pair, the path of ``steps`` stylisations is described by its Gram matrices on the
     model's style layers (``metrics.gram_descriptors``) and scored with ``metrics.path_evenness``. Returns
     the mean cv, max_share and straightness over all paths, and every path's normalised distance from its
     start (``from_start``, a (paths, steps) array: a straight diagonal for an even path)."""
-    from ..metrics import gram_descriptors, path_evenness
-
     scores = []
     for x in np.asarray(contents):
         for z_a, z_b in z_pairs:

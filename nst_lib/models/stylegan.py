@@ -22,9 +22,12 @@ import keras
 import numpy as np
 from keras import ops
 
+from ..config import cited
 from ..errors import ConfigError
-from .base import GenerativeModelMixin, ModelConfig, SeededInitializers, cited, leaf_seed
+from ..images import from_unit
+from .base import GenerativeModelMixin, ModelConfig, SeededInitializers, leaf_seed
 from .layers import adain
+from .losses import logistic_discriminator_loss, logistic_generator_loss, r1_penalty
 
 
 @dataclass(frozen=True)
@@ -35,15 +38,21 @@ class StyleGANConfig(ModelConfig):
     mapping_layers: int = cited(8, "Karras et al. §2: an 8-layer MLP")
     max_filters: int = cited(256, "channels at 4–8 px (Karras et al.: 512), halved per resolution from 16 px on")
     min_filters: int = cited(32, "fewest channels at the highest resolutions (a choice)")
-    noise_strength: float = cited(0.1, "initial per-channel noise scale B (Karras et al. start at 0 and learn it; a "
-                                  "small non-zero start makes the noise inputs visible from the first samples)")
+    noise_strength: float = cited(
+        0.1,
+        "initial per-channel noise scale B (Karras et al. start at 0 and learn it; a "
+        "small non-zero start makes the noise inputs visible from the first samples)",
+    )
     mixing_prob: float = cited(0.9, "Karras et al. §3.1: mixing regularisation on 90 % of the training images")
     r1_gamma: float = cited(10.0, "Karras et al. App. C: R1 with γ = 10 (FFHQ/CelebA-HQ)")
     w_avg_decay: float = cited(0.995, "moving average of w for the truncation trick (official code: 0.995)")
     truncation_psi: float = cited(0.7, "ψ of the truncation trick at sampling (Karras et al. Fig. 8 uses 0.7)")
-    learning_rate: float = cited(2e-4, "Karras et al. use 0.001–0.003 with their equalised learning rate; these layers "
-                                 "use plain He initialisation instead, where 2e-3 blew the logits up to ~10³ in 30 steps "
-                                 "on the bundled paintings and 2e-4 trains stably (measured here)")
+    learning_rate: float = cited(
+        2e-4,
+        "Karras et al. use 0.001–0.003 with their equalised learning rate; these layers "
+        "use plain He initialisation instead, where 2e-3 blew the logits up to ~10³ in 30 steps "
+        "on the bundled paintings and 2e-4 trains stably (measured here)",
+    )
     beta_1: float = cited(0.0, "Karras et al. App. C: Adam β1 = 0")
     beta_2: float = cited(0.99, "Karras et al. App. C: Adam β2 = 0.99")
     mapping_lr_ratio: float = cited(0.01, "Karras et al. App. C: the mapping network learns 100× slower")
@@ -52,7 +61,7 @@ class StyleGANConfig(ModelConfig):
     jit_compile: bool = cited(False, "XLA for the train step")
     seed: int = cited(0, "weights, noise and data order")
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         self.check_image_size(self.image_size, smallest=8)
         for name in ("latent_dim", "w_dim", "mapping_layers", "max_filters", "min_filters", "batch_size"):
             if getattr(self, name) < 1:
@@ -99,23 +108,44 @@ class Synthesis(keras.Model):
         he = SeededInitializers(c.seed, 99, keras.initializers.HeNormal)
         # N(0, 1) as in the official StyleGAN2 code: a constant of ones would have no spatial variance, and the
         # instance normalisation of the first AdaIN would then turn the 4×4 noise into the whole layout
-        self.const = self.add_weight(shape=(1, 4, 4, c.filters(4)), name="const",
-                                     initializer=keras.initializers.RandomNormal(0.0, 1.0, seed=leaf_seed(c.seed, 98)))
+        self.const = self.add_weight(
+            shape=(1, 4, 4, c.filters(4)),
+            name="const",
+            initializer=keras.initializers.RandomNormal(0.0, 1.0, seed=leaf_seed(c.seed, 98)),
+        )
         self.convs, self.affines, self.noise_scales, self.biases, self.channels = [], [], [], [], []
         for res in c.resolutions:
             for j in range(2):
                 ch = c.filters(res)
                 first = res == 4 and j == 0  # the constant itself is the first layer's input
-                self.convs.append(None if first else keras.layers.Conv2D(ch, 3, padding="same", use_bias=False, kernel_initializer=he()))
+                self.convs.append(
+                    None
+                    if first
+                    else keras.layers.Conv2D(ch, 3, padding="same", use_bias=False, kernel_initializer=he())
+                )
                 # affine A: w → AdaIN scale (1 + first half) and bias, with unit-variance outputs for unit w as
                 # Karras et al.'s equalised affine layers give (a near-zero init left w without influence: every
                 # sample shared one layout after 8 epochs)
-                self.affines.append(keras.layers.Dense(2 * ch, kernel_initializer=keras.initializers.VarianceScaling(
-                    1.0, "fan_in", "truncated_normal", seed=leaf_seed(c.seed, 300 + len(self.affines)))))
-                self.noise_scales.append(self.add_weight(shape=(ch,), initializer=keras.initializers.Constant(c.noise_strength), name=f"noise_{len(self.noise_scales)}"))
+                self.affines.append(
+                    keras.layers.Dense(
+                        2 * ch,
+                        kernel_initializer=keras.initializers.VarianceScaling(
+                            1.0, "fan_in", "truncated_normal", seed=leaf_seed(c.seed, 300 + len(self.affines))
+                        ),
+                    )
+                )
+                self.noise_scales.append(
+                    self.add_weight(
+                        shape=(ch,),
+                        initializer=keras.initializers.Constant(c.noise_strength),
+                        name=f"noise_{len(self.noise_scales)}",
+                    )
+                )
                 self.biases.append(self.add_weight(shape=(ch,), initializer="zeros", name=f"bias_{len(self.biases)}"))
                 self.channels.append(ch)
-        self.to_rgb = keras.layers.Conv2D(3, 1, kernel_initializer=keras.initializers.GlorotUniform(seed=leaf_seed(c.seed, 99)), dtype="float32")
+        self.to_rgb = keras.layers.Conv2D(
+            3, 1, kernel_initializer=keras.initializers.GlorotUniform(seed=leaf_seed(c.seed, 99)), dtype="float32"
+        )
 
     def noise_shapes(self) -> list[tuple[int, int]]:
         return [(r, r) for r in self.c.resolutions for _ in range(2)]
@@ -195,14 +225,21 @@ class StyleGAN(GenerativeModelMixin, keras.Model):
         self.mapping = build_mapping(c)
         self.synthesis = Synthesis(c)
         # one call on zeros creates every sub-layer's weights (a subclassed model builds lazily)
-        self.synthesis(np.zeros((1, c.num_layers, c.w_dim), np.float32),
-                       noise=[np.zeros((1, h, w, 1), np.float32) for h, w in self.synthesis.noise_shapes()])
+        self.synthesis(
+            np.zeros((1, c.num_layers, c.w_dim), np.float32),
+            noise=[np.zeros((1, h, w, 1), np.float32) for h, w in self.synthesis.noise_shapes()],
+        )
         self.discriminator = build_discriminator(c)
         self.w_avg = self.add_weight(shape=(c.w_dim,), initializer="zeros", trainable=False, name="w_avg")
-        self.g_optimizer = keras.optimizers.Adam(c.learning_rate, beta_1=c.beta_1, beta_2=c.beta_2, epsilon=1e-8, name="g_adam")
-        self.m_optimizer = keras.optimizers.Adam(c.learning_rate * c.mapping_lr_ratio, beta_1=c.beta_1, beta_2=c.beta_2,
-                                                 epsilon=1e-8, name="mapping_adam")
-        self.d_optimizer = keras.optimizers.Adam(c.learning_rate, beta_1=c.beta_1, beta_2=c.beta_2, epsilon=1e-8, name="d_adam")
+        self.g_optimizer = keras.optimizers.Adam(
+            c.learning_rate, beta_1=c.beta_1, beta_2=c.beta_2, epsilon=1e-8, name="g_adam"
+        )
+        self.m_optimizer = keras.optimizers.Adam(
+            c.learning_rate * c.mapping_lr_ratio, beta_1=c.beta_1, beta_2=c.beta_2, epsilon=1e-8, name="mapping_adam"
+        )
+        self.d_optimizer = keras.optimizers.Adam(
+            c.learning_rate, beta_1=c.beta_1, beta_2=c.beta_2, epsilon=1e-8, name="d_adam"
+        )
         self.seed_generator = keras.random.SeedGenerator(c.seed, name="noise")
         self.make_trackers(self.loss_keys)
         self.compile(jit_compile=c.jit_compile)
@@ -241,8 +278,6 @@ class StyleGAN(GenerativeModelMixin, keras.Model):
     def train_step(self, real):
         import tensorflow as tf
 
-        from .losses import logistic_discriminator_loss, logistic_generator_loss, r1_penalty
-
         c = self.config
         n = ops.shape(real)[0]
         d_vars = self.discriminator.trainable_variables
@@ -267,8 +302,15 @@ class StyleGAN(GenerativeModelMixin, keras.Model):
         self.m_optimizer.apply_gradients(zip(grads[: len(m_vars)], m_vars))
         self.g_optimizer.apply_gradients(zip(grads[len(m_vars) :], s_vars))
         self.w_avg.assign(c.w_avg_decay * self.w_avg + (1.0 - c.w_avg_decay) * ops.mean(w[:, 0], axis=0))
-        return self.record_step({"d_loss": d_loss, "g_loss": g_loss, "r1_penalty": r1,
-                                 "d_real": ops.mean(ops.sigmoid(real_logits)), "d_fake": ops.mean(ops.sigmoid(fake_logits))})
+        return self.record_step(
+            {
+                "d_loss": d_loss,
+                "g_loss": g_loss,
+                "r1_penalty": r1,
+                "d_real": ops.mean(ops.sigmoid(real_logits)),
+                "d_fake": ops.mean(ops.sigmoid(fake_logits)),
+            }
+        )
 
     # --- sampling (NumPy in, uint8 out; the training noise generator is never touched) ------------------
     def noise(self, n: int, seed: int) -> list[np.ndarray]:
@@ -277,11 +319,15 @@ class StyleGAN(GenerativeModelMixin, keras.Model):
 
     def synthesize(self, ws, noise_seed: int = 0, noise=None) -> np.ndarray:
         """uint8 images for per-layer styles ``ws`` (N × L × w_dim) with noise drawn from ``noise_seed``."""
-        from ..data import from_unit
-
         ws = np.asarray(ws, np.float32)
         noise = noise if noise is not None else self.noise(len(ws), noise_seed)
         return from_unit(np.clip(np.asarray(self.synthesis(ws, noise=noise)), -1, 1))
+
+    def render(self, z, psi: float | None = None, noise_seed: int = 0) -> np.ndarray:
+        """uint8 images for latents ``z``, each with its own w on every layer and one noise sample shared by all
+        (so images differ only through w: the baseline of a style-mixing grid)."""
+        ws = np.repeat(self.w(z, psi)[:, None], self.config.num_layers, 1)
+        return self.synthesize(ws, noise=[e.repeat(len(ws), 0) for e in self.noise(1, noise_seed)])
 
     def w(self, z, psi: float | None = None) -> np.ndarray:
         """Mapped (and truncated) w for latents z (N × latent_dim)."""
@@ -297,7 +343,9 @@ class StyleGAN(GenerativeModelMixin, keras.Model):
         w = self.broadcast(self.truncate(self.mapping(z), 1.0))
         return ops.clip(self.synthesis(w, noise=self.noise(int(z.shape[0]), 0)), -1, 1)
 
-    def style_mix(self, z_sources, z_destinations, coarse: bool = True, psi: float | None = None, noise_seed: int = 0) -> np.ndarray:
+    def style_mix(
+        self, z_sources, z_destinations, coarse: bool = True, psi: float | None = None, noise_seed: int = 0
+    ) -> np.ndarray:
         """Karras et al. Fig. 3: rows = destinations, columns = sources; each image takes the source's styles on
         the coarse layers (4–8 px; ``coarse=False``: the fine layers from 16 px on) and the destination's
         elsewhere. Returns (rows, cols, H, W, 3) uint8; the same noise everywhere."""
@@ -313,7 +361,13 @@ class StyleGAN(GenerativeModelMixin, keras.Model):
                 else:
                     layers[k:] = wsrc
                 row.append(layers)
-            out.append(self.synthesize(np.stack(row), noise_seed=noise_seed, noise=[e[:1].repeat(len(row), 0) for e in self.noise(1, noise_seed)]))
+            out.append(
+                self.synthesize(
+                    np.stack(row),
+                    noise_seed=noise_seed,
+                    noise=[e[:1].repeat(len(row), 0) for e in self.noise(1, noise_seed)],
+                )
+            )
         return np.stack(out)
 
     def interpolate(self, z_a, z_b, steps: int = 8, psi: float | None = None) -> np.ndarray:

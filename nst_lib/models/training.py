@@ -12,44 +12,26 @@
 
 A run stopped at any point (Ctrl-C, a crash) resumes from its last completed epoch and then continues
 exactly as the uninterrupted run would have: data order and noise are functions of the seed and the
-epoch/state, and everything else is in the checkpoint.
+epoch/state, and everything else is in the checkpoint. Models are rebuilt from a record by the registry
+(``registry.build_model``), which also loads what a model depends on.
 """
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, NSTError
-from ..runs import Run, device_name, versions
-from .callbacks import EpochEnd, Progress, StepLog, load_checkpoint, read_rows, truncate_rows
-
-
-def model_classes() -> dict[str, tuple[type, type]]:
-    """kind → (model class, config class)."""
-    from .cyclegan import CycleGAN, CycleGANConfig
-    from .dcgan import DCGAN, DCGANConfig
-    from .style_vae import StyleVAE, StyleVAEConfig
-    from .stylegan import StyleGAN, StyleGANConfig
-    from .vaegan import VAEGAN, VAEGANConfig
-    from .vqgan import VQGAN, VQGANConfig, VQPrior, VQPriorConfig
-
-    return {"dcgan": (DCGAN, DCGANConfig), "vaegan": (VAEGAN, VAEGANConfig), "style_vae": (StyleVAE, StyleVAEConfig),
-            "cyclegan": (CycleGAN, CycleGANConfig), "vqgan": (VQGAN, VQGANConfig), "vq_prior": (VQPrior, VQPriorConfig),
-            "stylegan": (StyleGAN, StyleGANConfig)}
-
-
-def build_model(kind: str, config: dict[str, Any] | None = None, **overrides: Any):
-    classes = model_classes()
-    if kind not in classes:
-        raise ConfigError(f"unknown model {kind!r}; choose from {', '.join(classes)}")
-    model_cls, config_cls = classes[kind]
-    return model_cls(config_cls.from_dict(config or {}).replace(**overrides))
+from ..errors import ConfigError
+from ..runs import Run
+from .callbacks import EpochEnd, Progress, StepLog, epochs_done, load_checkpoint
+from .data import from_spec
+from .registry import build_model, load_start_weights, load_trained
+from .style_vae import STAGES, StyleVAE, StyleVAEConfig
 
 
 @dataclass
@@ -68,12 +50,7 @@ class TrainResult:
 
     def samples(self) -> list[tuple[int, np.ndarray]]:
         """(epoch, sample grid) for every saved grid."""
-        from PIL import Image
-
-        if self.run_dir is None:
-            return []
-        files = sorted((self.run_dir / "samples").glob("epoch_*.png"))
-        return [(int(p.stem.split("_")[1]), np.asarray(Image.open(p).convert("RGB"))) for p in files]
+        return [] if self.run_dir is None else Run(self.run_dir).numbered_images("samples", "epoch_*.png")
 
 
 def train(
@@ -98,40 +75,38 @@ def train(
     if epochs < 1:
         raise ConfigError("epochs must be ≥ 1")
     if data.size != model.config.image_size:
-        raise ConfigError(f"data is {data.size} px, the model {model.config.image_size} px: load it with size={model.config.image_size}")
+        raise ConfigError(
+            f"data is {data.size} px, the model {model.config.image_size} px: "
+            f"load it with size={model.config.image_size}"
+        )
+    load_start_weights(model)  # a style-VAE stage whose config names the previous stage's run
     run = Run.create(out, name or model.kind, timestamp=timestamp, subdirs=("samples",))
-    run.write_record(
-        kind="training",
+    run.begin(
+        "training",
         model=model.kind,
         model_config=model.config.to_dict(),
         data={**data.spec, "images": len(data), "skipped": len(data.skipped)},
         epochs=int(epochs),
         samples={"n": samples, "seed": sample_seed, "every": sample_every},
         seed=model.config.seed,
-        versions=versions(),
-        device=device_name(),
-        status="running",
-        started=datetime.now().isoformat(timespec="seconds"),
     )
     return _fit(model, data, run, 0, epochs, callbacks, progress)
 
 
-def resume_training(run_dir: str | Path, data=None, *, epochs: int | None = None, callbacks=(), progress: bool = True) -> TrainResult:
+def resume_training(
+    run_dir: str | Path, data=None, *, epochs: int | None = None, callbacks=(), progress: bool = True
+) -> TrainResult:
     """Continue a training run from its last checkpoint up to ``epochs`` (default: the epochs it was started
     with). ``data`` defaults to the dataset recorded in the run (a folder or the bundled tiny set)."""
-    run = Run.open(run_dir)
-    if run.record.get("kind") != "training":
-        raise NSTError(f"{run.path}: not a training run")
-    model = build_model(run.record["model"], run.record["model_config"])
+    run = Run.open(run_dir, kind="training")
+    model = build_model(run.record["model"], run.record["model_config"], start_weights=False)
     if data is None:
-        from ..data import from_spec
-
         data = from_spec({k: v for k, v in run.record["data"].items() if k not in ("images", "skipped")}, progress)
-    start = load_checkpoint(run.path, model)
+    start = load_checkpoint(run, model)
     epochs = int(epochs or run.record["epochs"])
     spe = data.steps_per_epoch(model.config.batch_size)
-    truncate_rows(run.path / "losses.csv", "step", start * spe)
-    truncate_rows(run.path / "epochs.csv", "epoch", start)
+    run.truncate_rows("losses.csv", "step", start * spe)
+    run.truncate_rows("epochs.csv", "epoch", start)
     run.write_record(epochs=epochs, status="running")
     return _fit(model, data, run, start, epochs, callbacks, progress)
 
@@ -139,7 +114,8 @@ def resume_training(run_dir: str | Path, data=None, *, epochs: int | None = None
 def train_or_load(model, data, epochs: int, out: str | Path, name: str, progress: bool = True, **kwargs) -> TrainResult:
     """``out/name`` as a cache: a finished run there with the same model config, data and epochs is read
     back, an unfinished one resumed, anything else trained anew (a mismatching folder is kept aside as
-    ``name-2`` …, never overwritten) — also a run whose checkpoint no longer fits the networks. Notebooks call this so that re-running a cell does not retrain."""
+    ``name-2`` …, never overwritten) — also a run whose checkpoint no longer fits the networks. Notebooks call
+    this so that re-running a cell does not retrain."""
     path = Path(out) / name
     if (path / "config.json").is_file():
         record = Run.open(path).record
@@ -155,43 +131,50 @@ def train_or_load(model, data, epochs: int, out: str | Path, name: str, progress
             if same and (path / "checkpoint.npz").is_file():
                 return resume_training(path, data, progress=progress)
         except ConfigError as err:  # same config, but the networks changed since (a library update)
-            warnings.warn(f"{path}: its checkpoint does not fit this version's networks ({err}); training anew beside it",
-                          stacklevel=2)
+            warnings.warn(
+                f"{path}: its checkpoint does not fit this version's networks ({err}); training anew beside it",
+                stacklevel=2,
+            )
     # anything else, and a run that finished no epoch, trains anew beside what is there
     return train(model, data, epochs, out=out, name=name, timestamp=False, progress=progress, **kwargs)
 
 
-def load_trained(run_dir: str | Path):
-    """The model of a training run, with its last checkpoint's weights (for sampling, Ast-GAN, ...)."""
-    run = Run.open(run_dir)
-    model = build_model(run.record["model"], run.record["model_config"])
-    if load_checkpoint(run.path, model) == 0:
-        raise NSTError(f"{run.path}: no checkpoint yet (no epoch completed)")
-    model.source_run = str(run.path)  # recorded by what is built on it (a prior, a guidance run)
-    return model
+def train_style_vae(
+    data, epochs=(4, 4, 4), *, out="results", name: str = "style_vae", progress: bool = True, **overrides
+) -> dict:
+    """The three stages of seed 002 §IV in turn, each a resumable run folder ``out/<name>_<k>_<stage>`` that
+    starts from the previous stage's weights: returns {stage: TrainResult}. Re-running reuses finished
+    stages (``train_or_load``). ``overrides`` are StyleVAEConfig fields shared by all stages."""
+    if len(epochs) != 3:
+        raise ConfigError("epochs: one number per stage (autoencoder, style, variational)")
+    results, previous = {}, ""
+    for k, (stage, n) in enumerate(zip(STAGES, epochs), 1):
+        model = StyleVAE(StyleVAEConfig(stage=stage, init_from=previous, **overrides))
+        results[stage] = train_or_load(model, data, int(n), out, f"{name}_{k}_{stage}", progress=progress)
+        previous = str(results[stage].run_dir)
+    return results
 
 
 def load_result(run_dir: str | Path) -> TrainResult:
     """A finished (or stopped) training run read back: model, histories, status."""
-    run = Run.open(run_dir)
+    run = Run.open(run_dir, kind="training")
     return TrainResult(
         load_trained(run_dir),
         run.path,
-        read_rows(run.path / "losses.csv"),
-        read_rows(run.path / "epochs.csv"),
+        run.read_rows("losses.csv"),
+        run.read_rows("epochs.csv"),
         run.record.get("status", "?"),
         run.record.get("timings", {}),
     )
 
 
 def _fit(model, data, run: Run, start: int, epochs: int, callbacks, progress: bool) -> TrainResult:
-    import time
-
     cfg = model.config
+    model.source_run = str(run.path)  # what is built on this model (a prior, guidance) records where it came from
     spe = data.steps_per_epoch(cfg.batch_size)
     rec = run.record["samples"]
-    step_log = StepLog(run.path / "losses.csv", spe)
-    epoch_end = EpochEnd(run.path, model.sample_inputs(data, rec["n"], rec["seed"]), cfg.batch_size, spe, rec["every"])
+    step_log = StepLog(run, spe)
+    epoch_end = EpochEnd(run, model.sample_inputs(data, rec["n"], rec["seed"]), cfg.batch_size, spe, rec["every"])
     cbs = [*model.training_callbacks(epochs), step_log, epoch_end, *callbacks]
     bar = None
     if progress and start < epochs:
@@ -224,19 +207,5 @@ def _fit(model, data, run: Run, start: int, epochs: int, callbacks, progress: bo
         "train_s": round(seconds, 2),
         "images_per_s": round(done_steps * cfg.batch_size / seconds, 2) if done_steps else 0.0,
     }
-    run.write_record(
-        status=status,
-        epochs_done=int(_epochs_done(run.path)),
-        timings=timings,
-        finished=datetime.now().isoformat(timespec="seconds"),
-    )
-    return TrainResult(
-        model, run.path, read_rows(run.path / "losses.csv"), read_rows(run.path / "epochs.csv"), status, timings
-    )
-
-
-def _epochs_done(path: Path) -> int:
-    import json
-
-    f = path / "checkpoint.json"
-    return json.loads(f.read_text())["epoch"] if f.exists() else 0
+    run.end(status, epochs_done=epochs_done(run), timings=timings)
+    return TrainResult(model, run.path, run.read_rows("losses.csv"), run.read_rows("epochs.csv"), status, timings)

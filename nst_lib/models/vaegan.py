@@ -19,9 +19,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import keras
+import numpy as np
 
+from ..config import cited
 from ..errors import ConfigError
-from .base import GenerativeModelMixin, ModelConfig, cited, leaf_seed
+from ..images import from_unit, to_unit
+from .base import GenerativeModelMixin, ModelConfig, leaf_seed
 from .losses import bce_logits, gaussian_feature_loss, kl_normal, reparameterize
 
 
@@ -29,12 +32,17 @@ from .losses import bce_logits, gaussian_feature_loss, kl_normal, reparameterize
 class VAEGANConfig(ModelConfig):
     image_size: int = cited(64, "seed 004 §2 (64×64); Larsen et al. trained on 64×64 CelebA crops")
     latent_dim: int = cited(128, "a common choice for this architecture; Larsen et al.'s appendix does not fix it")
-    learning_rate: float = cited(2e-4, "seed 004 §4.1 swaps Larsen's RMSprop (3e-4) for Adam; DCGAN's rate, "
-                                 "so that the two compare at equal settings")
+    learning_rate: float = cited(
+        2e-4,
+        "seed 004 §4.1 swaps Larsen's RMSprop (3e-4) for Adam; DCGAN's rate, so that the two compare at equal settings",
+    )
     beta_1: float = cited(0.5, "as DCGAN (seed 004 §3.2)")
     batch_size: int = cited(128, "as DCGAN (seed 004 §3.2), for equal epochs")
-    gamma: float = cited(1e-3, "Larsen et al. eq. 9 weight γ of L_llike in the decoder's loss; no value is "
-                         "published for this per-image sum, 1e-3 puts both terms at the same order at the start")
+    gamma: float = cited(
+        1e-3,
+        "Larsen et al. eq. 9 weight γ of L_llike in the decoder's loss; no value is "
+        "published for this per-image sum, 1e-3 puts both terms at the same order at the start",
+    )
     kl_weight: float = cited(1.0, "Larsen et al.: L_prior enters the encoder's loss unweighted")
     real_label: float = cited(1.0, "no label smoothing in Larsen et al.")
     batchnorm_momentum: float = cited(0.9, "as DCGAN")
@@ -43,7 +51,7 @@ class VAEGANConfig(ModelConfig):
     jit_compile: bool = cited(False, "XLA for the train step")
     seed: int = cited(0, "weights, noise and data order")
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
         self.check_image_size(self.image_size)
         if self.latent_dim < 1 or self.batch_size < 1:
             raise ConfigError("latent_dim and batch_size must be ≥ 1")
@@ -139,12 +147,8 @@ class VAEGAN(GenerativeModelMixin, keras.Model):
     def _decode(self, z):
         return self.decoder(z, training=False)
 
-    def reconstruct(self, images) -> "np.ndarray":
+    def reconstruct(self, images) -> np.ndarray:
         """uint8 images → their reconstructions Dec(mean of Enc(x)) as uint8."""
-        import numpy as np
-
-        from ..data import from_unit, to_unit
-
         mu, _ = self.encoder(to_unit(images), training=False)
         return from_unit(np.asarray(self.decoder(mu, training=False)))
 

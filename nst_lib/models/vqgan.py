@@ -26,9 +26,11 @@ import keras
 import numpy as np
 from keras import ops
 
+from ..config import cited
 from ..errors import ConfigError, NSTError
-from .base import GenerativeModelMixin, ModelConfig, SeededInitializers, cited, leaf_seed
-from .callbacks import tile
+from ..features import get_extractor
+from ..images import from_unit, tile, to_unit
+from .base import GenerativeModelMixin, ModelConfig, SeededInitializers, leaf_seed
 from .cyclegan import build_patch_discriminator
 from .layers import VectorQuantizer
 from .losses import (
@@ -46,25 +48,42 @@ _PERCEPTUAL_LAYERS = ("block1_conv2", "block2_conv2", "block3_conv3", "block4_co
 
 @dataclass(frozen=True)
 class VQGANConfig(ModelConfig):
-    image_size: int = cited(64, "training crop size; a choice for a CPU/Colab budget (Esser et al. train at 256 px). "
-                            "The networks are convolutional: a trained model encodes and decodes any multiple of the factor")
-    downsample: int = cited(8, "downsampling factor f (a power of two); Esser et al. use 16 at 256 px, i.e. 16×16 codes; "
-                            "8 keeps an 8×8 code map at 64 px")
+    image_size: int = cited(
+        64,
+        "training crop size; a choice for a CPU/Colab budget (Esser et al. train at 256 px). "
+        "The networks are convolutional: a trained model encodes and decodes any multiple of the factor",
+    )
+    downsample: int = cited(
+        8,
+        "downsampling factor f (a power of two); Esser et al. use 16 at 256 px, i.e. 16×16 codes; "
+        "8 keeps an 8×8 code map at 64 px",
+    )
     codes: int = cited(512, "codebook size K; Esser et al. use 1024 (ImageNet) — half for a small dataset")
     embed_dim: int = cited(64, "code vector size; 256 in Esser et al.'s ImageNet model")
     filters: int = cited(64, "channels of the first level (128 in Esser et al.)")
-    channel_mult: tuple[int, ...] = cited((1, 2, 2, 4), "per-level channel multipliers, Esser et al.'s (1, 1, 2, 2, 4) "
-                                          "pattern shortened to the levels used")
+    channel_mult: tuple[int, ...] = cited(
+        (1, 2, 2, 4),
+        "per-level channel multipliers, Esser et al.'s (1, 1, 2, 2, 4) pattern shortened to the levels used",
+    )
     beta: float = cited(0.25, "commitment weight β of van den Oord et al. 2017, kept by Esser et al.")
-    perceptual_weight: float = cited(1.0, "Esser et al.'s perceptual weight (LPIPS there; VGG16 features here); "
-                                     "0 skips the feature network")
-    perceptual_weights: str | None = cited("auto", "VGG16 weights: ImageNet when available, otherwise random (tests: None)")
-    restart_threshold: float = cited(1.0, "dead-code restarts (Dhariwal et al. 2020, Jukebox): a code used on fewer than this "
-                                     "many positions per batch on average is moved onto a random encoder output; 0 = off. "
-                                     "Without it the small codebook collapsed to ~7 codes on the bundled data")
+    perceptual_weight: float = cited(
+        1.0, "Esser et al.'s perceptual weight (LPIPS there; VGG16 features here); 0 skips the feature network"
+    )
+    perceptual_weights: str | None = cited(
+        "auto", "VGG16 weights: ImageNet when available, otherwise random (tests: None)"
+    )
+    restart_threshold: float = cited(
+        1.0,
+        "dead-code restarts (Dhariwal et al. 2020, Jukebox): a code used on fewer than this "
+        "many positions per batch on average is moved onto a random encoder output; 0 = off. "
+        "Without it the small codebook collapsed to ~7 codes on the bundled data",
+    )
     disc_weight: float = cited(0.8, "w_d in the taming-transformers configs (disc_weight 0.8)")
-    disc_start: int = cited(2000, "step at which the GAN term switches on (taming: after the autoencoder has "
-                            "settled, 250k steps on ImageNet; a choice for small runs)")
+    disc_start: int = cited(
+        2000,
+        "step at which the GAN term switches on (taming: after the autoencoder has "
+        "settled, 250k steps on ImageNet; a choice for small runs)",
+    )
     disc_filters: int = cited(64, "taming's NLayerDiscriminator: ndf 64")
     disc_layers: int = cited(3, "taming's NLayerDiscriminator: 3 layers (a 70×70 PatchGAN)")
     learning_rate: float = cited(2e-4, "a choice for small batches (taming: 4.5e-6 × batch size × GPUs)")
@@ -75,9 +94,7 @@ class VQGANConfig(ModelConfig):
     jit_compile: bool = cited(False, "XLA for the train step")
     seed: int = cited(0, "weights and data order")
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.channel_mult, tuple):
-            object.__setattr__(self, "channel_mult", tuple(self.channel_mult))
+    def validate(self) -> None:
         self.check_image_size(self.image_size, smallest=16)
         if self.downsample < 2 or self.downsample & (self.downsample - 1):
             raise ConfigError(f"downsample must be a power of two ≥ 2, got {self.downsample}")
@@ -117,9 +134,11 @@ def _res_block(x, channels, init):
     """GroupNorm, swish, conv3, GroupNorm, swish, conv3, plus a 1×1-projected shortcut when widths differ."""
     L = keras.layers
     h = L.Conv2D(channels, 3, padding="same", kernel_initializer=init())(
-        L.Activation("swish")(L.GroupNormalization(_groups(x.shape[-1]), epsilon=1e-6)(x)))
+        L.Activation("swish")(L.GroupNormalization(_groups(x.shape[-1]), epsilon=1e-6)(x))
+    )
     h = L.Conv2D(channels, 3, padding="same", kernel_initializer=init())(
-        L.Activation("swish")(L.GroupNormalization(_groups(channels), epsilon=1e-6)(h)))
+        L.Activation("swish")(L.GroupNormalization(_groups(channels), epsilon=1e-6)(h))
+    )
     if x.shape[-1] != channels:
         x = L.Conv2D(channels, 1, kernel_initializer=init())(x)
     return L.Add()([x, h])
@@ -157,8 +176,19 @@ class VQGAN(GenerativeModelMixin, keras.Model):
     ``VQPrior`` on the same folder to sample new images."""
 
     kind = "vqgan"
-    loss_keys = ("total", "l1_loss", "perceptual_loss", "codebook_loss", "commitment_loss", "g_loss", "d_loss",
-                 "adaptive_weight", "perplexity", "usage", "restarts")
+    loss_keys = (
+        "total",
+        "l1_loss",
+        "perceptual_loss",
+        "codebook_loss",
+        "commitment_loss",
+        "g_loss",
+        "d_loss",
+        "adaptive_weight",
+        "perplexity",
+        "usage",
+        "restarts",
+    )
 
     def __init__(self, config: VQGANConfig | None = None, **overrides):
         super().__init__(name="vqgan")
@@ -168,21 +198,25 @@ class VQGAN(GenerativeModelMixin, keras.Model):
         self.quantizer = VectorQuantizer(c.codes, c.embed_dim, seed=leaf_seed(c.seed, 3000), name="quantizer")
         self.quantizer.build((None, c.embed_dim))
         self.decoder = build_decoder(c)
-        self.discriminator = build_patch_discriminator(c.image_size, c.disc_filters, c.disc_layers, c.seed, "discriminator")
+        self.discriminator = build_patch_discriminator(
+            c.image_size, c.disc_filters, c.disc_layers, c.seed, "discriminator"
+        )
         self.g_optimizer = keras.optimizers.Adam(c.learning_rate, beta_1=c.beta_1, beta_2=c.beta_2, name="g_adam")
         self.d_optimizer = keras.optimizers.Adam(c.learning_rate, beta_1=c.beta_1, beta_2=c.beta_2, name="d_adam")
         self.seed_generator = keras.random.SeedGenerator(c.seed, name="noise")
         self._perceptual = None
         if c.perceptual_weight > 0:
-            from ..features import get_extractor
-
             self._perceptual = get_extractor("vgg16", _PERCEPTUAL_LAYERS, weights=c.perceptual_weights, normalize=True)
         self.make_trackers(self.loss_keys)
         self.compile(jit_compile=c.jit_compile)
 
     def networks(self) -> dict:
-        return {"encoder": self.encoder, "quantizer": self.quantizer, "decoder": self.decoder,
-                "discriminator": self.discriminator}
+        return {
+            "encoder": self.encoder,
+            "quantizer": self.quantizer,
+            "decoder": self.decoder,
+            "discriminator": self.discriminator,
+        }
 
     def optimizers(self) -> dict:
         return {"autoencoder": self.g_optimizer, "discriminator": self.d_optimizer}
@@ -230,8 +264,16 @@ class VQGAN(GenerativeModelMixin, keras.Model):
             p = lambda im: self._perceptual((ops.clip(im, -1.0, 1.0) + 1.0) * 127.5)  # noqa: E731
             perc = perceptual_loss(p(x), p(x_rec), _PERCEPTUAL_LAYERS)
         codebook, commitment = vq_losses(z_e, z_q, c.beta)
-        return {"l1_loss": l1, "perceptual_loss": perc, "codebook_loss": codebook, "commitment_loss": commitment,
-                "nll": l1 + c.perceptual_weight * perc, "x_rec": x_rec, "indices": idx, "z_e": z_e}
+        return {
+            "l1_loss": l1,
+            "perceptual_loss": perc,
+            "codebook_loss": codebook,
+            "commitment_loss": commitment,
+            "nll": l1 + c.perceptual_weight * perc,
+            "x_rec": x_rec,
+            "indices": idx,
+            "z_e": z_e,
+        }
 
     def train_step(self, x):
         import tensorflow as tf
@@ -255,15 +297,26 @@ class VQGAN(GenerativeModelMixin, keras.Model):
         d_vars = self.discriminator.trainable_variables
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch([var.value for var in d_vars])
-            d_loss = active * hinge_discriminator_loss(self.discriminator(x), self.discriminator(ops.stop_gradient(v["x_rec"])))
+            d_loss = active * hinge_discriminator_loss(
+                self.discriminator(x), self.discriminator(ops.stop_gradient(v["x_rec"]))
+            )
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_vars), d_vars))
         perplexity, usage = code_usage(v["indices"], c.codes)
         restarts = ops.zeros(())
         if c.restart_threshold > 0:
-            restarts = self.quantizer.restart_dead_codes(v["z_e"], v["indices"], self.seed_generator, c.restart_threshold)
+            restarts = self.quantizer.restart_dead_codes(
+                v["z_e"], v["indices"], self.seed_generator, c.restart_threshold
+            )
         values = {k2: v[k2] for k2 in ("l1_loss", "perceptual_loss", "codebook_loss", "commitment_loss")}
-        values.update(total=vq + lam * g_loss, g_loss=g_loss, d_loss=d_loss, adaptive_weight=lam,
-                      perplexity=perplexity, usage=usage, restarts=restarts)
+        values.update(
+            total=vq + lam * g_loss,
+            g_loss=g_loss,
+            d_loss=d_loss,
+            adaptive_weight=lam,
+            perplexity=perplexity,
+            usage=usage,
+            restarts=restarts,
+        )
         return self.record_step({key: values[key] for key in self.loss_keys})
 
     # --- using a trained model (uint8 in, uint8 out) --------------------------------------------------
@@ -276,27 +329,21 @@ class VQGAN(GenerativeModelMixin, keras.Model):
 
     def encode(self, images) -> np.ndarray:
         """The continuous encodings E(x) (N, H/f, W/f, embed_dim) of uint8 images."""
-        from ..data import to_unit
-
         return np.asarray(self.encoder(to_unit(self._check_size(images))))
 
     def indices(self, images) -> np.ndarray:
         """Code indices (N, H/f, W/f) of uint8 images."""
-        from ..data import to_unit
-
         return np.asarray(self.encode_indices(to_unit(self._check_size(images))))
 
     def reconstruct(self, images, batch_size: int = 32) -> np.ndarray:
         """G(q(E(x))) as uint8."""
-        from ..data import from_unit, to_unit
-
         x = to_unit(self._check_size(images))
-        return from_unit(np.concatenate([np.asarray(self(x[i : i + batch_size])) for i in range(0, len(x), batch_size)]))
+        return from_unit(
+            np.concatenate([np.asarray(self(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
+        )
 
     def decode_codes(self, indices) -> np.ndarray:
         """uint8 images for code indices (N, h, w)."""
-        from ..data import from_unit
-
         return from_unit(np.asarray(self.decode_indices(np.asarray(indices, np.int32))))
 
     def generate(self, n: int = 16, seed: int = 0):
@@ -314,9 +361,14 @@ class VQGAN(GenerativeModelMixin, keras.Model):
 # --- the transformer prior over code indices ----------------------------------------------------------------
 @dataclass(frozen=True)
 class VQPriorConfig(ModelConfig):
-    vqgan_run: str = cited("", "the VQGAN training run whose codes this prior models (required)")
-    window: int = cited(0, "side of the square code window the transformer sees (0: the VQGAN's training code map); "
-                        "seed 000 §2.2.3's sliding window: larger maps are sampled window by window")
+    vqgan_run: str = cited(
+        "", "the VQGAN training run whose codes this prior models (filled in from the VQGAN handed in)"
+    )
+    window: int = cited(
+        0,
+        "side of the square code window the transformer sees (0: the VQGAN's training code map); "
+        "seed 000 §2.2.3's sliding window: larger maps are sampled window by window",
+    )
     layers: int = cited(4, "transformer blocks (Esser et al.: 24 at 1024 codes of 16×16; a small prior here)")
     heads: int = cited(4, "attention heads")
     dim: int = cited(128, "embedding width")
@@ -328,9 +380,7 @@ class VQPriorConfig(ModelConfig):
     jit_compile: bool = cited(False, "XLA for the train step")
     seed: int = cited(0, "weights, window offsets and data order")
 
-    def __post_init__(self) -> None:
-        if not self.vqgan_run:
-            raise ConfigError("VQPriorConfig needs vqgan_run: the run folder of a trained VQGAN")
+    def validate(self) -> None:
         if self.layers < 1 or self.heads < 1 or self.dim < self.heads or self.window < 0:
             raise ConfigError("layers, heads ≥ 1, dim ≥ heads, window ≥ 0")
 
@@ -352,11 +402,15 @@ def build_transformer(codes: int, length: int, c: VQPriorConfig) -> keras.Model:
     L = keras.layers
     init = _init(c.seed, 5000)
     tokens = keras.Input((length,), dtype="int32")
-    h = L.Embedding(codes + 1, c.dim, embeddings_initializer=keras.initializers.RandomNormal(0, 0.02, seed=leaf_seed(c.seed, 1)))(tokens)
+    h = L.Embedding(
+        codes + 1, c.dim, embeddings_initializer=keras.initializers.RandomNormal(0, 0.02, seed=leaf_seed(c.seed, 1))
+    )(tokens)
     h = PositionEmbedding(seed=leaf_seed(c.seed, 2))(h)
     for _ in range(c.layers):
         a = L.LayerNormalization(epsilon=1e-5)(h)
-        a = L.MultiHeadAttention(c.heads, c.dim // c.heads, dropout=c.dropout, kernel_initializer=init())(a, a, use_causal_mask=True)
+        a = L.MultiHeadAttention(c.heads, c.dim // c.heads, dropout=c.dropout, kernel_initializer=init())(
+            a, a, use_causal_mask=True
+        )
         h = h + a
         m = L.LayerNormalization(epsilon=1e-5)(h)
         m = L.Dense(4 * c.dim, activation="gelu", kernel_initializer=init())(m)
@@ -375,8 +429,11 @@ class PositionEmbedding(keras.layers.Layer):
         self.seed = seed
 
     def build(self, input_shape):
-        self.positions = self.add_weight(shape=tuple(input_shape[1:]), name="positions",
-                                         initializer=keras.initializers.RandomNormal(0.0, 0.02, seed=self.seed))
+        self.positions = self.add_weight(
+            shape=tuple(input_shape[1:]),
+            name="positions",
+            initializer=keras.initializers.RandomNormal(0.0, 0.02, seed=self.seed),
+        )
 
     def call(self, x):
         return x + ops.cast(self.positions, x.dtype)[None]
@@ -384,24 +441,35 @@ class PositionEmbedding(keras.layers.Layer):
 
 class VQPrior(GenerativeModelMixin, keras.Model):
     """p(s) = Π p(s_i | s_<i) over the raster-ordered codes of a window×window code crop, trained on the code
-    maps of an image folder under a frozen, trained VQGAN (``vqgan_run``)."""
+    maps of an image folder under a frozen, trained VQGAN handed in as ``vqgan`` (the model of
+    ``train(VQGAN(), …)`` or ``load_trained(run)``; its run folder is recorded as ``vqgan_run``)."""
 
     kind = "vq_prior"
 
-    def __init__(self, config: VQPriorConfig | None = None, **overrides):
-        from .training import load_trained
-
+    def __init__(self, config: VQPriorConfig | None = None, *, vqgan: VQGAN | None = None, **overrides):
         super().__init__(name="vq_prior")
         config = config.replace(**overrides) if config is not None else VQPriorConfig(**overrides)
-        vq = load_trained(config.vqgan_run)
-        if vq.kind != "vqgan":
-            raise NSTError(f"{config.vqgan_run}: a {vq.kind!r} run, not a VQGAN")
-        window = config.window or vq.config.code_size
-        if window > vq.config.code_size:
-            raise ConfigError(f"window {window} is larger than the {vq.config.code_size}×{vq.config.code_size} code map of a training image")
-        self.config = config.replace(image_size=vq.config.image_size, window=window)
-        self._vqgan = _Frozen(vq)
-        self.codes = vq.config.codes
+        if vqgan is None:
+            raise ConfigError(
+                "a VQ prior is built on a trained VQGAN: VQPrior(vqgan=<the model of train(VQGAN(), …) or "
+                "load_trained(run)>), or nst_lib.models.build_model('vq_prior', {'vqgan_run': run})"
+            )
+        if getattr(vqgan, "kind", None) != "vqgan":
+            raise NSTError(f"vqgan: a {getattr(vqgan, 'kind', type(vqgan).__name__)!r} model, not a VQGAN")
+        source = getattr(vqgan, "source_run", "") or config.vqgan_run
+        if not source:
+            raise ConfigError(
+                "the VQGAN must come from a run folder (train() or load_trained()), so the prior can resume"
+            )
+        window = config.window or vqgan.config.code_size
+        if window > vqgan.config.code_size:
+            raise ConfigError(
+                f"window {window} is larger than the {vqgan.config.code_size}×{vqgan.config.code_size} code map of a "
+                "training image"
+            )
+        self.config = config.replace(vqgan_run=str(source), image_size=vqgan.config.image_size, window=window)
+        self._vqgan = _Frozen(vqgan)
+        self.codes = vqgan.config.codes
         self.transformer = build_transformer(self.codes, window * window, self.config)
         self.optimizer_ = keras.optimizers.Adam(self.config.learning_rate, name="prior_adam")
         self.seed_generator = keras.random.SeedGenerator(self.config.seed, name="noise")
@@ -449,8 +517,14 @@ class VQPrior(GenerativeModelMixin, keras.Model):
         self.optimizer_.apply_gradients(zip(tape.gradient(nll, variables), variables))
         return self.record_step({"nll": nll, "bits_per_code": nll / math.log(2.0)})
 
-    def sample_indices(self, n: int = 16, grid: tuple[int, int] | None = None, seed: int = 0,
-                       temperature: float = 1.0, top_k: int | None = 100) -> np.ndarray:
+    def sample_indices(
+        self,
+        n: int = 16,
+        grid: tuple[int, int] | None = None,
+        seed: int = 0,
+        temperature: float = 1.0,
+        top_k: int | None = 100,
+    ) -> np.ndarray:
         """(n, h, w) code indices sampled position by position in raster order. Each position sees the
         window×window crop of the map that contains it (as centred as the borders allow): the codes above
         it and to its left in that crop; causal masking hides the not-yet-sampled rest. With ``grid`` equal
@@ -476,8 +550,14 @@ class VQPrior(GenerativeModelMixin, keras.Model):
                 out[:, i, j] = [rng.choice(len(q), p=q) for q in p]
         return out
 
-    def generate(self, n: int = 16, seed: int = 0, grid: tuple[int, int] | None = None, temperature: float = 1.0,
-                 top_k: int | None = 100) -> np.ndarray:
+    def generate(
+        self,
+        n: int = 16,
+        seed: int = 0,
+        grid: tuple[int, int] | None = None,
+        temperature: float = 1.0,
+        top_k: int | None = 100,
+    ) -> np.ndarray:
         """``n`` new uint8 images: codes from the prior, decoded by the VQGAN (grid × downsample pixels)."""
         return self.vqgan.decode_codes(self.sample_indices(n, grid, seed, temperature, top_k))
 

@@ -14,8 +14,9 @@ import sys
 import typing
 import warnings
 
-from .config import PRESETS, StyleConfig
-from .errors import NSTError
+from ..config import PRESETS, StyleConfig
+from ..errors import NSTError
+from .patterns import write_patterns
 
 EXIT_INTERRUPTED = 130
 
@@ -88,7 +89,7 @@ def _config_from_args(args: argparse.Namespace) -> StyleConfig:
 
 
 def _cmd_stylize(args) -> int:
-    from .transfer import stylize
+    from ..transfer import stylize  # the engine loads Keras and TensorFlow: only when a command needs it
 
     config = _config_from_args(args)
     result = stylize(args.content, args.style, config, out=args.out, name=args.name, progress=not args.quiet)
@@ -96,7 +97,7 @@ def _cmd_stylize(args) -> int:
 
 
 def _cmd_resume(args) -> int:
-    from .transfer import resume
+    from ..transfer import resume
 
     overrides = {"steps": args.steps} if hasattr(args, "steps") else {}
     return _report(resume(args.run_dir, progress=not args.quiet, **overrides))
@@ -122,7 +123,7 @@ def _cmd_presets(args) -> int:
 
 
 def _cmd_layers(args) -> int:
-    from .features import LAYER_PRESETS, build_base, valid_layer_names
+    from ..features import LAYER_PRESETS, build_base, valid_layer_names
 
     print("layers:", " ".join(valid_layer_names(build_base(args.arch, None))))
     print("content preset:", " ".join(LAYER_PRESETS[args.arch]["content"]))
@@ -131,8 +132,6 @@ def _cmd_layers(args) -> int:
 
 
 def _cmd_patterns(args) -> int:
-    from .patterns import write_patterns
-
     for path in write_patterns(args.out_dir, args.size):
         print(path)
     return 0

@@ -6,11 +6,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure  # no pyplot: works headless and in threads
 
 
 def _figure(width: float, height: float):
-    from matplotlib.figure import Figure  # no pyplot: works headless and in threads
-
     return Figure(figsize=(width, height), constrained_layout=True)
 
 

@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from .config import StyleConfig
-from .images import ImageLike
+from ..config import StyleConfig
+from ..images import ImageLike
+from ..transfer import stylize
 
 
 def generated_styles(model, n: int = 16, seed: int = 0) -> list[np.ndarray]:
@@ -33,8 +34,6 @@ def ast_gan(
     """Stylise ``content`` with the batch-averaged style of ``n_styles`` generated images. ``config``
     defaults to the ``seed004`` preset (VGG19, conv_4 content, conv_1..5 style, MSE Grams); keyword
     arguments go to ``stylize`` (``out``, ``name``, ``progress``, config overrides such as ``style_weight``)."""
-    from .transfer import stylize
-
     config = config or StyleConfig.preset("seed004")
     kwargs.setdefault("name", f"astgan_{model.kind}_{n_styles}styles_seed{seed}")
     return stylize(content, np.stack(generated_styles(model, n_styles, seed)), config, **kwargs)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import save_image
+from ..images import save_image
 
 
 def honeycomb(size: int = 512, cell: float = 40.0, seed: int = 0) -> np.ndarray:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -25,11 +26,17 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from tqdm.auto import tqdm
 
-from .errors import NSTError
+from ..errors import NSTError
+from ..images import centre_crop_resize
+
+# nst_lib.data.to_unit / from_unit: the conversions live in nst_lib.images and are re-exported here
+from ..images import from_unit as from_unit
+from ..images import to_unit as to_unit
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm")
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+DATA_DIR = Path(__file__).resolve().parents[2] / "data"
 # the bundled paintings (data/README.md has their licences); textures and generated patterns excluded
 BUNDLED_PAINTINGS = (
     "vangogh_starry_night.jpg",
@@ -98,9 +105,7 @@ class ImageFolder:
         def epoch(e):
             order = tf.random.experimental.stateless_shuffle(tf.range(n), seed=tf.stack([tf.cast(seed, tf.int64), e]))
             order = order[: steps * batch_size]
-            return tf.data.Dataset.from_tensor_slices(tf.reshape(order, (steps, batch_size))).map(
-                lambda idx: (idx, e)
-            )
+            return tf.data.Dataset.from_tensor_slices(tf.reshape(order, (steps, batch_size))).map(lambda idx: (idx, e))
 
         def to_batch(idx, e):
             x = tf.cast(tf.gather(images, idx), tf.float32) / 127.5 - 1.0
@@ -140,30 +145,9 @@ class ImageFolder:
         return self.images[np.sort(idx)]
 
 
-def to_unit(images: np.ndarray) -> np.ndarray:
-    """uint8 [0, 255] → float32 [-1, 1] (the generators' range)."""
-    return np.asarray(images, np.float32) / 127.5 - 1.0
-
-
-def from_unit(x) -> np.ndarray:
-    """float [-1, 1] → uint8 [0, 255], clipped."""
-    return np.clip(np.round((np.asarray(x, np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
-
-
 def list_images(folder: Path, recursive: bool = True) -> list[Path]:
     pattern = "**/*" if recursive else "*"
     return sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-
-
-def centre_crop_resize(img: Image.Image, size: int) -> np.ndarray:
-    """The largest centred square of ``img``, resized to size×size with Lanczos (antialiased), as uint8 RGB."""
-    img.draft("RGB", (size * 2, size * 2))  # JPEG: decode at a reduced scale when far larger than needed
-    img = img.convert("RGB")
-    w, h = img.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    img = img.crop((left, top, left + side, top + side))
-    return np.asarray(img.resize((size, size), Image.LANCZOS), dtype=np.uint8)
 
 
 def _decode(path: Path, size: int) -> tuple[np.ndarray | None, str]:
@@ -205,7 +189,9 @@ def load_image_folder(
     if limit is not None:
         files = files[: int(limit)]
     if not files:
-        raise DataError(f"{folder}: no images (looked for {' '.join(IMAGE_SUFFIXES)}{' in sub-folders too' if recursive else ''})")
+        raise DataError(
+            f"{folder}: no images (looked for {' '.join(IMAGE_SUFFIXES)}{' in sub-folders too' if recursive else ''})"
+        )
     spec = {"kind": "folder", "path": str(folder), "size": int(size), "recursive": recursive, "limit": limit}
 
     cache_file = None
@@ -220,8 +206,6 @@ def load_image_folder(
     with ThreadPoolExecutor(max(1, workers)) as pool:
         results = pool.map(lambda p: _decode(p, size), files)
         if progress:
-            from tqdm.auto import tqdm
-
             results = tqdm(results, total=len(files), desc=f"decoding {folder.name}", unit="img", leave=False)
         for p, (arr, why) in zip(files, results):
             if arr is None:
@@ -230,12 +214,13 @@ def load_image_folder(
                 images.append(arr)
                 kept.append(str(p))
     if not images:
-        raise DataError(f"{folder}: none of its {len(files)} image files could be read (first: {skipped[0][0]}: {skipped[0][1]})")
+        raise DataError(
+            f"{folder}: none of its {len(files)} image files could be read (first: {skipped[0][0]}: {skipped[0][1]})"
+        )
     if skipped:
-        import warnings
-
         warnings.warn(
-            f"{folder}: skipped {len(skipped)} unreadable file(s) of {len(files)}, e.g. {skipped[0][0]} ({skipped[0][1]})",
+            f"{folder}: skipped {len(skipped)} unreadable file(s) of {len(files)}, "
+            f"e.g. {skipped[0][0]} ({skipped[0][1]})",
             stacklevel=2,
         )
     data = ImageFolder(np.stack(images), kept, spec, skipped)
@@ -273,7 +258,9 @@ def _tiny_crops(kind: str, folder: Path, names, n: int, size: int, seed: int, sc
     return ImageFolder(out, files, spec)
 
 
-def tiny_paintings(n: int = 256, size: int = 64, seed: int = 0, scale: tuple[float, float] = (0.25, 1.0)) -> ImageFolder:
+def tiny_paintings(
+    n: int = 256, size: int = 64, seed: int = 0, scale: tuple[float, float] = (0.25, 1.0)
+) -> ImageFolder:
     """``n`` seeded random square crops of the eight bundled paintings (data/style), resized to ``size``:
     a dataset that ships with the repository, for tests, CI and demos (one style group per painting)."""
     return _tiny_crops("tiny_paintings", DATA_DIR / "style", BUNDLED_PAINTINGS, n, size, seed, scale)

@@ -23,9 +23,10 @@ from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
+from PIL import Image
 
-from .errors import NSTError
-from .images import save_image
+from ..errors import NSTError
+from ..images import load_image, png_bytes, save_image
 
 ANSWERS = ("painting", "generated")
 FIELDS = ("time", "respondent", "item", "truth", "answer", "seconds")
@@ -87,8 +88,9 @@ class DeceptionSurvey:
     truth: list[str]
 
     @classmethod
-    def create(cls, folder: str | Path, real: np.ndarray, generated: np.ndarray, seed: int = 0,
-               description: str = "") -> DeceptionSurvey:
+    def create(
+        cls, folder: str | Path, real: np.ndarray, generated: np.ndarray, seed: int = 0, description: str = ""
+    ) -> DeceptionSurvey:
         """Write the shuffled items and the answer key into ``folder``. An existing survey there is opened
         as it is (its items and answers are kept, never overwritten)."""
         folder = Path(folder)
@@ -103,8 +105,12 @@ class DeceptionSurvey:
         (folder / "items").mkdir(parents=True, exist_ok=True)
         for i, k in enumerate(order):
             save_image(folder / "items" / f"item_{i:03d}.png", images[k])
-        key = {"truth": [truth[k] for k in order], "seed": seed, "description": description,
-               "created": datetime.now().isoformat(timespec="seconds")}
+        key = {
+            "truth": [truth[k] for k in order],
+            "seed": seed,
+            "description": description,
+            "created": datetime.now().isoformat(timespec="seconds"),
+        }
         (folder / "key.json").write_text(json.dumps(key, indent=1))
         return cls(folder, key["truth"])
 
@@ -123,8 +129,6 @@ class DeceptionSurvey:
         return len(self.truth)
 
     def image(self, item: int) -> np.ndarray:
-        from .images import load_image
-
         return load_image(self.folder / "items" / f"item_{item:03d}.png").astype(np.uint8)
 
     def remaining(self, respondent: str) -> list[int]:
@@ -143,8 +147,16 @@ class DeceptionSurvey:
             w = csv.DictWriter(f, fieldnames=FIELDS)
             if new:
                 w.writeheader()
-            w.writerow({"time": datetime.now().isoformat(timespec="seconds"), "respondent": respondent,
-                        "item": item, "truth": self.truth[item], "answer": answer, "seconds": round(seconds, 2)})
+            w.writerow(
+                {
+                    "time": datetime.now().isoformat(timespec="seconds"),
+                    "respondent": respondent,
+                    "item": item,
+                    "truth": self.truth[item],
+                    "answer": answer,
+                    "seconds": round(seconds, 2),
+                }
+            )
 
     def report(self, confidence: float = 0.95) -> dict:
         return deception_rate(self.answers_file, confidence)
@@ -154,11 +166,12 @@ class DeceptionSurvey:
         as they are given; re-opening continues where this respondent stopped."""
         import ipywidgets as w
 
-        from .widgets import png_bytes
-
         queue = self.remaining(respondent)
         img = w.Image(format="png", width=size, height=size)
-        buttons = [w.Button(description="Painting", button_style="info"), w.Button(description="Generated", button_style="warning")]
+        buttons = [
+            w.Button(description="Painting", button_style="info"),
+            w.Button(description="Generated", button_style="warning"),
+        ]
         status = w.HTML()
         shown = {"t": time.perf_counter()}
 
@@ -170,11 +183,12 @@ class DeceptionSurvey:
                     b.disabled = True
                 status.value = (
                     f"<b>Done.</b> Deception rate over all respondents: {r['deception_rate']:.0%} "
-                    f"({r['n_fooled']}/{r['n_generated']}; {r['confidence']:.0%} interval {r['low']:.0%}–{r['high']:.0%})"
-                    if r["n_generated"] else "<b>Done.</b>"
+                    f"({r['n_fooled']}/{r['n_generated']}; "
+                    f"{r['confidence']:.0%} interval {r['low']:.0%}–{r['high']:.0%})"
+                    if r["n_generated"]
+                    else "<b>Done.</b>"
                 )
                 return
-            from PIL import Image
 
             big = np.asarray(Image.fromarray(self.image(queue[0])).resize((size, size), Image.NEAREST))
             img.value = png_bytes(big)
@@ -186,6 +200,7 @@ class DeceptionSurvey:
                 if queue:
                     self.answer(respondent, queue.pop(0), answer, time.perf_counter() - shown["t"])
                     show()
+
             return handler
 
         buttons[0].on_click(on_click("painting"))

@@ -9,7 +9,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from ..features import imagenet_obtainable
+from ..runs import device_name
+from .viz import save_figure
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass
@@ -26,8 +30,6 @@ class NotebookEnv:
         return quick if self.quick else full
 
     def save(self, fig, stem: str, dpi: int = 150) -> list[Path]:
-        from .viz import save_figure
-
         paths = save_figure(fig, self.fig_dir / stem, dpi=dpi if not self.quick else 60)
         print("saved", ", ".join(str(p.relative_to(self.root)) for p in paths))
         return paths
@@ -59,9 +61,6 @@ def _show_figures_inline() -> None:
 
 def setup(name: str, quick: bool = False) -> NotebookEnv:
     """Change to the repository root, report the device and weights, and return the notebook's settings."""
-    from .features import imagenet_obtainable
-    from .runs import device_name
-
     os.chdir(ROOT)
     _show_figures_inline()
     fig_dir = ROOT / "results" / ("quick_figures" if quick else "figures") / name

@@ -1,7 +1,7 @@
 """An ipywidgets panel for interactive style transfer (plain ipywidgets, so it works in Colab and JupyterLab
 without custom widget managers). Defaults and choices come from ``StyleConfig``.
 
-    from nst_lib.widgets import StylePanel
+    from nst_lib.workbench.widgets import StylePanel
     panel = StylePanel(); panel            # in a notebook cell
 
 The optimisation runs in a background thread, so the Stop button and the live preview work while it runs.
@@ -11,18 +11,22 @@ run folder.
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import threading
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from .config import StyleConfig
-from .features import LAYER_PRESETS
-from .optim import Callback, StepInfo
+from ..config import StyleConfig
+from ..errors import NSTError
+from ..features import LAYER_PRESETS
+from ..images import png_bytes
+from ..optim import Callback, StepInfo
+from ..transfer import save_result, stylize
+from .viz import loss_curves, save_figure
 
-DATA = Path(__file__).resolve().parent.parent / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 VGG_LAYERS = [f"block{b}_conv{i}" for b, n in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4)) for i in range(1, n + 1)]
 RESNET_LAYERS = ["conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"]
 
@@ -37,16 +41,8 @@ def bundled_images(kind: str) -> dict[str, Path]:
     return {p.stem: p for p in sorted(folder.glob("*")) if p.suffix.lower() in (".jpg", ".jpeg", ".png")}
 
 
-def png_bytes(image: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.asarray(image, dtype=np.uint8)).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _choices(name: str) -> list:
-    return list(next(f for f in dataclasses.fields(StyleConfig) if f.name == name).metadata["choices"])
+    return list(StyleConfig.choices(name))
 
 
 class _PanelCallback(Callback):
@@ -87,13 +83,22 @@ class StylePanel:
         self.content_layer = w.Dropdown(description="content layer")
         self.layer_boxes = w.VBox()
         # log-scale sliders: four decades either side of the default
-        self.alpha = w.FloatLogSlider(value=d.content_weight, base=10, min=-4, max=4, step=0.1, description="α content",
-                                      readout_format=".1e")
+        self.alpha = w.FloatLogSlider(
+            value=d.content_weight, base=10, min=-4, max=4, step=0.1, description="α content", readout_format=".1e"
+        )
         beta_exp = float(np.log10(d.style_weight))
-        self.beta = w.FloatLogSlider(value=d.style_weight, base=10, min=beta_exp - 4, max=beta_exp + 4, step=0.1,
-                                     description="β style", readout_format=".1e")
-        self.tv = w.FloatLogSlider(value=max(d.tv_weight, 1e-6), base=10, min=-6, max=3, step=0.25,
-                                   description="TV", readout_format=".1e")
+        self.beta = w.FloatLogSlider(
+            value=d.style_weight,
+            base=10,
+            min=beta_exp - 4,
+            max=beta_exp + 4,
+            step=0.1,
+            description="β style",
+            readout_format=".1e",
+        )
+        self.tv = w.FloatLogSlider(
+            value=max(d.tv_weight, 1e-6), base=10, min=-6, max=3, step=0.25, description="TV", readout_format=".1e"
+        )
         self.size = w.IntSlider(value=d.size, min=32, max=max(1024, d.size), step=16, description="size")
         self.steps = w.IntSlider(value=d.steps, min=1, max=max(1000, 4 * d.steps), step=1, description="steps")
         self.optimizer = w.Dropdown(options=_choices("optimizer"), value=d.optimizer, description="optimiser")
@@ -115,12 +120,24 @@ class StylePanel:
         self.run_button.on_click(lambda _: self.run())
         self.stop_button.on_click(lambda _: self.stop())
         self.export_button.on_click(lambda _: self.export())
-        controls = w.VBox([
-            w.HBox([self.content, self.content_upload]), w.HBox([self.style, self.style_upload]),
-            self.arch, self.content_layer, w.Label("style layers"), self.layer_boxes,
-            self.alpha, self.beta, self.tv, self.size, self.steps, self.optimizer, self.seed,
-            w.HBox([self.run_button, self.stop_button, self.export_button]),
-        ])
+        controls = w.VBox(
+            [
+                w.HBox([self.content, self.content_upload]),
+                w.HBox([self.style, self.style_upload]),
+                self.arch,
+                self.content_layer,
+                w.Label("style layers"),
+                self.layer_boxes,
+                self.alpha,
+                self.beta,
+                self.tv,
+                self.size,
+                self.steps,
+                self.optimizer,
+                self.seed,
+                w.HBox([self.run_button, self.stop_button, self.export_button]),
+            ]
+        )
         self.widget = w.HBox([controls, w.VBox([self.preview, self.progress, self.status, self.message])])
 
     def _ipython_display_(self):
@@ -157,8 +174,6 @@ class StylePanel:
 
     def _input(self, dropdown, upload):
         if upload.value:
-            from PIL import Image
-
             item = upload.value[0] if isinstance(upload.value, (list, tuple)) else next(iter(upload.value.values()))
             return Image.open(io.BytesIO(bytes(item["content"])))
         return dropdown.value
@@ -180,9 +195,6 @@ class StylePanel:
             self._thread.join()
 
     def _work(self, content, style, config) -> None:
-        from .errors import NSTError
-        from .transfer import stylize
-
         try:
             self.result = stylize(content, style, config, out=None, progress=False, callbacks=[_PanelCallback(self)])
             self.image = self.result.image
@@ -205,18 +217,12 @@ class StylePanel:
 
     def export(self) -> Path:
         """Write the current image, its config and the loss curve to a new run folder."""
-        from .runs import Run
-        from .viz import loss_curves, save_figure
-
         if self.result is None:
             raise RuntimeError("nothing to export: press Run first")
         content_name = Path(str(self.content.value)).stem if not self.content_upload.value else "upload"
         style_name = Path(str(self.style.value)).stem if not self.style_upload.value else "upload"
-        run = Run.create(self.out, f"panel_{content_name}_x_{style_name}")
-        run.start(self.result.config, {"content": str(self.content.value), "styles": [str(self.style.value)]})
-        run.save_losses(self.result.history)
-        save_figure(loss_curves({"run": self.result.history}, title="loss"), run.path / "loss_curve.png",
-                    formats=("png",))
-        run.finish(self.result.image, self.result.status, self.result.timings, len(self.result.history))
-        self.message.value = f"exported to {run.path}"
-        return run.path
+        inputs = {"content": str(self.content.value), "styles": [str(self.style.value)]}
+        path = save_result(self.result, self.out, f"panel_{content_name}_x_{style_name}", inputs)
+        save_figure(loss_curves({"run": self.result.history}, title="loss"), path / "loss_curve.png", formats=("png",))
+        self.message.value = f"exported to {path}"
+        return path

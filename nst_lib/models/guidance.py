@@ -26,14 +26,21 @@ import string
 import time
 import warnings
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import keras
 import numpy as np
+from keras import ops
 
-from .errors import ConfigError, NSTError
-from .models.base import ModelConfig, cited
+from ..config import Config, cited
+from ..errors import ConfigError, NSTError
+from ..features import get_extractor
+from ..images import centre_crop_resize, from_unit, load_image
+from ..losses import StyleLoss
+from ..optim import Adam, Callback, StepInfo, as_callbacks, run_steps
+from ..runs import Run
+from .losses import spherical_distance
 
 # CLIP's image normalisation (Radford et al. 2021, the released preprocessing)
 CLIP_MEAN = np.array([0.48145466, 0.4578275, 0.40821073], np.float32)
@@ -80,8 +87,6 @@ class ClipModel:
 
 
 def _unit(e):
-    from keras import ops
-
     e = ops.cast(e, "float32")
     return e / ops.sqrt(ops.sum(ops.square(e), axis=-1, keepdims=True) + 1e-12)
 
@@ -90,7 +95,9 @@ def _keras_hub():
     try:
         import keras_hub
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise NSTError("text prompts need CLIP from keras-hub: pip install 'nst-workbench[clip]' (or keras-hub)") from err
+        raise NSTError(
+            "text prompts need CLIP from keras-hub: pip install 'nst-workbench[clip]' (or keras-hub)"
+        ) from err
     return keras_hub
 
 
@@ -98,8 +105,6 @@ def tiny_clip(seed: int = 0, image_size: int = 32, dim: int = 32) -> ClipModel:
     """A small, randomly initialised CLIP built from keras-hub's own classes (a character-level BPE
     vocabulary, 2-layer encoders): the same interface and code path as the real model, meaningless
     embeddings. For tests and offline notebook runs."""
-    import keras
-
     kh = _keras_hub()
     keras.utils.set_random_seed(seed)
     chars = string.ascii_lowercase + string.digits + ".,'!?-"
@@ -108,10 +113,23 @@ def tiny_clip(seed: int = 0, image_size: int = 32, dim: int = 32) -> ClipModel:
     for token in ("th", "th</w>", "<|startoftext|>", "<|endoftext|>"):  # one merge: keras-hub needs ≥ 1
         vocab[token] = len(vocab)
     tokenizer = kh.models.CLIPTokenizer(vocabulary=vocab, merges=["t h"])
-    vision = kh.models.CLIPVisionEncoder(patch_size=8, hidden_dim=dim, num_layers=2, num_heads=2,
-                                         intermediate_dim=2 * dim, image_shape=(image_size, image_size, 3))
-    text = kh.models.CLIPTextEncoder(vocabulary_size=len(vocab), embedding_dim=dim, hidden_dim=dim, num_layers=2,
-                                     num_heads=2, intermediate_dim=2 * dim, max_sequence_length=16)
+    vision = kh.models.CLIPVisionEncoder(
+        patch_size=8,
+        hidden_dim=dim,
+        num_layers=2,
+        num_heads=2,
+        intermediate_dim=2 * dim,
+        image_shape=(image_size, image_size, 3),
+    )
+    text = kh.models.CLIPTextEncoder(
+        vocabulary_size=len(vocab),
+        embedding_dim=dim,
+        hidden_dim=dim,
+        num_layers=2,
+        num_heads=2,
+        intermediate_dim=2 * dim,
+        max_sequence_length=16,
+    )
     backbone = kh.models.CLIPBackbone(vision, text, projection_dim=dim)
     return ClipModel(backbone, tokenizer, 16, "tiny random CLIP (untrained)", pretrained=False)
 
@@ -158,10 +176,6 @@ class ClipPrompt(Prompt):
     target: Any
 
     def loss(self, images01, cutouts01):
-        from keras import ops
-
-        from .models.losses import spherical_distance
-
         return ops.mean(spherical_distance(self.clip.encode_image(cutouts01), self.target))
 
 
@@ -173,8 +187,13 @@ class TextPrompt(ClipPrompt):
         self.target = clip.encode_text([text])
 
     def describe(self):
-        return {"type": "text", "text": self.text, "clip": self.clip.name, "pretrained": self.clip.pretrained,
-                "weight": self.weight}
+        return {
+            "type": "text",
+            "text": self.text,
+            "clip": self.clip.name,
+            "pretrained": self.clip.pretrained,
+            "weight": self.weight,
+        }
 
 
 class ImagePrompt(ClipPrompt):
@@ -185,8 +204,13 @@ class ImagePrompt(ClipPrompt):
         self.target = clip.encode_image(np.asarray(image, np.float32)[None] / 255.0)
 
     def describe(self):
-        return {"type": "clip_image", "image": self.name, "clip": self.clip.name, "pretrained": self.clip.pretrained,
-                "weight": self.weight}
+        return {
+            "type": "clip_image",
+            "image": self.name,
+            "clip": self.clip.name,
+            "pretrained": self.clip.pretrained,
+            "weight": self.weight,
+        }
 
 
 class GramPrompt(Prompt):
@@ -195,10 +219,9 @@ class GramPrompt(Prompt):
 
     uses_cutouts = False
 
-    def __init__(self, image, layers=GATYS_LAYERS, weights: str | None = "auto", weight: float = 1.0, name: str = "image"):
-        from .features import get_extractor
-        from .losses import StyleLoss
-
+    def __init__(
+        self, image, layers=GATYS_LAYERS, weights: str | None = "auto", weight: float = 1.0, name: str = "image"
+    ):
         self.layers, self.weight, self.name, self.weights = tuple(layers), float(weight), name, weights
         self.extractor = get_extractor("vgg19", self.layers, weights=weights, normalize=True)
         feats = self.extractor(np.asarray(image, np.float32)[None])
@@ -207,14 +230,24 @@ class GramPrompt(Prompt):
     def loss(self, images01, cutouts01):
         return self.style(self.extractor(images01 * 255.0))
 
+    def distance(self, image: np.ndarray) -> float:
+        """This prompt's loss for one uint8 image: its style distance to the painting (used to judge outputs)."""
+        return float(self.loss(np.asarray(image, np.float32)[None] / 255.0, None))
+
     def describe(self):
-        return {"type": "gram", "image": self.name, "layers": list(self.layers), "vgg_weights": str(self.weights),
-                "weight": self.weight}
+        return {
+            "type": "gram",
+            "image": self.name,
+            "layers": list(self.layers),
+            "vgg_weights": str(self.weights),
+            "weight": self.weight,
+        }
 
 
 # --- cutouts ----------------------------------------------------------------------------------------------
-def make_cutouts(image01, n: int, size: int, seed, cut_power: float = 1.0, min_fraction: float = 0.25,
-                 noise: float = 0.1):
+def make_cutouts(
+    image01, n: int, size: int, seed, cut_power: float = 1.0, min_fraction: float = 0.25, noise: float = 0.1
+):
     """``n`` random square crops of (1, H, W, 3) ``image01`` resized to ``size`` — differentiable in the
     image. Side = (min_fraction + (1 − min_fraction)·u^cut_power) of the shorter side, position uniform;
     half are mirrored; each gets Gaussian noise of a random std in [0, noise] (the VQGAN+CLIP notebooks'
@@ -239,7 +272,7 @@ def make_cutouts(image01, n: int, size: int, seed, cut_power: float = 1.0, min_f
 
 # --- the optimisation -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
-class GuidanceConfig(ModelConfig):
+class GuidanceConfig(Config):
     iterations: int = cited(500, "seed 000 Fig. 8: 500 iterations")
     snapshots: tuple[int, ...] = cited((0, 50, 500), "seed 000 Figs 6–8: the image at 0, 50 and 500 iterations")
     learning_rate: float = cited(0.1, "Adam step size of the VQGAN+CLIP notebooks (Crowson 2021)")
@@ -247,16 +280,20 @@ class GuidanceConfig(ModelConfig):
     cut_power: float = cited(1.0, "cutout size distribution exponent (notebooks: cut_pow 1)")
     min_fraction: float = cited(0.25, "smallest cutout side as a fraction of the image (a choice)")
     noise: float = cited(0.1, "largest cutout noise std (notebooks: noise_fac 0.1)")
-    init_weight: float = cited(0.0, "pull back towards z₀ = E(content) (notebooks' init_weight; 0 lets the image drift, "
-                               "as seed 000 observed at 500 iterations)")
-    size: int = cited(128, "side of the generated image (the content photo is centre-cropped and resized to it; a "
-                      "multiple of the VQGAN's factor)")
+    init_weight: float = cited(
+        0.0,
+        "pull back towards z₀ = E(content) (notebooks' init_weight; 0 lets the image drift, "
+        "as seed 000 observed at 500 iterations)",
+    )
+    size: int = cited(
+        128,
+        "side of the generated image (the content photo is centre-cropped and resized to it; a "
+        "multiple of the VQGAN's factor)",
+    )
     checkpoint_every: int = cited(50, "iterations between checkpoints")
     seed: int = cited(0, "cutouts and augmentations")
 
-    def __post_init__(self) -> None:
-        if not isinstance(self.snapshots, tuple):
-            object.__setattr__(self, "snapshots", tuple(int(s) for s in self.snapshots))
+    def validate(self) -> None:
         if self.iterations < 0 or self.cutouts < 1 or self.learning_rate <= 0:
             raise ConfigError("iterations ≥ 0, cutouts ≥ 1 and learning_rate > 0")
         if any(s < 0 for s in self.snapshots):
@@ -276,17 +313,25 @@ class GuidanceResult:
         return np.array([r[key] for r in self.losses])
 
 
-def guide(vqgan, content, prompts, config: GuidanceConfig | None = None, *, clip_size: int | None = None,
-          out: str | Path = "results", name: str = "guided", resume: str | Path | None = None,
-          progress: bool = True, **overrides) -> GuidanceResult:
+def guide(
+    vqgan,
+    content,
+    prompts,
+    config: GuidanceConfig | None = None,
+    *,
+    clip_size: int | None = None,
+    out: str | Path = "results",
+    name: str = "guided",
+    resume: str | Path | None = None,
+    progress: bool = True,
+    callbacks=(),
+    **overrides,
+) -> GuidanceResult:
     """Optimise the VQGAN latent of ``content`` (uint8 image or path) towards ``prompts`` (a Prompt or a
-    list). Writes a run folder under ``out`` (or continues the run folder ``resume``)."""
+    list). Writes a run folder under ``out`` (or continues the run folder ``resume``). Runs on the engine's step
+    loop (``optim.run_steps``): progress bar, ``callbacks`` (``optim.Callback`` objects or functions of a
+    ``StepInfo``; True stops), Ctrl-C."""
     import tensorflow as tf
-
-    from .images import load_image, save_image
-    from .models.callbacks import read_rows, truncate_rows, write_rows
-    from .optim import Adam
-    from .runs import Run, device_name, versions
 
     c = (config or GuidanceConfig()).replace(**overrides)
     prompts = [prompts] if isinstance(prompts, Prompt) else list(prompts)
@@ -295,27 +340,33 @@ def guide(vqgan, content, prompts, config: GuidanceConfig | None = None, *, clip
     f = vqgan.config.downsample
     if c.size % f:
         raise ConfigError(f"size {c.size} must be a multiple of the VQGAN's downsampling factor {f}")
-    content = _square(load_image(content) if isinstance(content, (str, Path)) else np.asarray(content), c.size)
+    content = centre_crop_resize(
+        load_image(content) if isinstance(content, (str, Path)) else np.asarray(content), c.size
+    )
     cut_size = clip_size or next((p.clip.image_size for p in prompts if isinstance(p, ClipPrompt)), 224)
 
     z0 = vqgan.encode(content[None])
     shape = z0.shape
     optimizer = Adam(c.learning_rate, beta1=0.9, beta2=0.999, box=None)
     if resume is not None:
-        run = Run.open(resume)
-        if run.record.get("kind") != "guidance" or run.record.get("guidance_config") != c.to_dict():
-            raise NSTError(f"{run.path}: not a guidance run with this config")
-        state = np.load(run.path / "checkpoint.npz")
+        run = Run.open(resume, kind="guidance")
+        if run.record.get("guidance_config") != c.to_dict():
+            raise NSTError(f"{run.path}: a guidance run with another config")
+        state = run.load_arrays()
         z, start = state["z"].astype(np.float32), int(state["iteration"])
-        optimizer.load_state_dict({k[4:]: state[k] for k in state.files if k.startswith("opt_")})
-        losses = truncate_rows(run.path / "losses.csv", "step", start)
+        optimizer.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("opt_")})
+        run.truncate_rows("losses.csv", "step", start)
     else:
         run = Run.create(out, name, subdirs=("snapshots", "inputs"))
-        save_image(run.path / "inputs" / "content.png", content)
-        run.write_record(kind="guidance", vqgan_run=getattr(vqgan, "source_run", ""), prompts=[p.describe() for p in prompts],
-                         guidance_config=c.to_dict(), seed=c.seed, versions=versions(), device=device_name(),
-                         status="running", started=datetime.now().isoformat(timespec="seconds"))
-        z, start, losses = z0.reshape(-1).astype(np.float32), 0, []
+        run.save_image("inputs/content.png", content)
+        run.begin(
+            "guidance",
+            vqgan_run=getattr(vqgan, "source_run", ""),
+            prompts=[p.describe() for p in prompts],
+            guidance_config=c.to_dict(),
+            seed=c.seed,
+        )
+        z, start = z0.reshape(-1).astype(np.float32), 0
     z0_t = tf.constant(z0)
 
     @tf.function
@@ -324,80 +375,72 @@ def guide(vqgan, content, prompts, config: GuidanceConfig | None = None, *, clip
             tape.watch(z_flat)
             zz = tf.reshape(z_flat, shape)
             image = (tf.clip_by_value(vqgan.decode_latent(zz), -1.0, 1.0) + 1.0) / 2.0
-            cuts = make_cutouts(image, c.cutouts, cut_size, tf.stack([c.seed, it]), c.cut_power, c.min_fraction, c.noise)
+            cuts = make_cutouts(
+                image, c.cutouts, cut_size, tf.stack([c.seed, it]), c.cut_power, c.min_fraction, c.noise
+            )
             parts = [p.weight * p.loss(image, cuts) for p in prompts]
             total = tf.add_n(parts)
             if c.init_weight > 0:
                 total = total + c.init_weight * tf.reduce_mean(tf.square(zz - z0_t))
         return total, parts, tape.gradient(total, z_flat)
 
-    def decode(z_flat) -> np.ndarray:
-        from .data import from_unit
+    def objective(z_flat):
+        total, parts, grad = loss_and_grad(tf.constant(z_flat), tf.constant(recorder.iteration, tf.int32))
+        return float(total), {f"prompt_{k}": float(p) for k, p in enumerate(parts)}, np.asarray(grad)
 
+    def decode(z_flat) -> np.ndarray:
         return from_unit(np.asarray(vqgan.decode_latent(z_flat.reshape(shape))))[0]
 
-    snaps = set(c.snapshots)
-    status, t0 = "completed", time.perf_counter()
-    bar = _bar(c.iterations, start, progress, run.path.name)
-    try:
-        for it in range(start, c.iterations + 1):
-            if it in snaps:
-                save_image(run.path / "snapshots" / f"iter_{it:05d}.png", decode(z))
-            if it == c.iterations:
-                break
-            step = {}
-
-            def fg(x):
-                total, parts, grad = loss_and_grad(tf.constant(x), tf.constant(it, tf.int32))
-                step["parts"] = [float(p) for p in parts]
-                return float(total), {}, np.asarray(grad)
-
-            z = optimizer.step(z, fg)
-            row = {"step": it + 1, "total": optimizer.f}
-            row.update({f"prompt_{k}": v for k, v in enumerate(step["parts"])})
-            losses.append(row)
-            write_rows(run.path / "losses.csv", [row])
-            if (it + 1) % c.checkpoint_every == 0:
-                _checkpoint(run.path, z, it + 1, optimizer)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{optimizer.f:.4f}", refresh=False)
-    except KeyboardInterrupt:
-        status = "interrupted"  # the checkpoint below holds the last completed iteration
-    finally:
-        if bar is not None:
-            bar.close()
-    image = decode(z)
-    save_image(run.path / "output.png", image)
+    recorder = _GuidanceRecorder(run, c, optimizer, decode, start, z)
+    t0 = time.perf_counter()
+    loop = run_steps(
+        optimizer,
+        objective,
+        z,
+        start,
+        c.iterations,
+        [recorder, *as_callbacks(callbacks)],
+        to_image=decode,
+        progress=progress and start < c.iterations,
+        desc=run.path.name,
+        unit="it",
+    )
+    status = "interrupted" if loop.interrupted else "stopped" if loop.stopped else "completed"
+    image = decode(loop.x)
+    run.save_image("output.png", image)
     seconds = time.perf_counter() - t0
-    timings = {"seconds": round(seconds, 2), "iterations_per_s": round((len(losses) - start) / seconds, 3) if seconds else 0.0}
-    run.write_record(status=status, iterations_done=len(losses), timings=timings,
-                     finished=datetime.now().isoformat(timespec="seconds"))
-    _checkpoint(run.path, z, len(losses), optimizer)
-    from PIL import Image
-
-    snapshots = {int(p.stem.split("_")[1]): np.asarray(Image.open(p).convert("RGB"))
-                 for p in sorted((run.path / "snapshots").glob("iter_*.png"))}
-    return GuidanceResult(image, snapshots, read_rows(run.path / "losses.csv"), run.path, status, timings)
+    done = loop.steps_done - start
+    timings = {"seconds": round(seconds, 2), "iterations_per_s": round(done / seconds, 3) if seconds else 0.0}
+    run.end(status, iterations_done=loop.steps_done, timings=timings)
+    _checkpoint(run, loop.x, loop.steps_done, optimizer)
+    snapshots = dict(run.numbered_images("snapshots", "iter_*.png"))
+    return GuidanceResult(image, snapshots, run.read_rows("losses.csv"), run.path, status, timings)
 
 
-def _checkpoint(path: Path, z, iteration: int, optimizer) -> None:
-    tmp = path / "checkpoint.tmp.npz"
-    np.savez(tmp, z=z, iteration=iteration, **{f"opt_{k}": v for k, v in optimizer.state_dict().items()})
-    tmp.replace(path / "checkpoint.npz")
+class _GuidanceRecorder(Callback):
+    """The guidance run's folder, kept current: the iteration the objective draws its cutouts for, a losses row
+    per iteration, snapshots at the configured iterations, a checkpoint every ``checkpoint_every``."""
+
+    def __init__(self, run: Run, config: GuidanceConfig, optimizer, decode, start: int, z_start: np.ndarray):
+        self.run, self.config, self.optimizer, self.decode = run, config, optimizer, decode
+        self.start, self.z_start, self.iteration = start, z_start, start
+
+    def on_start(self, steps: int, level: int) -> None:
+        self._snapshot(self.start, self.z_start)
+
+    def on_step_begin(self, step: int) -> None:
+        self.iteration = step - 1  # step k applies the update of iteration k − 1 (cutouts seeded by it)
+
+    def on_step(self, info: StepInfo):
+        self.run.append_rows("losses.csv", [{"step": info.step, **info.losses}])
+        self._snapshot(info.step, info.x)
+        if info.step % self.config.checkpoint_every == 0:
+            _checkpoint(self.run, info.x, info.step, self.optimizer)
+
+    def _snapshot(self, iteration: int, z: np.ndarray) -> None:
+        if iteration in self.config.snapshots:
+            self.run.save_image(f"snapshots/iter_{iteration:05d}.png", self.decode(z))
 
 
-def _square(image: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    from .data import centre_crop_resize
-
-    return centre_crop_resize(Image.fromarray(np.asarray(image, np.uint8)), size)
-
-
-def _bar(total: int, initial: int, progress: bool, desc: str):
-    if not progress or initial >= total:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=initial, desc=desc, unit="it", dynamic_ncols=True)
+def _checkpoint(run: Run, z, iteration: int, optimizer) -> None:
+    run.save_arrays({"z": z, "iteration": iteration, **{f"opt_{k}": v for k, v in optimizer.state_dict().items()}})

@@ -22,11 +22,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
 
-from .config import StyleConfig
-from .images import ImageLike, source_name
-from .optim import Callback, StepInfo
-from .runs import Run, slug
+from ..config import StyleConfig
+from ..images import ImageLike, source_name
+from ..optim import Callback, StepInfo
+from ..runs import Run, slug
+from ..transfer import resume, stylize
+from .viz import image_grid
 
 
 @dataclass
@@ -44,8 +48,6 @@ class SweepCell:
 
     @property
     def image(self) -> np.ndarray:
-        from PIL import Image
-
         return np.asarray(Image.open(self.run_dir / "output.png").convert("RGB"))
 
     def row(self) -> dict[str, Any]:
@@ -90,8 +92,6 @@ class SweepResult(list):
         return images, [_label(rows, r) for r in row_values], [_label(cols, k) for k in col_values]
 
     def figure(self, rows: str, cols: str, title: str | None = None, footnote: str | None = None, **fixed: Any):
-        from .viz import image_grid
-
         images, row_labels, col_labels = self.grid(rows, cols, **fixed)
         return image_grid(images, row_labels, col_labels, title, footnote=footnote)
 
@@ -142,19 +142,13 @@ def sweep(
     """Run every combination of content × style × ``vary`` values (StyleConfig fields) from ``base``.
     Each cell is a run folder under ``out``; cells finished earlier are skipped, interrupted ones resumed.
     ``styles`` values may be lists to blend several styles in one cell."""
-    from tqdm.auto import tqdm
-
-    from .transfer import resume, stylize
-
     base = base or StyleConfig()
     vary = dict(vary or {})
     base.replace(**{k: v[0] for k, v in vary.items()})  # unknown fields fail now, not after hours
     out = Path(out)
     contents, styles = _named(contents), _named(styles)
     combos = [dict(zip(vary, values)) for values in itertools.product(*vary.values())] or [{}]
-    cells = SweepResult(
-        SweepCell(c, s, o, out / cell_name(c, s, o)) for c in contents for s in styles for o in combos
-    )
+    cells = SweepResult(SweepCell(c, s, o, out / cell_name(c, s, o)) for c in contents for s in styles for o in combos)
     configs = [base.replace(**cell.overrides) for cell in cells]
     total = sum(cfg.steps * cfg.pyramid_levels for cfg in configs)
     bar = tqdm(total=total, desc=f"sweep {out.name}", disable=not progress, dynamic_ncols=True)
@@ -164,11 +158,11 @@ def sweep(
             record = _record(cell.run_dir)
             if record.get("status") == "completed" and record.get("steps_done", 0) >= config.steps:
                 cell.status = "skipped (done)"
-                cell.history = Run.open(cell.run_dir).load_losses()
+                cell.history = Run.open(cell.run_dir).read_rows("losses.csv")
                 bar.update(config.steps * config.pyramid_levels)
             elif record and (cell.run_dir / "checkpoint.npz").is_file():
-                done = Run.open(cell.run_dir).load_checkpoint()
-                bar.update(done["step"] + done["level"] * config.steps)
+                done = Run.open(cell.run_dir).load_arrays(keys=("level", "step"))
+                bar.update(int(done["step"]) + int(done["level"]) * config.steps)
                 result = resume(cell.run_dir, callbacks=callbacks_here, progress=False, steps=config.steps)
                 cell.status, cell.history = f"resumed, {result.status}", result.history
             else:
