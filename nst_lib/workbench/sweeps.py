@@ -29,7 +29,7 @@ from ..config import StyleConfig
 from ..images import ImageLike, source_name
 from ..optim import Callback, StepInfo
 from ..runs import Run, slug
-from ..transfer import resume, stylize
+from ..transfer import resume, schedule, stylize, total_steps
 from .viz import image_grid
 
 
@@ -150,7 +150,7 @@ def sweep(
     combos = [dict(zip(vary, values)) for values in itertools.product(*vary.values())] or [{}]
     cells = SweepResult(SweepCell(c, s, o, out / cell_name(c, s, o)) for c in contents for s in styles for o in combos)
     configs = [base.replace(**cell.overrides) for cell in cells]
-    total = sum(cfg.steps * cfg.pyramid_levels for cfg in configs)
+    total = sum(total_steps(cfg) for cfg in configs)
     bar = tqdm(total=total, desc=f"sweep {out.name}", disable=not progress, dynamic_ncols=True)
     try:
         for cell, config in zip(cells, configs):
@@ -159,10 +159,11 @@ def sweep(
             if record.get("status") == "completed" and record.get("steps_done", 0) >= config.steps:
                 cell.status = "skipped (done)"
                 cell.history = Run.open(cell.run_dir).read_rows("losses.csv")
-                bar.update(config.steps * config.pyramid_levels)
+                bar.update(total_steps(config))
             elif record and (cell.run_dir / "checkpoint.npz").is_file():
                 done = Run.open(cell.run_dir).load_arrays(keys=("level", "step"))
-                bar.update(int(done["step"]) + int(done["level"]) * config.steps)
+                earlier = schedule(config, config.size)[: int(done["level"])]
+                bar.update(int(done["step"]) + sum(scale.steps for scale in earlier))
                 result = resume(cell.run_dir, callbacks=callbacks_here, progress=False, steps=config.steps)
                 cell.status, cell.history = f"resumed, {result.status}", result.history
             else:
