@@ -12,6 +12,7 @@ Results: benchmarks/results/schedule_<part>.json.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -90,7 +91,7 @@ def quality(args) -> None:
     meter = Meter()
     size = args.size
     content, style = load_image(CONTENT, size), load_image(STYLE, size)
-    base = StyleConfig(size=size, snapshot_every=0)
+    base = StyleConfig(size=size, snapshot_every=0, **json.loads(args.overrides))
     scheduled, cost_a = meter.run(lambda: stylize(content, style, base, out=None, progress=True))
     budget = cost_a["seconds"]
 
@@ -121,7 +122,7 @@ def quality(args) -> None:
         "loss_at_256": rows[0]["loss_at_256"] / rows[1]["loss_at_256"],
     }
     write(
-        "schedule_quality",
+        f"schedule_quality{args.tag}",
         {
             "size": size,
             "config": base.to_dict(),
@@ -138,7 +139,7 @@ def adam(args) -> None:
 
     size = 256
     adam_cfg = StyleConfig.preset("tf_tutorial", size=size, snapshot_every=0)
-    base = StyleConfig(size=size, snapshot_every=0)
+    base = StyleConfig(size=size, snapshot_every=0, **json.loads(args.overrides))
     # the comparison is on the default loss (the tutorial's settings only choose the optimiser's path)
     adam_run = stylize(
         CONTENT,
@@ -167,7 +168,7 @@ def adam(args) -> None:
         if r["level"] == last and r["total"] <= target and reached is None:
             reached = clock
     write(
-        "schedule_adam",
+        f"schedule_adam{args.tag}",
         {
             "size": size,
             "adam_steps": 1000,
@@ -186,6 +187,8 @@ def main() -> None:
     parser.add_argument("part", choices=["identity", "quality", "adam"])
     parser.add_argument("--only", nargs="*", help="identity: only schedules whose name contains one of these")
     parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--overrides", default="{}", help="quality/adam: StyleConfig overrides (JSON) of the schedule")
+    parser.add_argument("--tag", default="", help="suffix of the results file")
     args = parser.parse_args()
     {"identity": identity, "quality": quality, "adam": adam}[args.part](args)
 

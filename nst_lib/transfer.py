@@ -94,6 +94,14 @@ def schedule(config: StyleConfig, long_side: int, fits: Callable[[int], bool] | 
     return [Scale(i, size, first if i == 0 and len(sizes) > 1 else config.steps) for i, size in enumerate(sizes)]
 
 
+def scale_config(config: StyleConfig, scale: Scale, final: Scale) -> StyleConfig:
+    """The config a coarser scale optimises with. The content ('mean') and style ('size') losses already mean the
+    same at every size; the TV term does not: downsampling an image by k makes its neighbour differences about k
+    times larger, so the same TV weight would smooth a coarse scale k² times harder. Its weight is therefore
+    scaled by (scale / final size)²; the final scale's loss is the single-scale loss."""
+    return config.replace(tv_weight=config.tv_weight * (scale.long_side / final.long_side) ** 2)
+
+
 def level_sizes(config: StyleConfig, long_side: int) -> list[int]:
     """Long side of each scale, coarse to fine; the last is the output size."""
     return [scale.long_side for scale in schedule(config, long_side)]
@@ -213,7 +221,9 @@ class _Engine:
                     content_opt = grayscale(content)
                     styles_opt = [match_luminance(s, content) for s in styles]
                 tile = tile_size_for(config, extractor, *content_opt.shape[:2])
-                problem = Objective(extractor, config, content_opt, styles_opt, tile)
+                problem = Objective(
+                    extractor, scale_config(config, scale, self.scales[-1]), content_opt, styles_opt, tile
+                )
                 self.tiles[level] = len(problem.tiles) if problem.tiles else 1
             optimizer = make_optimizer(config, pairs=lbfgs_pairs(config, content.size))
             step0 = 0

@@ -197,6 +197,23 @@ def test_pyramid_runs_coarse_to_fine(small_pair, tmp_path):
     assert sorted(p.name for p in (r.run_dir / "snapshots").iterdir()) == ["L0_step_00003.png", "L1_step_00003.png"]
 
 
+def test_coarser_scales_weight_tv_so_that_it_means_the_same_at_every_size(small_pair):
+    # a smooth image downsampled by k has k× larger neighbour differences: its TV term must not grow k²-fold
+    from nst_lib.losses import tv_loss_and_grad
+    from nst_lib.transfer import Scale, scale_config
+
+    content = small_pair[0].astype(np.float64)
+    smooth = np.clip(np.cumsum(np.ones_like(content), axis=1) * 4.0, 0, 255)  # a ramp: 4 grey levels a pixel
+    half = smooth[::2, ::2]  # the same ramp at half the size: 8 grey levels a pixel
+    config = StyleConfig(tv_weight=1.0)
+    coarse = scale_config(config, Scale(0, 24, 10), Scale(1, 48, 10))
+    final = scale_config(config, Scale(1, 48, 10), Scale(1, 48, 10))
+    assert final.tv_weight == 1.0 and coarse.tv_weight == pytest.approx(0.25)
+    assert coarse.tv_weight * tv_loss_and_grad(half)[0] == pytest.approx(
+        final.tv_weight * tv_loss_and_grad(smooth)[0], rel=0.05
+    )
+
+
 def test_the_schedule_goes_up_from_the_smallest_scale_by_the_ratio():
     from nst_lib.transfer import schedule
 
