@@ -340,6 +340,7 @@ def _execute(config, content_img, style_imgs, names, run, callbacks, progress, t
             config.preprocessing,
             config.normalize_features,
             config.precision,
+            seed=config.seed,  # random weights are drawn from the run's seed: a resume gets the same network
         )
     engine = _Engine(config, content_img, style_imgs, run)
     if start is not None:
