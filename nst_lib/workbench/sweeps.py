@@ -212,7 +212,8 @@ def sweep(
     every worker sees. A cell whose worker dies is run again up to ``retries`` times, each time from its last
     checkpoint; a cell that still fails is reported by name and its status in the table starts with
     ``failed``. Ctrl-C cancels the cells not yet started and stops the running ones at their next step, so
-    every started cell can be resumed by calling ``sweep`` again."""
+    every started cell can be resumed by calling ``sweep`` again. ``callbacks`` see every step where the cells run
+    (with Ray, on the workers: they must pickle)."""
     if executor not in ("local", "ray"):
         raise ConfigError(f"executor={executor!r} is not one of local, ray")
     if executor == "ray":
