@@ -212,32 +212,38 @@ def run_on_ray(
 
 
 def _drive(ray, refs: dict, cells, counter, bar) -> None:
-    pending, shown, failed = list(refs), 0, 0
+    collected: set = set()
+
+    def collect(ref):
+        _collect(ray, ref, cells[refs[ref]])
+        collected.add(ref)
 
     def show():
-        nonlocal shown
         steps = ray.get(counter.total.remote())
-        bar.update(steps - shown)
-        shown = steps
-        done = len(refs) - len(pending)
-        bar.set_postfix_str(f"{done}/{len(refs)} cells" + (f", {failed} failed" if failed else ""), refresh=False)
+        bar.update(steps - bar.n)
+        failed = sum(cells[refs[r]].status.startswith("failed") for r in collected)
+        postfix = f"{len(collected)}/{len(refs)} cells" + (f", {failed} failed" if failed else "")
+        bar.set_postfix_str(postfix, refresh=False)
 
     try:
-        while pending:
-            ready, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5, fetch_local=False)
+        while len(collected) < len(refs):
+            pending = [r for r in refs if r not in collected]
+            ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0.5, fetch_local=False)
             for ref in ready:
-                _collect(ray, ref, cells[refs[ref]])
-                failed += cells[refs[ref]].status.startswith("failed")
+                collect(ref)
             show()
     except KeyboardInterrupt:
         # cancel what has not started; a running cell gets KeyboardInterrupt, checkpoints and returns
+        pending = [r for r in refs if r not in collected]
         for ref in pending:
             ray.cancel(ref)
-        ready, pending = ray.wait(pending, num_returns=len(pending), timeout=CANCEL_GRACE_S)
-        for ref in ready:
-            _collect(ray, ref, cells[refs[ref]])
-        for ref in pending:
-            _from_folder(cells[refs[ref]])
+        if pending:
+            ready, _ = ray.wait(pending, num_returns=len(pending), timeout=CANCEL_GRACE_S)
+            for ref in ready:
+                collect(ref)
+        for ref in refs:
+            if ref not in collected:
+                _from_folder(cells[refs[ref]])
 
 
 def _collect(ray, ref, cell) -> None:
