@@ -29,7 +29,7 @@ def main() -> None:
     from nst_lib.features import get_extractor
     from nst_lib.images import load_image
     from nst_lib.losses import StyleLoss, tv_loss
-    from nst_lib.transfer import resolve_layers
+    from nst_lib.objective import resolve_layers
 
     config = StyleConfig(weights=None, size=args.size)
     content_layers, style_layers = resolve_layers(config)

@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 size, steps = int(sys.argv[1]), int(sys.argv[2])
 from nst_lib import StyleConfig, stylize
 from nst_lib.features import get_extractor, weights_available
-from nst_lib.transfer import resolve_layers
+from nst_lib.objective import resolve_layers
 weights = "imagenet" if weights_available("vgg19") else None
 config = StyleConfig(weights=weights, size=max(size, 16), steps=max(steps, 1), snapshot_every=0)
 if steps == 0:

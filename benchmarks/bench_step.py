@@ -1,54 +1,54 @@
-"""Time per optimisation step against the floor measured in the same run.
+"""Time per optimisation step against the floor measured in the same run, on each Keras backend.
 
-floor = two forward passes of the same truncated extractor on the same image (about what one
-forward + backward pass costs); also reported: a plain forward + backward of the same network with a
-trivial loss (the network's own gradient cost); step = one L-BFGS step of the engine (loss, gradient, line search,
-two-loop recursion, host copies). Target on CPU: step / floor <= 1.2.
+floor = two forward passes of the same truncated extractor on the same image (about what one forward + backward
+pass costs); also reported: a plain forward + backward of the same network with a trivial loss (the network's own
+gradient cost); step = one L-BFGS step of the engine (loss, gradient, line search, two-loop recursion, host
+copies). Target on CPU: step / floor <= 1.2. Each backend runs in its own process (KERAS_BACKEND is read when Keras
+is imported); the rows of all of them land in one results file.
 
-    python benchmarks/bench_step.py [--sizes 256 512] [--archs vgg16 vgg19 resnet50] [--steps 8]
+    python benchmarks/bench_step.py [--sizes 256 512] [--archs vgg16 vgg19 resnet50] [--steps 12]
+                                    [--backends tensorflow jax]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
 import sys
+from pathlib import Path
 
-sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CONTENT, STYLE, median_time, write  # noqa: E402
 
 
 def bench(arch: str, size: int, steps: int) -> dict:
     import numpy as np
-    import tensorflow as tf
+    from keras import ops
 
-    from nst_lib import StyleConfig
-    from nst_lib.features import get_extractor
+    from nst_lib import StyleConfig, backend
     from nst_lib.images import load_image
+    from nst_lib.objective import Objective, extractor_for
     from nst_lib.optim import make_optimizer
-    from nst_lib.transfer import _Problem, resolve_layers
 
     # random weights: the timing of a network does not depend on its weight values
     config = StyleConfig(arch=arch, weights=None, size=size)
-    content_layers, style_layers = resolve_layers(config)
-    extractor = get_extractor(arch, content_layers + style_layers, None)
+    extractor = extractor_for(config)
     content, style = load_image(CONTENT, size), load_image(STYLE, size)
-    problem = _Problem(extractor, config, content, [style])
-    x_tf = tf.constant(content[None])
+    problem = Objective(extractor, config, content, [style])
+    x = ops.convert_to_tensor(content[None])
 
-    @tf.function
-    def two_forward(x):
-        a = extractor(x)
-        b = extractor(x + 1.0)
-        return [v for v in a.values()] + [v for v in b.values()]
+    def two_forward(x, params):
+        a, b = extractor.apply(params, x), extractor.apply(params, x + 1.0)
+        return [*a.values(), *b.values()]
 
-    @tf.function
-    def forward_backward(x):  # the network's own gradient cost, with a trivial loss and no Grams
-        with tf.GradientTape(watch_accessed_variables=False) as tape:
-            tape.watch(x)
-            loss = tf.add_n([tf.reduce_sum(v) for v in extractor(x).values()])
-        return tape.gradient(loss, x)
+    def plain(x, params):  # the network's own gradient cost, with a trivial loss and no Grams
+        loss = sum(ops.sum(v) for v in extractor.apply(params, x).values())
+        return loss, loss
 
+    floor_fn, plain_fn = backend.compile_forward(two_forward), backend.value_and_grad(plain)
     optimizer = make_optimizer(config)
     state = {"x": content.reshape(-1).astype(np.float32)}
 
@@ -56,12 +56,12 @@ def bench(arch: str, size: int, steps: int) -> dict:
         state["x"] = optimizer.step(state["x"], problem)
 
     def floor_pass():
-        [t.numpy() for t in two_forward(x_tf)]
+        [backend.to_numpy(t) for t in floor_fn(x, extractor.params)]
 
     def fwd_bwd_pass():
-        forward_backward(x_tf).numpy()
+        backend.to_numpy(plain_fn(x, extractor.params)[1])
 
-    for _ in range(3):  # trace the functions and get past L-BFGS' first, scaled-gradient steps
+    for _ in range(3):  # compile the functions and get past L-BFGS' first, scaled-gradient steps
         one_step()
         floor_pass()
         fwd_bwd_pass()
@@ -72,8 +72,8 @@ def bench(arch: str, size: int, steps: int) -> dict:
         steps_t.append(median_time(one_step, repeats=1, warmup=0))
         fbs.append(median_time(fwd_bwd_pass, repeats=1, warmup=0))
     floor, step, fwd_bwd = statistics.median(floors), statistics.median(steps_t), statistics.median(fbs)
-    evals_per_step = (optimizer.evaluations - evals0) / steps
     row = {
+        "backend": backend.name(),
         "arch": arch,
         "size": size,
         "image_hw": list(content.shape[:2]),
@@ -82,20 +82,41 @@ def bench(arch: str, size: int, steps: int) -> dict:
         "ratio": round(step / floor, 3),
         "plain_forward_backward_s": round(fwd_bwd, 4),
         "plain_forward_backward_over_floor": round(fwd_bwd / floor, 3),
-        "evaluations_per_step": round(evals_per_step, 2),
+        "evaluations_per_step": round((optimizer.evaluations - evals0) / steps, 2),
     }
-    print(row, flush=True)
+    print(row, file=sys.stderr, flush=True)
     return row
+
+
+def worker(args) -> None:
+    from nst_lib import backend
+
+    rows = [bench(a, s, args.steps) for a in args.archs for s in args.sizes]
+    print(json.dumps({"versions": backend.versions(), "rows": rows}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--archs", nargs="+", default=["vgg16", "vgg19", "resnet50"])
-    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    rows = [bench(a, s, args.steps) for a in args.archs for s in args.sizes]
-    write("step_time", {"target": "step / floor <= 1.2 on CPU", "optimizer": "lbfgs", "rows": rows})
+    if args.worker:
+        return worker(args)
+    rows, versions = [], {}
+    for name in args.backends:
+        cmd = [sys.executable, __file__, "--worker", "--steps", str(args.steps), "--sizes", *map(str, args.sizes)]
+        cmd += ["--archs", *args.archs]
+        out = subprocess.run(cmd, env={**os.environ, "KERAS_BACKEND": name}, capture_output=True, text=True)
+        if out.returncode:
+            sys.exit(f"bench_step: the {name} run failed:\n{out.stderr[-3000:]}")
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        rows += result["rows"]
+        versions[name] = result["versions"]
+    payload = {"target": "step / floor <= 1.2 on CPU", "optimizer": "lbfgs", "steps_timed": args.steps}
+    write("step_time", {**payload, "versions_by_backend": versions, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -29,17 +29,16 @@ def median_time(fn, repeats: int, warmup: int = 1) -> float:
 
 
 def machine() -> dict:
-    import tensorflow as tf
+    """The device, cores and library versions (whichever Keras backend runs)."""
+    from nst_lib import backend
 
-    from nst_lib.runs import device_name
+    out = {"device": backend.device_name(), "cpu_count": os.cpu_count(), "platform": platform.platform()}
+    out.update({k: v for k, v in backend.versions().items() if k not in ("platform", "python")})
+    if backend.name() == "tensorflow":
+        import tensorflow as tf
 
-    return {
-        "device": device_name(),
-        "cpu_count": os.cpu_count(),
-        "platform": platform.platform(),
-        "tensorflow": tf.__version__,
-        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
-    }
+        out["intra_op_threads"] = tf.config.threading.get_intra_op_parallelism_threads()
+    return out
 
 
 def write(name: str, payload: dict) -> Path:

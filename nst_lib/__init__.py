@@ -3,9 +3,10 @@
     from nst_lib import stylize, StyleConfig
     result = stylize("data/content/tubingen_neckarfront.jpg", "data/style/vangogh_starry_night.jpg")
 
-Three parts: the Gatys engine at the top level (config, images, features, losses, optim, transfer, runs,
-metrics), ``nst_lib.models`` (the generative models with their data, training and guided generation) and
-``nst_lib.workbench`` (figures, sweeps, the widget panel, the papers' experiments, the ``nst`` command).
+Three parts: the Gatys engine at the top level (config, images, features, losses, objective, optim, transfer,
+runs, metrics, and backend: the one module that knows TensorFlow from JAX), ``nst_lib.models`` (the generative
+models with their data, training and guided generation) and ``nst_lib.workbench`` (figures, sweeps, the widget
+panel, the papers' experiments, the ``nst`` command).
 Imports point down only: workbench → models → engine.
 
 Names are imported lazily, so ``import nst_lib`` and ``nst --help`` do not start TensorFlow.
@@ -34,6 +35,8 @@ _EXPORTS = {
     "grayscale": "images",
     "Callback": "optim",
     "StepInfo": "optim",
+    "Evaluation": "objective",
+    "evaluate": "objective",
     "StyleResult": "transfer",
     "stylize": "transfer",
     "resume": "transfer",

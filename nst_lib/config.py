@@ -177,7 +177,7 @@ class StyleConfig(Config):
     max_pixels: int = option(2048 * 2048, "pixel budget; larger requests are downscaled with a warning")
     preserve_color: bool = option(False, "luminance-only transfer keeping the content's colours (Gatys et al. 2017)")
     # --- optimisation --------------------------------------------------------------------------------
-    steps: int = option(300, "optimisation steps (per pyramid level)")
+    steps: int = option(300, "optimisation steps at each scale (the coarsest takes first_scale_steps)")
     optimizer: str = option("lbfgs", "optimiser", choices=OPTIMIZERS)
     learning_rate: float | None = option(
         None, "step size; none = the optimiser's default (L-BFGS 1.0, Adam 5.0 on the 0-255 pixel scale)"
@@ -190,16 +190,39 @@ class StyleConfig(Config):
     seed: int = option(
         0, "random seed (noise init, and the network when weights=none); same seed and inputs give the same output"
     )
-    pyramid_levels: int = option(1, "coarse-to-fine levels, each coarser one half the size; 1 = off")
+    pyramid_levels: int | None = option(
+        1,
+        "coarse-to-fine scales, each pyramid_ratio smaller than the next; 1 = one scale; none = as many as fit "
+        "between pyramid_min_size and size",
+    )
+    pyramid_ratio: float = option(2.0, "size ratio between consecutive scales of the coarse-to-fine schedule")
+    pyramid_min_size: int = option(128, "long side of the coarsest scale when pyramid_levels is none")
+    first_scale_steps: int | None = option(None, "steps at the coarsest scale; none = steps")
     snapshot_every: int = option(50, "save a snapshot and a resumable checkpoint every k steps; 0 = off")
+    # --- memory --------------------------------------------------------------------------------------
+    tile_size: int | None = option(
+        None,
+        "evaluate the loss in tiles of this long side (halo included) with exact gradients; 0 = never; "
+        "none = only when the whole image would not fit memory_budget_mb",
+    )
+    memory_budget_mb: int | None = option(
+        None, "memory the loss evaluation may use; none = 16 GB on a GPU, a quarter of the RAM on a CPU"
+    )
 
     def validate(self) -> None:
-        positive = ("size", "steps", "lbfgs_history", "pyramid_levels", "max_pixels", "style_scale")
+        positive = ("size", "steps", "lbfgs_history", "max_pixels", "style_scale", "pyramid_min_size")
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
-        for name in ("content_weight", "style_weight", "tv_weight", "snapshot_every"):
-            if getattr(self, name) < 0:
+        for name in ("pyramid_levels", "first_scale_steps"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if not self.pyramid_ratio > 1:
+            raise ConfigError(f"pyramid_ratio must be above 1, got {self.pyramid_ratio!r}")
+        if self.memory_budget_mb is not None and not self.memory_budget_mb > 0:
+            raise ConfigError(f"memory_budget_mb must be positive, got {self.memory_budget_mb!r}")
+        for name in ("content_weight", "style_weight", "tv_weight", "snapshot_every", "tile_size"):
+            if (getattr(self, name) or 0) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if self.learning_rate is not None and not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate!r}")

@@ -8,17 +8,20 @@ Caffe calls ``relu4_2``; the aliases below accept Caffe (``relu4_2``, ``conv4_2`
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 import numpy as np
 from keras import ops
 
+from . import backend
 from .errors import ConfigError, WeightsNotFoundError
 from .images import load_image
 
@@ -45,6 +48,10 @@ KERAS_WEIGHT_FILES = {
     "resnet50": "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
 }
 TORCHVISION_VGG16_FILE = "vgg16_torchvision_imagenet1k_v1_notop_keras.h5"
+
+# Activations kept for the backward pass, their gradients and the framework's temporaries, relative to the
+# activations alone; calibrated from the measured peak memory of whole-image evaluations (benchmarks/bench_memory.py).
+ACTIVATION_OVERHEAD = 3.0
 
 _CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
 _TORCH_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
@@ -237,10 +244,71 @@ def fold_batchnorm(model: keras.Model) -> keras.Model:
     return keras.models.clone_model(model, clone_function=clone) if follows else model
 
 
+# --- receptive fields ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Geometry:
+    """Where a layer's feature position p looks in the input image: rows (and columns) p·jump − before …
+    p·jump + after. ``jump`` is the layer's downsampling factor; ``before``/``after`` its receptive-field reach."""
+
+    jump: int
+    before: int
+    after: int
+
+
+def layer_geometry(model: keras.Model) -> dict[str, Geometry]:
+    """The ``Geometry`` of every layer of a functional model, worked out from its convolutions, poolings and
+    paddings (square kernels, symmetric padding; 'same' only with stride 1, whose padding does not depend on the
+    input's size). Exact tiling rests on it: a tile whose interior starts on the ``jump`` grid and whose halo
+    covers ``before``/``after`` computes the interior's features exactly as the whole image does."""
+    geometry: dict[str, Geometry] = {}
+    by_node: dict[int, Geometry] = {}
+    # the model's own graph (a layer shared with the model it was cloned from has nodes in both), inputs first
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            by_node[id(node)] = geometry[node.operation.name] = _node_geometry(
+                node.operation, [by_node[id(p)] for p in node.parent_nodes]
+            )
+    return geometry
+
+
+def _node_geometry(layer, inputs: list[Geometry]) -> Geometry:
+    """One layer's geometry from its inputs'; layers that keep positions (activations, batch norm, Add) keep it."""
+    if not inputs:
+        return Geometry(1, 0, 0)
+    jump = inputs[0].jump
+    if any(g.jump != jump for g in inputs):
+        raise ConfigError(f"{layer.name}: inputs with different strides cannot be tiled")
+    before, after = max(g.before for g in inputs), max(g.after for g in inputs)
+    if isinstance(layer, keras.layers.ZeroPadding2D):
+        (top, bottom), (left, right) = layer.padding
+        if len({top, bottom, left, right}) != 1:
+            raise ConfigError(f"{layer.name}: asymmetric padding cannot be tiled")
+        return Geometry(jump, before + top * jump, after - top * jump)
+    if isinstance(layer, (keras.layers.Conv2D, keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)):
+        conv = isinstance(layer, keras.layers.Conv2D)
+        size = layer.kernel_size if conv else layer.pool_size
+        stride = layer.strides
+        dilation = layer.dilation_rate if conv else (1, 1)
+        if size[0] != size[1] or stride[0] != stride[1] or dilation[0] != dilation[1]:
+            raise ConfigError(f"{layer.name}: non-square kernels cannot be tiled")
+        k = dilation[0] * (size[0] - 1) + 1
+        if layer.padding == "same":
+            if stride[0] != 1:
+                raise ConfigError(f"{layer.name}: strided 'same' padding depends on the input size; cannot tile")
+            low, high = -((k - 1) // 2), k - 1 - (k - 1) // 2
+        else:
+            low, high = 0, k - 1
+        return Geometry(jump * stride[0], before - low * jump, after + high * jump)
+    return Geometry(jump, before, after)
+
+
 class FeatureExtractor:
     """Named activations of a truncated, frozen network for RGB images in [0, 255].
 
     ``extractor(images)`` returns ``{layer_name: NHWC tensor}`` for the requested layers (aliases resolved).
+    Compiled code calls ``extractor.apply(extractor.params, images)`` instead, so the weights are an argument
+    of the compiled function (see ``backend``). ``geometry`` holds each layer's receptive field, ``stride`` the
+    deepest layer's downsampling and ``halo`` the margin a tile needs for exact features.
     """
 
     def __init__(
@@ -274,9 +342,12 @@ class FeatureExtractor:
         model = fold_batchnorm(model)  # ResNet: fewer ops forward and backward, same function
         self.model = model
         self.model.trainable = False
-        deepest = max(self.layers, key=lambda n: [la.name for la in base.layers].index(n))
-        probe = keras.Model(base.input, base.get_layer(deepest).output).compute_output_shape((1, 256, 256, 3))
-        self.stride = 256 // int(probe[1])  # downsampling factor of the deepest requested layer
+        self._all_geometry = layer_geometry(model)
+        self.geometry = {name: self._all_geometry[name] for name in self.layers}
+        self.stride = max(g.jump for g in self.geometry.values())  # downsampling of the deepest requested layer
+        # a tile's margin: the deepest reach on either side, on the stride grid so tile offsets stay aligned
+        reach = max(max(g.before, g.after - g.jump + 1) for g in self.geometry.values())
+        self.halo = -(-reach // self.stride) * self.stride
         self.normalize = normalize
         self.scales = {name: 1.0 for name in self.layers}
         if normalize:
@@ -301,19 +372,55 @@ class FeatureExtractor:
         """Smallest image side that leaves the deepest layer at least one position per axis."""
         return self.stride
 
-    def _raw(self, images) -> dict:
-        outputs = self.model(preprocess(ops.cast(images, "float32"), self.preprocessing), training=False)
+    @functools.cached_property
+    def params(self):
+        """The frozen weights as compiled functions take them: (trainable, non-trainable) value lists on JAX,
+        None on TensorFlow (which captures its variables)."""
+        if backend.name() != "jax":
+            return None
+        return [v.value for v in self.model.trainable_variables], [v.value for v in self.model.non_trainable_variables]
+
+    def _raw(self, images, params=None) -> dict:
+        x = preprocess(ops.cast(images, "float32"), self.preprocessing)
+        if params is None:
+            outputs = self.model(x, training=False)
+        else:
+            outputs, _ = self.model.stateless_call(params[0], params[1], x, training=False)
         if not isinstance(outputs, (list, tuple)):
             outputs = [outputs]
         return dict(zip(self.layers, outputs))
 
-    def __call__(self, images) -> dict:
-        outputs = self._raw(images)
+    def apply(self, params, images) -> dict:
+        """``{layer: features}`` of float32 RGB images in [0, 255], with the weights ``params`` (``self.params``)."""
+        outputs = self._raw(images, params)
         if self.mixed:  # Grams sum over thousands of positions: float16 would overflow
             outputs = {name: ops.cast(out, "float32") for name, out in outputs.items()}
         if self.normalize:
             return {name: out * self.scales[name] for name, out in outputs.items()}
         return outputs
+
+    def __call__(self, images) -> dict:
+        return self.apply(self.params, images)
+
+    def feature_shapes(self, height: int, width: int) -> dict[str, tuple[int, int, int]]:
+        """(rows, columns, channels) of each layer's features for an image of height × width."""
+        shapes = self.model.compute_output_shape((1, height, width, 3))
+        if isinstance(shapes, tuple) and shapes and isinstance(shapes[0], int | None):
+            shapes = [shapes]
+        return {name: (int(s[1]), int(s[2]), int(s[3])) for name, s in zip(self.layers, shapes)}
+
+    def bytes_per_pixel(self) -> float:
+        """Estimated memory of one forward and backward pass per input pixel: every activation up to the deepest
+        layer (kept for the backward pass) with its gradient, in the compute dtype."""
+        itemsize = 2 if self.mixed else 4
+        total = 0.0
+        for layer in self.model.layers:
+            shape = getattr(layer, "output", None)
+            shape = getattr(shape, "shape", None)
+            if shape is None or len(shape) != 4 or isinstance(layer, keras.layers.InputLayer):
+                continue
+            total += shape[-1] / self._all_geometry[layer.name].jump ** 2
+        return ACTIVATION_OVERHEAD * itemsize * total
 
     def __repr__(self) -> str:
         return (
@@ -374,9 +481,7 @@ def resolve_precision(precision: str) -> str:
     """'auto' is 'mixed' (float16 compute, float32 losses) on a GPU and 'float32' elsewhere."""
     if precision != "auto":
         return precision
-    import tensorflow as tf
-
-    return "mixed" if tf.config.list_physical_devices("GPU") else "float32"
+    return "mixed" if backend.gpu_available() else "float32"
 
 
 def get_extractor(

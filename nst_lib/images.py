@@ -111,15 +111,18 @@ def fit_size(hw: tuple[int, int], size: int | None, max_pixels: int | None = Non
     return h, w
 
 
-def resize(image: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Resize a float [0, 255] H×W×3 image with Lanczos (bicubic when enlarging is small)."""
+def resize(image: np.ndarray, hw: tuple[int, int], method: str = "lanczos", clip: bool = True) -> np.ndarray:
+    """Resize a float H×W×C array to ``hw`` with Lanczos (or 'bilinear'), channel by channel; clipped to [0, 255]
+    unless ``clip=False`` (for arrays that are not images, such as an optimiser's moments)."""
     if image.shape[:2] == tuple(hw):
         return image.astype(np.float32)
+    resample = {"lanczos": Image.LANCZOS, "bilinear": Image.BILINEAR}[method]
     channels = [
-        np.asarray(Image.fromarray(image[..., c].astype(np.float32), mode="F").resize((hw[1], hw[0]), Image.LANCZOS))
+        np.asarray(Image.fromarray(image[..., c].astype(np.float32), mode="F").resize((hw[1], hw[0]), resample))
         for c in range(image.shape[-1])
     ]
-    return np.clip(np.stack(channels, axis=-1), 0, 255).astype(np.float32)
+    out = np.stack(channels, axis=-1).astype(np.float32)
+    return np.clip(out, 0, 255) if clip else out
 
 
 def load_image(src: ImageLike, size: int | None = None, max_pixels: int | None = None) -> np.ndarray:

@@ -33,10 +33,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import keras
 import numpy as np
 from keras import ops
 
+from . import backend
 from .errors import ConfigError
 
 
@@ -59,26 +59,10 @@ def gram_matrix(features, normalize: bool = True):
     """
     shape = ops.shape(features)
     b, h, w, c = shape[0], shape[1], shape[2], shape[3]
-    flat = ops.reshape(features, (b, h * w, c))
-    gram = _tf_gram(flat) if keras.backend.backend() == "tensorflow" else ops.einsum("bmc,bmd->bcd", flat, flat)
+    gram = backend.gram(ops.reshape(features, (b, h * w, c)))
     if normalize:
         gram = gram / ops.cast(h * w, gram.dtype)
     return gram
-
-
-def _tf_gram(flat):
-    """Fᵀ F for (B, M, N) on TensorFlow, with one matmul in the backward pass instead of autodiff's two
-    (dL/dF = F (dG + dGᵀ)), and no transposed copy of F in the forward pass."""
-    import tensorflow as tf
-
-    @tf.custom_gradient
-    def gram(f):
-        def grad(dg):
-            return tf.linalg.matmul(f, dg + tf.linalg.matrix_transpose(dg))
-
-        return tf.linalg.matmul(f, f, transpose_a=True), grad
-
-    return gram(flat)
 
 
 def content_loss(features, target, mode: str = "mean"):
@@ -130,6 +114,24 @@ def tv_loss(image):
     dy = image[:, 1:, :, :] - image[:, :-1, :, :]
     dx = image[:, :, 1:, :] - image[:, :, :-1, :]
     return ops.mean(ops.square(dy)) + ops.mean(ops.square(dx))
+
+
+def tv_loss_and_grad(image: np.ndarray) -> tuple[float, np.ndarray]:
+    """``tv_loss`` of one H×W×C image and its gradient, in NumPy (the tiled evaluation adds it on the whole
+    image): d/dx mean(dy²) = 2·dy/|dy| pushed back onto both pixels of each difference."""
+    x = np.asarray(image, np.float64)
+    dy, dx = x[1:] - x[:-1], x[:, 1:] - x[:, :-1]
+    grad = np.zeros_like(x)
+    if dy.size:
+        gy = 2.0 * dy / dy.size
+        grad[1:] += gy
+        grad[:-1] -= gy
+    if dx.size:
+        gx = 2.0 * dx / dx.size
+        grad[:, 1:] += gx
+        grad[:, :-1] -= gx
+    value = (np.mean(dy**2) if dy.size else 0.0) + (np.mean(dx**2) if dx.size else 0.0)
+    return float(value), grad.astype(np.float32)
 
 
 class ContentLoss:

@@ -181,10 +181,11 @@ class Adam:
         self.t, self.evaluations = int(state["t"]), int(state["evaluations"])
 
 
-def make_optimizer(config) -> LBFGS | Adam:
+def make_optimizer(config, pairs: int | None = None) -> LBFGS | Adam:
+    """The optimiser a StyleConfig names; ``pairs`` overrides ``lbfgs_history`` (fewer pairs for huge images)."""
     lr = config.learning_rate or DEFAULT_LEARNING_RATES[config.optimizer]
     if config.optimizer == "lbfgs":
-        return LBFGS(lr, history=config.lbfgs_history)
+        return LBFGS(lr, history=pairs or config.lbfgs_history)
     if config.optimizer == "adam":
         return Adam(lr, beta1=config.adam_beta1, epsilon=config.adam_epsilon)
     raise ConfigError(f"unknown optimizer {config.optimizer!r}")

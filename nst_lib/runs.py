@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
-import platform
 import re
-import sys
 import time
 import unicodedata
 from collections.abc import Sequence
@@ -28,39 +26,12 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .backend import device_name, versions
 from .errors import NSTError
 from .images import save_image
 
 # columns read back as integers; every other column is a float where it parses as one
 INTEGER_COLUMNS = ("step", "epoch", "level", "scale", "iteration")
-
-
-def versions() -> dict[str, str]:
-    import keras
-    import tensorflow as tf
-
-    from . import __version__
-
-    return {
-        "nst_lib": __version__,
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-    }
-
-
-def device_name() -> str:
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        try:
-            return "GPU: " + tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
-        except Exception:  # details are best effort
-            return "GPU: " + gpus[0].name
-    return f"CPU: {platform.processor() or platform.machine()}"
 
 
 def now() -> str:
@@ -202,6 +173,8 @@ def read_rows(path: str | Path) -> list[dict]:
 
 
 def _parse(key: str, value: str) -> Any:
+    if value == "":  # a column a row did not have (e.g. older rows of a file whose columns grew)
+        return None
     if key in INTEGER_COLUMNS:
         return int(float(value))
     try:

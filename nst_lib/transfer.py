@@ -14,7 +14,8 @@ optimiser's state as ``opt_*``) and ``output.png``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import numpy as np
 
 from .config import StyleConfig
 from .errors import ConfigError, ImageError, NonFiniteLossError
-from .features import LAYER_PRESETS, FeatureExtractor, get_extractor
+from .features import FeatureExtractor
 from .images import (
     ImageLike,
     fit_size,
@@ -35,11 +36,11 @@ from .images import (
     to_uint8,
     transfer_luminance,
 )
-from .losses import ContentLoss, StyleLoss, normalize_weights, tv_loss
-from .optim import Callback, StepInfo, as_callbacks, make_optimizer, run_steps
+from .objective import Objective, extractor_for, memory_budget, tile_size_for
+from .optim import Adam, Callback, StepInfo, as_callbacks, make_optimizer, run_steps
 from .runs import Run, Timer
 
-LOSS_COLUMNS = ("step", "level", "total", "content", "style", "tv", "time_s")
+LOSS_COLUMNS = ("step", "level", "scale", "total", "content", "style", "tv", "time_s")
 
 
 @dataclass
@@ -68,71 +69,51 @@ def _as_style_list(style) -> list:
     return [style]
 
 
-def resolve_layers(config: StyleConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    preset = LAYER_PRESETS[config.arch]
-    return config.content_layers or preset["content"], config.style_layers or preset["style"]
+@dataclass(frozen=True)
+class Scale:
+    """One scale of the coarse-to-fine schedule: its index, the image's long side, and its steps."""
+
+    level: int
+    long_side: int
+    steps: int
+
+
+def schedule(config: StyleConfig, long_side: int, fits: Callable[[int], bool] | None = None) -> list[Scale]:
+    """The scales of a stylisation, coarse to fine, the last at ``long_side``: ``pyramid_levels`` of them (each
+    ``pyramid_ratio`` smaller than the next), or, with ``pyramid_levels=None``, as many as fit between
+    ``pyramid_min_size`` and ``long_side``. The coarsest runs ``first_scale_steps``, every other ``steps``. Coarse
+    scales for which ``fits(long_side)`` is false (an input too small there for the network's layers) are left out."""
+    n = config.pyramid_levels
+    if n is None:
+        ratio = long_side / config.pyramid_min_size
+        n = 1 + max(0, math.floor(math.log(ratio) / math.log(config.pyramid_ratio) + 1e-9)) if ratio > 1 else 1
+    sizes = [max(1, round(long_side / config.pyramid_ratio ** (n - 1 - i))) for i in range(n)]
+    if fits is not None:
+        sizes = [s for s in sizes[:-1] if fits(s)] + sizes[-1:]
+    first = config.first_scale_steps or config.steps
+    return [Scale(i, size, first if i == 0 and len(sizes) > 1 else config.steps) for i, size in enumerate(sizes)]
 
 
 def level_sizes(config: StyleConfig, long_side: int) -> list[int]:
-    """Long side of each pyramid level, coarse to fine; the last is the output size."""
-    return [max(1, round(long_side / 2 ** (config.pyramid_levels - 1 - i))) for i in range(config.pyramid_levels)]
+    """Long side of each scale, coarse to fine; the last is the output size."""
+    return [scale.long_side for scale in schedule(config, long_side)]
 
 
-class _Problem:
-    """Targets and the loss/gradient function for one pyramid level."""
+def total_steps(config: StyleConfig, long_side: int | None = None) -> int:
+    """Steps of the whole schedule (at the long side ``config.size`` unless given)."""
+    return sum(scale.steps for scale in schedule(config, long_side or config.size))
 
-    def __init__(self, extractor: FeatureExtractor, config: StyleConfig, content: np.ndarray, styles: list):
-        import tensorflow as tf
 
-        content_layers, style_layers = resolve_layers(config)
-        resolve = {n: extractor.layers[i] for i, n in enumerate(dict.fromkeys(content_layers + style_layers))}
-        self.shape = (1, *content.shape)
-        content_feats = extractor(content[None])
-        n_content = len(content_layers)
-        contents = [
-            ContentLoss(resolve[n], content_feats[resolve[n]], config.content_weight / n_content, config.content_loss)
-            for n in content_layers
-        ]
-        style = StyleLoss.from_style_features(
-            [resolve[n] for n in style_layers],
-            [extractor(s[None]) for s in styles],  # targets: once per level, never per step
-            layer_weights=config.style_layer_weights,
-            blend=normalize_weights(config.style_blend_weights, len(styles), "style_blend_weights"),
-            weight=config.style_weight,
-            mode=config.gram_norm,
-        )
-        tv_weight = float(config.tv_weight)
-        # float16 backward passes underflow on small gradients: scale the loss up, the gradient back down,
-        # and halve the scale whenever the scaled gradient overflows
-        self.loss_scale = 2.0**10 if extractor.mixed else 1.0
+def lbfgs_pairs(config: StyleConfig, values: int) -> int:
+    """Curvature pairs L-BFGS keeps for an image of ``values`` floats: ``lbfgs_history``, fewer where the pairs
+    (2 × 4 bytes a value each) would take more than a quarter of the memory budget (a 4K image's 20 pairs would
+    take 4 GB); at least 3."""
+    fit = int(OPTIMIZER_BUDGET_SHARE * memory_budget(config) / (8 * values))
+    return max(3, min(config.lbfgs_history, fit))
 
-        @tf.function(reduce_retracing=True)
-        def value_and_grad(x, scale):
-            # Keras' frozen weights are still trainable tf.Variables underneath: watch only the image,
-            # so no weight gradient is ever built.
-            with tf.GradientTape(watch_accessed_variables=False) as tape:
-                tape.watch(x)
-                feats = extractor(x)
-                lc = tf.add_n([c(feats) for c in contents])
-                ls = style(feats)
-                lt = tv_weight * tv_loss(x)
-                total = lc + ls + lt
-                scaled = total * scale
-            return total, lc, ls, lt, tape.gradient(scaled, x) / scale
 
-        self._fn = value_and_grad
-        self._tf = tf
-
-    def __call__(self, x_flat: np.ndarray):
-        x = self._tf.constant(x_flat.reshape(self.shape))
-        while True:
-            total, lc, ls, lt, g = self._fn(x, self._tf.constant(self.loss_scale, self._tf.float32))
-            g = g.numpy().reshape(-1)
-            if self.loss_scale <= 1.0 or np.isfinite(g).all():
-                break
-            self.loss_scale /= 2.0
-        parts = {"content": float(lc), "style": float(ls), "tv": float(lt)}
-        return float(total), parts, g
+# the share of the memory budget the optimiser's state may take at the largest scales
+OPTIMIZER_BUDGET_SHARE = 0.25
 
 
 def _check_size(image: np.ndarray, extractor: FeatureExtractor, name: str, what: str) -> None:
@@ -142,6 +123,14 @@ def _check_size(image: np.ndarray, extractor: FeatureExtractor, name: str, what:
             f"{extractor.arch} (needs at least {extractor.min_side} px on each side; raise size or choose "
             "shallower layers)"
         )
+
+
+def _resized_adam_state(state: dict, old_shape: tuple, new_shape: tuple) -> dict:
+    """Adam's moments carried to the next scale (as crowsonkb/style-transfer-pytorch warm-starts its scales): the
+    first moment resized smoothly, the second bilinearly and kept non-negative; the step count goes on."""
+    m = resize(state["m"].reshape(old_shape), new_shape[:2], clip=False)
+    v = np.maximum(resize(state["v"].reshape(old_shape), new_shape[:2], method="bilinear", clip=False), 0.0)
+    return {**state, "m": m.reshape(-1), "v": v.reshape(-1)}
 
 
 def _initial_image(config: StyleConfig, content: np.ndarray, style: np.ndarray) -> np.ndarray:
@@ -156,11 +145,12 @@ def _initial_image(config: StyleConfig, content: np.ndarray, style: np.ndarray) 
 class _Recorder(Callback):
     """Snapshots, checkpoints and the running history; keeps the run folder current."""
 
-    def __init__(self, engine: _Engine, level: int, optimizer, every: int):
-        self.engine, self.level, self.optimizer, self.every = engine, level, optimizer, every
+    def __init__(self, engine: _Engine, scale: Scale, optimizer, every: int):
+        self.engine, self.level, self.scale, self.optimizer, self.every = engine, scale.level, scale, optimizer, every
 
     def on_step(self, info: StepInfo):
-        row = {"step": info.step, "level": self.level, **info.losses, "time_s": round(info.elapsed, 4)}
+        row = {"step": info.step, "level": self.level, "scale": self.scale.long_side, **info.losses}
+        row["time_s"] = round(info.elapsed, 4)
         self.engine.history.append(row)
         if self.every and info.step % self.every == 0:
             image = info.image()
@@ -172,13 +162,22 @@ class _Recorder(Callback):
 
 
 class _Engine:
-    def __init__(self, config: StyleConfig, content: np.ndarray, styles: list[np.ndarray], run: Run | None):
+    def __init__(
+        self, config: StyleConfig, content: np.ndarray, styles: list[np.ndarray], run: Run | None, min_side: int = 1
+    ):
         self.config, self.content, self.styles, self.run = config, content, styles, run
+
+        def fits(long_side: int) -> bool:  # every input keeps the deepest layer at least one position wide there
+            content_hw, style_hws = self.level_shapes(long_side)
+            return all(min(hw) >= min_side for hw in [content_hw, *style_hws])
+
+        self.scales = schedule(config, max(content.shape[:2]), fits)
         self.history: list[dict] = []
         self.snapshots: list[tuple[int, np.ndarray]] = []
+        self.tiles: dict[int, int] = {}  # level → tiles its evaluations used (1: the whole image)
 
     def snapshot_name(self, level: int, step: int) -> str:
-        return f"step_{step:05d}.png" if self.config.pyramid_levels == 1 else f"L{level}_step_{step:05d}.png"
+        return f"step_{step:05d}.png" if len(self.scales) == 1 else f"L{level}_step_{step:05d}.png"
 
     def checkpoint(self, level: int, step: int, optimizer, x: np.ndarray) -> None:
         if self.run:
@@ -186,26 +185,26 @@ class _Engine:
             self.run.save_arrays({"level": level, "step": step, "x": x, **state})
             self.run.write_rows("losses.csv", self.history, LOSS_COLUMNS)
 
+    def level_shapes(self, long_side: int) -> tuple[tuple[int, int], list[tuple[int, int]]]:
+        """(content, [styles]) heights and widths at a scale (the pixel budget was applied at load)."""
+        target = max(1, round(long_side * self.config.style_scale))
+        return fit_size(self.content.shape[:2], long_side), [fit_size(s.shape[:2], target) for s in self.styles]
+
     def level_images(self, level: int) -> tuple[np.ndarray, list[np.ndarray]]:
-        config = self.config
-        long_side = level_sizes(config, max(self.content.shape[:2]))[level]
-        hw = fit_size(self.content.shape[:2], long_side)
-        content = resize(self.content, hw)
-        styles = []
-        for s in self.styles:
-            target = max(1, round(long_side * config.style_scale))
-            styles.append(resize(s, fit_size(s.shape[:2], target)))  # the pixel budget applied at load
-        return content, styles
+        content_hw, style_hws = self.level_shapes(self.scales[level].long_side)
+        return resize(self.content, content_hw), [resize(s, hw) for s, hw in zip(self.styles, style_hws)]
 
     def run_all(self, extractor, names, callbacks, progress, timer, start=None) -> tuple[np.ndarray, str]:
         config = self.config
         start_level = start["level"] if start else 0
-        x_img = final = None
+        x_img = final = previous = None
         status = "completed"
-        for level in range(start_level, config.pyramid_levels):
+        last = len(self.scales) - 1
+        for scale in self.scales[start_level:]:
+            level = scale.level
             with timer("targets"):
                 content, styles = self.level_images(level)
-                what = "after resizing" if level == config.pyramid_levels - 1 else f"at pyramid level {level}"
+                what = "after resizing" if level == last else f"at scale {level + 1} of {last + 1}"
                 _check_size(content, extractor, names[0], what)
                 for s, n in zip(styles, names[1:]):
                     _check_size(s, extractor, n, what)
@@ -213,8 +212,10 @@ class _Engine:
                 if config.preserve_color:  # luminance-only transfer (Gatys et al. 2017)
                     content_opt = grayscale(content)
                     styles_opt = [match_luminance(s, content) for s in styles]
-                problem = _Problem(extractor, config, content_opt, styles_opt)
-            optimizer = make_optimizer(config)
+                tile = tile_size_for(config, extractor, *content_opt.shape[:2])
+                problem = Objective(extractor, config, content_opt, styles_opt, tile)
+                self.tiles[level] = len(problem.tiles) if problem.tiles else 1
+            optimizer = make_optimizer(config, pairs=lbfgs_pairs(config, content.size))
             step0 = 0
             if start and level == start_level:
                 x = start["x"].reshape(-1).astype(np.float32)
@@ -222,15 +223,17 @@ class _Engine:
                 step0 = start["step"]
             elif x_img is None:
                 x = _initial_image(config, content_opt, styles_opt[0]).reshape(-1)
-            else:
+            else:  # each scale starts from the previous result, upsampled; Adam keeps its moments
                 x = resize(x_img, content.shape[:2]).reshape(-1)
+                if isinstance(optimizer, Adam):
+                    optimizer.load_state_dict(_resized_adam_state(previous, x_img.shape, content.shape))
 
             def to_image(xf, content=content, shape=content.shape):
                 img = xf.reshape(shape)
                 return to_uint8(transfer_luminance(img, content) if config.preserve_color else img)
 
-            recorder = _Recorder(self, level, optimizer, config.snapshot_every)
-            desc = "stylize" if config.pyramid_levels == 1 else f"stylize {level + 1}/{config.pyramid_levels}"
+            recorder = _Recorder(self, scale, optimizer, config.snapshot_every)
+            desc = "stylize" if last == 0 else f"stylize {level + 1}/{last + 1} ({scale.long_side} px)"
             with timer("optimise"):
                 try:
                     loop = run_steps(
@@ -238,7 +241,7 @@ class _Engine:
                         problem,
                         x,
                         step0,
-                        config.steps,
+                        scale.steps,
                         [recorder, *callbacks],
                         level,
                         to_image,
@@ -249,6 +252,7 @@ class _Engine:
                     self._keep_last_good(exc, to_image)
                     raise
             x_img = loop.x.reshape(content.shape)
+            previous = optimizer.state_dict()
             final = to_image(loop.x)
             self.checkpoint(level, loop.steps_done, optimizer, loop.x)
             if loop.interrupted or loop.stopped:
@@ -317,7 +321,10 @@ def stylize(
 def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = True, **overrides: Any) -> StyleResult:
     """Continue a run from its folder's last checkpoint. ``steps=`` may raise the final level's step count."""
     run = Run.open(run_dir, kind="stylize")
-    config = StyleConfig.from_dict(run.record["config"]).replace(**overrides)
+    recorded = run.record["config"]
+    if "pyramid_ratio" not in recorded:  # written before the schedule had a ratio: its levels halved
+        recorded = {**recorded, "pyramid_ratio": 2.0}
+    config = StyleConfig.from_dict(recorded).replace(**overrides)
     timer = Timer()
     content_img, style_imgs = _load_inputs(run)
     names = [run.record["inputs"]["content"], *run.record["inputs"]["styles"]]
@@ -331,18 +338,8 @@ def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = Tr
 
 def _execute(config, content_img, style_imgs, names, run, callbacks, progress, timer, start=None) -> StyleResult:
     with timer("build"):
-        content_layers, style_layers = resolve_layers(config)
-        extractor = get_extractor(
-            config.arch,
-            content_layers + style_layers,
-            config.weights,
-            config.pooling,
-            config.preprocessing,
-            config.normalize_features,
-            config.precision,
-            seed=config.seed,  # random weights are drawn from the run's seed: a resume gets the same network
-        )
-    engine = _Engine(config, content_img, style_imgs, run)
+        extractor = extractor_for(config)
+    engine = _Engine(config, content_img, style_imgs, run, extractor.min_side)
     if start is not None:
         engine.history = start["history"]
         engine.snapshots = run.numbered_images("snapshots", "*step_*.png")
@@ -353,7 +350,11 @@ def _execute(config, content_img, style_imgs, names, run, callbacks, progress, t
         with timer("save"):
             run.write_rows("losses.csv", engine.history, LOSS_COLUMNS)
             run.save_image("output.png", image)
-            run.end(status, steps_done=steps_done, timings=timings)
+            scales = [
+                {"level": s.level, "long_side": s.long_side, "steps": s.steps, "tiles": engine.tiles.get(s.level)}
+                for s in engine.scales
+            ]
+            run.end(status, steps_done=steps_done, timings=timings, schedule=scales)
     return StyleResult(
         image=image,
         history=engine.history,

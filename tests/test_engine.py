@@ -103,10 +103,11 @@ def test_snapshots_history_and_run_folder(small_pair, tmp_path):
     for name in ("output.png", "losses.csv", "config.json", "checkpoint.npz", "inputs/content.npy"):
         assert (r.run_dir / name).is_file(), name
     lines = (r.run_dir / "losses.csv").read_text().splitlines()
-    assert lines[0] == "step,level,total,content,style,tv,time_s" and len(lines) == 7
+    assert lines[0] == "step,level,scale,total,content,style,tv,time_s" and len(lines) == 7
     record = json.loads((r.run_dir / "config.json").read_text())
     assert record["config"]["steps"] == 6 and record["seed"] == 0
-    assert {"nst_lib", "tensorflow", "keras"} <= set(record["versions"])
+    versions = record["versions"]
+    assert {"nst_lib", "keras", "backend", versions["backend"]} <= set(versions)  # the backend and its version
     assert record["device"] and record["timings"]["total"] > 0 and record["status"] == "completed"
 
 
@@ -147,9 +148,9 @@ def test_interrupt_keeps_what_was_done(small_pair, tmp_path):
 
 
 def test_non_finite_loss_stops_with_last_good_image(small_pair, tmp_path, monkeypatch):
-    from nst_lib import transfer
+    from nst_lib import objective
 
-    original = transfer._Problem.__call__
+    original = objective.Objective.__call__
     calls = {"n": 0}
 
     def poisoned(self, x):
@@ -157,7 +158,7 @@ def test_non_finite_loss_stops_with_last_good_image(small_pair, tmp_path, monkey
         f, parts, g = original(self, x)
         return (float("inf"), parts, g) if calls["n"] > 4 else (f, parts, g)
 
-    monkeypatch.setattr(transfer._Problem, "__call__", poisoned)
+    monkeypatch.setattr(objective.Objective, "__call__", poisoned)
     content, style = small_pair
     with pytest.raises(NonFiniteLossError, match="last good image is kept in"):
         stylize(content, style, out=tmp_path, steps=10, progress=False, optimizer="adam", **FAST)
@@ -191,8 +192,54 @@ def test_pyramid_runs_coarse_to_fine(small_pair, tmp_path):
         content, style, out=tmp_path, steps=3, pyramid_levels=2, progress=False, weights=None, size=64, snapshot_every=3
     )
     assert [row["level"] for row in r.history] == [0, 0, 0, 1, 1, 1]
+    assert [row["scale"] for row in r.history] == [32] * 3 + [64] * 3  # halving: the old meaning of levels
     assert r.image.shape == (48, 64, 3)
     assert sorted(p.name for p in (r.run_dir / "snapshots").iterdir()) == ["L0_step_00003.png", "L1_step_00003.png"]
+
+
+def test_the_schedule_goes_up_from_the_smallest_scale_by_the_ratio():
+    from nst_lib.transfer import schedule
+
+    def sizes_and_steps(**kw):
+        return [(s.long_side, s.steps) for s in schedule(StyleConfig(**kw), 512)]
+
+    auto = dict(pyramid_levels=None, pyramid_min_size=128, steps=20, first_scale_steps=50)
+    assert sizes_and_steps(**auto) == [(128, 50), (256, 20), (512, 20)]
+    assert sizes_and_steps(**auto, pyramid_ratio=2**0.5) == [(128, 50), (181, 20), (256, 20), (362, 20), (512, 20)]
+    assert sizes_and_steps(**{**auto, "pyramid_min_size": 200}) == [(256, 50), (512, 20)]  # the coarsest ≥ the minimum
+    assert sizes_and_steps(**{**auto, "pyramid_min_size": 600}) == [(512, 20)]  # nothing to go up from
+    assert sizes_and_steps(pyramid_levels=3, steps=7) == [(128, 7), (256, 7), (512, 7)]
+    with pytest.raises(ConfigError, match="pyramid_ratio"):
+        StyleConfig(pyramid_ratio=1.0)
+
+
+@pytest.mark.parametrize("optimizer", ["lbfgs", "adam"])
+def test_a_multi_scale_run_records_every_scale_and_resumes_mid_schedule_exactly(small_pair, tmp_path, optimizer):
+    content, style = small_pair
+    kw = dict(
+        progress=False,
+        optimizer=optimizer,
+        pyramid_levels=None,
+        pyramid_min_size=16,
+        pyramid_ratio=1.5,
+        steps=3,
+        first_scale_steps=4,
+        **FAST,
+    )
+    full = stylize(content, style, out=tmp_path / "a", **kw)
+    # scales 21, 32, 48 px; at 21 px the 30×48 style would be 13 px high, too small for block5's stride 16: left out
+    assert [(r["level"], r["scale"]) for r in full.history] == [(0, 32)] * 4 + [(1, 48)] * 3
+    record = json.loads((full.run_dir / "config.json").read_text())
+    assert [(s["long_side"], s["steps"], s["tiles"]) for s in record["schedule"]] == [(32, 4, 1), (48, 3, 1)]
+    # stopped at the second scale's first step, then resumed: the same image as the uninterrupted run
+    cut = stylize(content, style, out=tmp_path / "b", callbacks=[lambda i: i.level == 1 and i.step == 1], **kw)
+    assert cut.status == "stopped" and len(cut.history) == 5
+    resumed = resume(cut.run_dir, progress=False)
+    np.testing.assert_array_equal(resumed.image, full.image)
+    assert [r["total"] for r in resumed.history] == [r["total"] for r in full.history]
+    if optimizer == "adam":  # Adam's moments and step count went on across the scales
+        with np.load(full.run_dir / "checkpoint.npz") as state:
+            assert int(state["opt_t"]) == 7 and state["opt_m"].shape == (36 * 48 * 3,)
 
 
 def test_image_too_small_for_layers_names_the_file(tmp_path):

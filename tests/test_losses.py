@@ -23,7 +23,7 @@ def checkerboard(h, w, amplitude):
 def test_tv_of_checkerboard_is_twice_amplitude_squared(amplitude):
     # every vertical and every horizontal neighbour differs by the amplitude
     image = np.repeat(checkerboard(9, 12, amplitude), 3, axis=-1)
-    assert float(tv_loss(image)) == pytest.approx(2 * amplitude**2, rel=1e-6)
+    assert float(tv_loss(image)) == pytest.approx(2 * amplitude**2, rel=1e-5)  # float32 sums
 
 
 def test_tv_of_constant_is_zero_and_of_ramp_is_slope_squared():
@@ -107,14 +107,23 @@ def test_style_layer_weights_are_normalised(rng):
 
 
 def test_gram_gradient_matches_the_plain_autodiff_gradient(rng):
-    import tensorflow as tf
+    # the hand-written backward pass (one matmul) against autodiff through a plain einsum, on this backend
+    from keras import ops
 
-    f = tf.constant(rng.normal(size=(1, 6, 5, 4)).astype(np.float32))
-    a = tf.constant(rng.normal(size=(1, 4, 4)).astype(np.float32))
-    with tf.GradientTape(persistent=True) as tape:
-        tape.watch(f)
-        ours = tf.reduce_sum(tf.square(gram_matrix(f) - a))
-        flat = tf.reshape(f, (1, 30, 4))
-        plain = tf.reduce_sum(tf.square(tf.einsum("bmc,bmd->bcd", flat, flat) / 30.0 - a))
-    assert float(ours) == pytest.approx(float(plain), rel=1e-6)
-    np.testing.assert_allclose(tape.gradient(ours, f), tape.gradient(plain, f), rtol=1e-5, atol=1e-6)
+    from nst_lib import backend
+
+    f = rng.normal(size=(1, 6, 5, 4)).astype(np.float32)
+    a = rng.normal(size=(1, 4, 4)).astype(np.float32)
+
+    def ours(x, params, target):
+        loss = ops.sum(ops.square(gram_matrix(x) - target))
+        return loss, loss
+
+    def plain(x, params, target):
+        flat = ops.reshape(x, (1, 30, 4))
+        loss = ops.sum(ops.square(ops.einsum("bmc,bmd->bcd", flat, flat) / 30.0 - target))
+        return loss, loss
+
+    (v1, g1), (v2, g2) = (backend.value_and_grad(fn)(ops.convert_to_tensor(f), None, a) for fn in (ours, plain))
+    assert float(backend.to_numpy(v1)) == pytest.approx(float(backend.to_numpy(v2)), rel=1e-6)
+    np.testing.assert_allclose(backend.to_numpy(g1), backend.to_numpy(g2), rtol=1e-5, atol=1e-6)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from ..backend import require_tensorflow
 from ..config import Config
 from ..errors import ConfigError
 from ..images import from_unit, tile
@@ -140,7 +141,9 @@ class GenerativeModelMixin:
 
     # --- losses reported by train_step -------------------------------------------------------------------
     def make_trackers(self, names) -> None:
-        """Epoch means (``keras.metrics.Mean``) and the last step's raw values (read by the per-step log)."""
+        """Epoch means (``keras.metrics.Mean``) and the last step's raw values (read by the per-step log).
+        Every model calls it while it is built: under another backend than TensorFlow it fails here, in one line."""
+        require_tensorflow(type(self).__name__)
         self.trackers = {k: keras.metrics.Mean(name=k) for k in names}
         self.step_values = {k: keras.Variable(0.0, trainable=False, name=f"last_{k}") for k in names}
 

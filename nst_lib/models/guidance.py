@@ -33,6 +33,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from ..backend import require_tensorflow
 from ..config import Config, cited
 from ..errors import ConfigError, NSTError
 from ..features import get_extractor
@@ -331,6 +332,7 @@ def guide(
     list). Writes a run folder under ``out`` (or continues the run folder ``resume``). Runs on the engine's step
     loop (``optim.run_steps``): progress bar, ``callbacks`` (``optim.Callback`` objects or functions of a
     ``StepInfo``; True stops), Ctrl-C."""
+    require_tensorflow("guided generation")
     import tensorflow as tf
 
     c = (config or GuidanceConfig()).replace(**overrides)

@@ -33,7 +33,7 @@ from ..errors import ConfigError
 from ..images import ImageLike, source_name
 from ..optim import Callback, StepInfo
 from ..runs import Run, slug
-from ..transfer import resume, stylize
+from ..transfer import resume, schedule, stylize, total_steps
 from .viz import image_grid
 
 
@@ -158,10 +158,11 @@ def run_cell(cell: SweepCell, config: StyleConfig, content: ImageLike, style: Im
     if record.get("status") == "completed" and record.get("steps_done", 0) >= config.steps:
         cell.status = "skipped (done)"
         cell.history = Run.open(cell.run_dir).read_rows("losses.csv")
-        report(config.steps * config.pyramid_levels)
+        report(total_steps(config))
     elif record and (cell.run_dir / "checkpoint.npz").is_file():
         done = Run.open(cell.run_dir).load_arrays(keys=("level", "step"))
-        report(int(done["step"]) + int(done["level"]) * config.steps)
+        earlier = schedule(config, config.size)[: int(done["level"])]
+        report(int(done["step"]) + sum(scale.steps for scale in earlier))
         result = resume(cell.run_dir, callbacks=callbacks, progress=False, steps=config.steps)
         cell.status, cell.history = f"resumed, {result.status}", result.history
     else:
@@ -228,7 +229,7 @@ def sweep(
     combos = [dict(zip(vary, values)) for values in itertools.product(*vary.values())] or [{}]
     cells = SweepResult(SweepCell(c, s, o, out / cell_name(c, s, o)) for c in contents for s in styles for o in combos)
     configs = [base.replace(**cell.overrides) for cell in cells]
-    total = sum(cfg.steps * cfg.pyramid_levels for cfg in configs)
+    total = sum(total_steps(cfg) for cfg in configs)
     desc = f"sweep {out.name}"
     if executor == "ray":
         from .ray_executor import run_on_ray

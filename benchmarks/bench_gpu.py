@@ -1,0 +1,245 @@
+"""The engine on a GPU with the JAX backend: step time against the two-forward floor, float32 against mixed
+precision, peak GPU memory by size (whole image and tiled, up to 3840×2160), and the Quickstart job's time.
+
+Needs keras, jax (with its CUDA plugin on a GPU), numpy, pillow, h5py, tqdm and the VGG19 weight file, no
+TensorFlow: it runs on a machine that has JAX but no TensorFlow. Each measurement runs in a fresh process
+(XLA_PYTHON_CLIENT_PREALLOCATE=false, so the allocator's peak is that measurement's); on a CPU the peak is the
+process's resident memory instead.
+
+    KERAS_HOME=... python benchmarks/bench_gpu.py                 # the full set: writes results/gpu_<device>.json
+    python benchmarks/bench_gpu.py --smoke --out /tmp/x.json      # tiny sizes, a minute on a CPU (tests run this)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = Path(__file__).resolve().parent / "results"
+CONTENT = ROOT / "data" / "content" / "tubingen_neckarfront.jpg"
+STYLE = ROOT / "data" / "style" / "vangogh_starry_night.jpg"
+
+FULL = {
+    "step_sizes": [512, 1024, 2048],
+    "precision_size": 512,
+    "precision_steps": 200,
+    "memory_sizes": [512, 1024, 2048, "3840x2160"],
+    "tile_size": 1024,
+    "timed_steps": 10,
+}
+SMOKE = {
+    "step_sizes": [64, 96],
+    "precision_size": 64,
+    "precision_steps": 4,
+    "memory_sizes": [64, "128x96"],
+    "tile_size": 192,
+    "timed_steps": 2,
+}
+
+
+# --- measurements, each in its own process ------------------------------------------------------------------
+def _peak_bytes() -> int:
+    import jax
+
+    device = jax.devices()[0]
+    stats = device.memory_stats() if device.platform == "gpu" else None
+    if stats and "peak_bytes_in_use" in stats:
+        return int(stats["peak_bytes_in_use"])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # CPU: the process's peak resident memory
+
+
+def _images(size):
+    from nst_lib.images import load_image, resize
+
+    if isinstance(size, str):  # "WxH": the content cropped to that aspect, then resized
+        w, h = (int(v) for v in size.split("x"))
+        content = load_image(CONTENT)
+        ch = round(content.shape[1] * h / w)
+        top = (content.shape[0] - ch) // 2
+        content = resize(content[max(0, top) : max(0, top) + ch], (h, w))
+        return content, load_image(STYLE, max(h, w))
+    return load_image(CONTENT, size), load_image(STYLE, size)
+
+
+def measure_step(size, steps: int, precision: str = "float32", weights="imagenet") -> dict:
+    import numpy as np
+    from keras import ops
+
+    from nst_lib import StyleConfig, backend
+    from nst_lib.objective import Objective, extractor_for
+    from nst_lib.optim import make_optimizer
+
+    content, style = _images(size)
+    config = StyleConfig(size=max(content.shape[:2]), weights=weights, precision=precision, tile_size=0)
+    extractor = extractor_for(config)
+    problem = Objective(extractor, config, content, [style])
+    x = ops.convert_to_tensor(content[None])
+
+    def two_forward(x, params):
+        return [*extractor.apply(params, x).values(), *extractor.apply(params, x + 1.0).values()]
+
+    floor_fn = backend.compile_forward(two_forward)
+    optimizer = make_optimizer(config)
+    state = {"x": content.reshape(-1).astype(np.float32)}
+
+    def step():
+        state["x"] = optimizer.step(state["x"], problem)
+
+    def floor():
+        [backend.to_numpy(t) for t in floor_fn(x, extractor.params)]
+
+    for _ in range(2):
+        step()
+        floor()
+    floors, steps_t = [], []
+    for _ in range(steps):
+        t = time.perf_counter()
+        floor()
+        floors.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        step()
+        steps_t.append(time.perf_counter() - t)
+    floors.sort()
+    steps_t.sort()
+    f, s = floors[len(floors) // 2], steps_t[len(steps_t) // 2]
+    return {
+        "size": size,
+        "image_hw": list(content.shape[:2]),
+        "precision": precision,
+        "floor_two_forward_s": round(f, 4),
+        "step_s": round(s, 4),
+        "ratio": round(s / f, 3),
+        "peak_bytes": _peak_bytes(),
+    }
+
+
+def measure_precision(size, steps: int, precision: str, weights="imagenet") -> dict:
+    from nst_lib import StyleConfig, stylize
+
+    config = StyleConfig(size=size, steps=steps, precision=precision, weights=weights, snapshot_every=0, tile_size=0)
+    t = time.perf_counter()
+    result = stylize(CONTENT, STYLE, config, out=None, progress=False)
+    seconds = time.perf_counter() - t
+    return {
+        "size": size,
+        "precision": precision,
+        "steps": steps,
+        "seconds": round(seconds, 2),
+        "seconds_per_step": round(seconds / steps, 4),
+        "final_loss": result.history[-1]["total"],
+        "peak_bytes": _peak_bytes(),
+    }
+
+
+def measure_memory(size, tiled: bool, tile_size: int, weights="imagenet") -> dict:
+    from nst_lib import StyleConfig
+    from nst_lib.objective import Objective, extractor_for
+
+    content, style = _images(size)
+    config = StyleConfig(size=max(content.shape[:2]), weights=weights, tile_size=tile_size if tiled else 0)
+    extractor = extractor_for(config)
+    problem = Objective(extractor, config, content, [style], tile_size if tiled else 0)
+    t = time.perf_counter()
+    evaluation = problem.evaluate(content)
+    return {
+        "size": size,
+        "image_hw": list(content.shape[:2]),
+        "tiled": tiled,
+        "tiles": evaluation.tiles,
+        "seconds_first_evaluation": round(time.perf_counter() - t, 2),
+        "peak_bytes": _peak_bytes(),
+    }
+
+
+def measure_quickstart(weights="imagenet", **overrides) -> dict:
+    from nst_lib import StyleConfig, stylize
+
+    t = time.perf_counter()
+    result = stylize(CONTENT, STYLE, StyleConfig(weights=weights, **overrides), out=None, progress=False)
+    return {
+        "seconds": round(time.perf_counter() - t, 2),
+        "steps": len(result.history),
+        "final_loss": result.history[-1]["total"],
+        "peak_bytes": _peak_bytes(),
+    }
+
+
+# --- the driver ------------------------------------------------------------------------------------------------
+def _child(kind: str, kwargs: dict) -> dict:
+    env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+    cmd = [sys.executable, __file__, "--child", kind, json.dumps(kwargs)]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if out.returncode:
+        return {"error": (out.stderr.strip().splitlines() or ["?"])[-1], **kwargs}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes and steps, random weights (a CPU test)")
+    parser.add_argument("--out", type=Path, default=None, help="results file (default: results/gpu_<device>.json)")
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        kind, kwargs = args.child[0], json.loads(args.child[1])
+        fn = {
+            "step": measure_step,
+            "precision": measure_precision,
+            "memory": measure_memory,
+            "quickstart": measure_quickstart,
+            "versions": _versions,
+        }[kind]
+        result = fn(**kwargs)
+        result["tensorflow_imported"] = "tensorflow" in sys.modules  # the engine must run without it
+        print(json.dumps(result))
+        return
+    plan = SMOKE if args.smoke else FULL
+    weights = {"weights": None} if args.smoke else {}
+    info = _child("versions", {})
+    rows = {"step": [], "precision": [], "memory": []}
+    for size in plan["step_sizes"]:
+        rows["step"].append(_child("step", {"size": size, "steps": plan["timed_steps"], **weights}))
+        print(rows["step"][-1], flush=True)
+    for precision in ("float32", "mixed"):
+        kw = {"size": plan["precision_size"], "steps": plan["precision_steps"], "precision": precision, **weights}
+        rows["precision"].append(_child("precision", kw))
+        print(rows["precision"][-1], flush=True)
+    for size in plan["memory_sizes"]:
+        for tiled in (False, True):
+            rows["memory"].append(
+                _child("memory", {"size": size, "tiled": tiled, "tile_size": plan["tile_size"], **weights})
+            )
+            print(rows["memory"][-1], flush=True)
+    quick = {"size": 64, "steps": 3, "pyramid_levels": 1, "snapshot_every": 0} if args.smoke else {}
+    rows["quickstart"] = _child("quickstart", {**quick, **weights})
+    payload = {
+        "benchmark": "gpu",
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "smoke": args.smoke,
+        "machine": info,
+        "plan": plan,
+        **rows,
+    }
+    device = info.get("device", "unknown").replace("GPU: ", "").replace("CPU: ", "cpu-")
+    path = args.out or RESULTS / f"gpu_{''.join(c if c.isalnum() else '_' for c in device).strip('_').lower()}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2))
+    print(f"wrote {path}")
+
+
+def _versions() -> dict:
+    from nst_lib import backend
+
+    return {"device": backend.device_name(), "platform": platform.platform(), **backend.versions()}
+
+
+if __name__ == "__main__":
+    main()

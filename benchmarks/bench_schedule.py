@@ -1,0 +1,194 @@
+"""The coarse-to-fine schedule, measured: which ratio, first-scale steps and per-scale steps make the default.
+
+    python benchmarks/bench_schedule.py identity   # f(C, C) from white noise on a held-out 128×192 photo: SSIM to C
+    python benchmarks/bench_schedule.py quality    # 1024 px Tübingen × Starry Night: schedule vs single scale
+    python benchmarks/bench_schedule.py adam       # 256 px: time to reach the TF tutorial Adam's 1000-step loss
+
+Each run records wall time and a machine-independent cost: Σ over loss evaluations of the pixels evaluated (an
+evaluation's time grows with its pixels), so schedules compare fairly even on a busy machine. Real VGG19 weights.
+Results: benchmarks/results/schedule_<part>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import CONTENT, ROOT, STYLE, write  # noqa: E402
+
+HELD_OUT = ROOT / "data" / "content" / "skimage_chelsea.png"  # not used to calibrate any default
+
+# candidate schedules (StyleConfig overrides); "default" is whatever StyleConfig holds now
+CANDIDATES = {
+    "single scale, 300 steps": dict(pyramid_levels=1, steps=300),
+    "single scale, 1000 steps": dict(pyramid_levels=1, steps=1000),
+    "×2 from 48 px, 200 + 100/scale": dict(pyramid_levels=None, pyramid_min_size=48, first_scale_steps=200, steps=100),
+    "×2 from 48 px, 100 + 50/scale": dict(pyramid_levels=None, pyramid_min_size=48, first_scale_steps=100, steps=50),
+    "×2 from 64 px, 200 + 100/scale": dict(pyramid_levels=None, pyramid_min_size=64, first_scale_steps=200, steps=100),
+    "×√2 from 48 px, 200 + 50/scale": dict(
+        pyramid_levels=None, pyramid_min_size=48, pyramid_ratio=2**0.5, first_scale_steps=200, steps=50
+    ),
+    "×√2 from 64 px, 100 + 50/scale": dict(
+        pyramid_levels=None, pyramid_min_size=64, pyramid_ratio=2**0.5, first_scale_steps=100, steps=50
+    ),
+}
+
+
+class Meter:
+    """Counts the pixels of every loss evaluation and the wall time of a run."""
+
+    def __init__(self):
+        from nst_lib import objective
+
+        self.pixels = 0
+        original = objective.Objective.evaluate
+        meter = self
+
+        def counting(obj, image):
+            meter.pixels += obj.shape[0] * obj.shape[1]
+            return original(obj, image)
+
+        objective.Objective.evaluate = counting
+
+    def run(self, fn):
+        self.pixels, t0 = 0, time.perf_counter()
+        result = fn()
+        return result, {
+            "megapixel_evaluations": round(self.pixels / 1e6, 3),
+            "seconds": round(time.perf_counter() - t0, 1),
+        }
+
+
+def identity(args) -> None:
+    from nst_lib import StyleConfig, stylize
+    from nst_lib.images import load_image
+    from nst_lib.metrics import ssim
+
+    meter = Meter()
+    content = load_image(HELD_OUT, 192)
+    rows = []
+    for name, overrides in CANDIDATES.items():
+        if args.only and not any(o in name for o in args.only):
+            continue
+        config = StyleConfig(init="noise", size=192, snapshot_every=0, **overrides)
+        result, cost = meter.run(lambda config=config: stylize(content, content, config, out=None, progress=False))
+        row = {"schedule": name, "overrides": overrides, "ssim": round(ssim(result.image, content), 4), **cost}
+        row["steps"] = len(result.history)
+        rows.append(row)
+        print(row, flush=True)
+    write("schedule_identity", {"photo": HELD_OUT.name, "image_hw": list(content.shape[:2]), "rows": rows})
+
+
+def quality(args) -> None:
+    """The default schedule, then single scale for as long; both judged at full size and, downsampled, at 256 px."""
+    from nst_lib import StyleConfig, evaluate, stylize
+    from nst_lib.images import load_image, resize
+
+    meter = Meter()
+    size = args.size
+    content, style = load_image(CONTENT, size), load_image(STYLE, size)
+    base = StyleConfig(size=size, snapshot_every=0)
+    scheduled, cost_a = meter.run(lambda: stylize(content, style, base, out=None, progress=True))
+    budget = cost_a["seconds"]
+
+    def stop_at_budget(info):
+        return info.elapsed >= budget
+
+    single, cost_b = meter.run(
+        lambda: stylize(
+            content,
+            style,
+            base.replace(pyramid_levels=1, steps=100_000),
+            out=None,
+            progress=True,
+            callbacks=[stop_at_budget],
+        )
+    )
+    small = load_image(CONTENT, 256).shape[:2]
+    rows = []
+    for name, result, cost in (("default schedule", scheduled, cost_a), ("single scale, same time", single, cost_b)):
+        full = evaluate(result.image, content, style, base.replace(pyramid_levels=1))
+        low = evaluate(resize(result.image.astype("float32"), small), CONTENT, STYLE, base.replace(size=256))
+        rows.append(
+            {"run": name, "steps": len(result.history), "full_size_loss": full.total, "loss_at_256": low.total, **cost}
+        )
+        print(rows[-1], flush=True)
+    ratios = {
+        "full_size_loss": rows[0]["full_size_loss"] / rows[1]["full_size_loss"],
+        "loss_at_256": rows[0]["loss_at_256"] / rows[1]["loss_at_256"],
+    }
+    write(
+        "schedule_quality",
+        {
+            "size": size,
+            "config": base.to_dict(),
+            "rows": rows,
+            "schedule_over_single": {k: round(v, 3) for k, v in ratios.items()},
+            "targets": {"full_size_loss": "<= 1.1", "loss_at_256": "<= 0.5"},
+        },
+    )
+
+
+def adam(args) -> None:
+    """Time for the default schedule's full-size loss to reach what the TF tutorial's Adam reaches in 1000 steps."""
+    from nst_lib import StyleConfig, stylize
+
+    size = 256
+    adam_cfg = StyleConfig.preset("tf_tutorial", size=size, snapshot_every=0)
+    base = StyleConfig(size=size, snapshot_every=0)
+    # the comparison is on the default loss (the tutorial's settings only choose the optimiser's path)
+    adam_run = stylize(
+        CONTENT,
+        STYLE,
+        base.replace(
+            optimizer="adam",
+            learning_rate=adam_cfg.learning_rate,
+            adam_beta1=adam_cfg.adam_beta1,
+            adam_epsilon=adam_cfg.adam_epsilon,
+            steps=1000,
+            pyramid_levels=1,
+        ),
+        out=None,
+        progress=True,
+    )
+    target = adam_run.history[-1]["total"]
+    adam_seconds = adam_run.history[-1]["time_s"]
+    scheduled = stylize(CONTENT, STYLE, base, out=None, progress=True)
+    last = max(r["level"] for r in scheduled.history)
+    clock, previous, level, reached = 0.0, 0.0, 0, None
+    for r in scheduled.history:  # time_s restarts at each scale: add up the increments
+        if r["level"] != level:
+            level, previous = r["level"], 0.0
+        clock += r["time_s"] - previous
+        previous = r["time_s"]
+        if r["level"] == last and r["total"] <= target and reached is None:
+            reached = clock
+    write(
+        "schedule_adam",
+        {
+            "size": size,
+            "adam_steps": 1000,
+            "adam_loss": target,
+            "adam_seconds": adam_seconds,
+            "schedule_seconds_to_adam_loss": reached,
+            "ratio": None if reached is None else round(reached / adam_seconds, 3),
+            "schedule_final_loss": scheduled.history[-1]["total"],
+            "target": "<= 0.15",
+        },
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("part", choices=["identity", "quality", "adam"])
+    parser.add_argument("--only", nargs="*", help="identity: only schedules whose name contains one of these")
+    parser.add_argument("--size", type=int, default=1024)
+    args = parser.parse_args()
+    {"identity": identity, "quality": quality, "adam": adam}[args.part](args)
+
+
+if __name__ == "__main__":
+    main()

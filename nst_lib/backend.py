@@ -1,0 +1,220 @@
+"""The one module that knows which Keras backend runs the engine: the gradient of a loss with respect to the input
+image and its compilation, the Gram matrix's hand-written gradient, device and memory queries, and versions.
+Everything else in the engine speaks ``keras.ops`` and NumPy, so the same code runs on TensorFlow (the default)
+and on JAX (``KERAS_BACKEND=jax``). Under JAX, TensorFlow is never imported.
+
+    grad_fn = value_and_grad(fn)           # fn(x, params, *args) -> (objective, aux)
+    aux, grad = grad_fn(x, params, *args)  # aux: any nest of tensors; grad: d objective / d x
+
+``params`` are the frozen network's weights (``FeatureExtractor.params``). JAX compiles them in as arguments
+(closing over them would bake 80 MB of VGG19 into the compiled program); TensorFlow captures its variables
+itself and gets None.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+
+from .errors import NSTError
+
+SUPPORTED = ("tensorflow", "jax")
+
+
+def name() -> str:
+    """The Keras backend in use: 'tensorflow' or 'jax' (set with ``KERAS_BACKEND`` before Keras is imported)."""
+    return keras.backend.backend()
+
+
+def check() -> str:
+    """The backend's name, or a one-line error when the engine cannot run on it."""
+    backend = name()
+    if backend not in SUPPORTED:
+        raise NSTError(f"the engine runs on TensorFlow or JAX, not {backend!r}: set KERAS_BACKEND=tensorflow or jax")
+    return backend
+
+
+def require_tensorflow(what: str) -> None:
+    """The generative models train with TensorFlow (tf.data, GradientTape in ``train_step``): fail at once, in one
+    line, under another backend."""
+    if name() != "tensorflow":
+        raise NSTError(f"{what} trains with TensorFlow only; run with KERAS_BACKEND=tensorflow (now: {name()})")
+
+
+# --- the image gradient -------------------------------------------------------------------------------------
+def value_and_grad(fn: Callable[..., tuple[Any, Any]]) -> Callable[..., tuple[Any, Any]]:
+    """Compile ``fn(x, params, *args) -> (objective, aux)`` into ``g(x, params, *args) -> (aux, d objective/d x)``.
+    Only ``x`` is differentiated; the network's weights never get a gradient. Shapes may vary between calls
+    (tiles of several sizes): TensorFlow traces once for unknown sizes, JAX compiles once per shape."""
+    if check() == "jax":
+        import jax
+
+        def objective(x, params, *args):
+            value, aux = fn(x, params, *args)
+            return value, aux
+
+        grad = jax.jit(jax.value_and_grad(objective, has_aux=True))
+
+        def run(x, params, *args):
+            (_, aux), g = grad(x, params, *args)
+            return aux, g
+
+        return run
+
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True)
+    def run(x, params, *args):
+        # Keras' frozen weights are still trainable tf.Variables underneath: watch only the image, so no weight
+        # gradient is ever built
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(x)
+            value, aux = fn(x, params, *args)
+        return aux, tape.gradient(value, x)
+
+    return _Compiled(run)
+
+
+class _Compiled:
+    """A TensorFlow ``tf.function`` called as the JAX version is, ``(x, params, *args)``; ``compiled`` is the
+    ``tf.function`` itself (for graph inspection)."""
+
+    def __init__(self, compiled):
+        self.compiled = compiled
+
+    def __call__(self, x, params, *args):
+        return self.compiled(x, None, *args)
+
+
+def compile_forward(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Compile a forward-only function ``fn(x, params, *args)`` (features and Grams of a tile, targets)."""
+    if check() == "jax":
+        import jax
+
+        return jax.jit(fn)
+
+    import tensorflow as tf
+
+    return _Compiled(tf.function(fn, reduce_retracing=True))
+
+
+def gram(flat):
+    """Fᵀ F for (B, M, N) features, with one matmul in the backward pass instead of autodiff's two
+    (dL/dF = F (dG + dGᵀ)) and no transposed copy of F in the forward pass."""
+    return _gram_fn()(flat)
+
+
+@functools.cache
+def _gram_fn():
+    if check() == "jax":
+        import jax
+        import jax.numpy as jnp
+
+        @jax.custom_vjp
+        def g(f):
+            return jnp.einsum("bmc,bmd->bcd", f, f)
+
+        def forward(f):
+            return g(f), f
+
+        def backward(f, dg):
+            return (jnp.matmul(f, dg + jnp.swapaxes(dg, -1, -2)),)
+
+        g.defvjp(forward, backward)
+        return g
+
+    import tensorflow as tf
+
+    @tf.custom_gradient
+    def g(f):
+        def grad(dg):
+            return tf.linalg.matmul(f, dg + tf.linalg.matrix_transpose(dg))
+
+        return tf.linalg.matmul(f, f, transpose_a=True), grad
+
+    return g
+
+
+def to_numpy(x) -> np.ndarray:
+    return np.asarray(keras.ops.convert_to_numpy(x))
+
+
+# --- devices, memory, versions ----------------------------------------------------------------------------
+def gpu_available() -> bool:
+    if name() == "jax":
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def device_name() -> str:
+    """'GPU: <model>' or 'CPU: <processor>' for run records."""
+    if name() == "jax":
+        import jax
+
+        gpus = [d for d in jax.devices() if d.platform == "gpu"]
+        if gpus:
+            return "GPU: " + getattr(gpus[0], "device_kind", str(gpus[0]))
+    else:
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            try:
+                return "GPU: " + tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
+            except Exception:  # details are best effort
+                return "GPU: " + gpus[0].name
+    return f"CPU: {platform.processor() or platform.machine()}"
+
+
+def device_memory_bytes() -> int | None:
+    """The accelerator's memory, or None on CPU (the memory budget then comes from RAM)."""
+    try:
+        if name() == "jax":
+            import jax
+
+            for d in jax.devices():
+                if d.platform == "gpu":
+                    stats = d.memory_stats() or {}
+                    return int(stats.get("bytes_limit", 0)) or None
+            return None
+        import tensorflow as tf
+
+        if not tf.config.list_physical_devices("GPU"):
+            return None
+        return None  # TensorFlow reports no total; the budget's GPU default applies
+    except Exception:  # a query that fails must not stop a run
+        return None
+
+
+def ram_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 8 * 2**30
+
+
+def versions() -> dict[str, str]:
+    from . import __version__
+
+    out = {"nst_lib": __version__, "backend": name(), "keras": keras.__version__}
+    if name() == "jax":
+        import jax
+
+        out["jax"] = jax.__version__
+    else:
+        import tensorflow as tf
+
+        out["tensorflow"] = tf.__version__
+    out.update(numpy=np.__version__, python=sys.version.split()[0], platform=platform.platform())
+    return out

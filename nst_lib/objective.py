@@ -1,0 +1,409 @@
+"""The objective of one scale: an image's loss against targets computed once (content features, style Grams) and
+the gradient of that loss with respect to its pixels, evaluated on the whole image or, exactly, tile by tile.
+
+    evaluate(image, content, style, config=None, **overrides)  →  Evaluation(total, content, style, tv, grad)
+
+Whole image: one compiled function (``backend.value_and_grad``) returns the loss terms and d loss / d pixels.
+
+Tiles (for images whose activations do not fit the memory budget), with the same result:
+  The image is cut into tiles whose *interiors* partition it on the grid of the deepest layer's stride S, each
+  tile widened by a halo of at least that layer's receptive-field reach (``FeatureExtractor.halo``). A feature
+  position then belongs to exactly one interior, and there its value equals the whole image's.
+  pass 1  forward only, tile by tile: each style layer's Gram matrix accumulated over the interiors, hence the
+          style loss and, in closed form, its gradient D_l = dE_l/dG_l.
+  pass 2  tile by tile, back-propagate to the tile's pixels the gradient of
+              Σ_l <F_l K_l, F_l>  +  the content loss of the interior,
+          with F masked to the interior and K_l = β w_l D_l (÷ M_l for the normalised Grams): its gradient with
+          respect to F is exactly dL/dF, so the tile adds exactly its interior's share of the gradient.
+  TV is local on the pixels and computed on the whole image (NumPy).
+  Memory: one tile's activations and a few image-sized arrays, whatever the image's size.
+
+Loss terms as in ``losses`` (see its docstring for what α and β mean under each normalisation).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from keras import ops
+
+from . import backend
+from .config import StyleConfig
+from .errors import ConfigError
+from .features import LAYER_PRESETS, FeatureExtractor, get_extractor
+from .images import ImageLike, load_image, resize
+from .losses import content_loss, gram_matrix, normalize_weights, style_layer_loss, tv_loss, tv_loss_and_grad
+
+# The memory budget's defaults when StyleConfig.memory_budget_mb is None.
+GPU_BUDGET_BYTES = 16 * 2**30  # a 16 GB card (Colab's T4, a V100)
+CPU_BUDGET_SHARE = 0.25  # of the machine's RAM
+
+
+@dataclass
+class Evaluation:
+    """The loss terms (weighted, as in ``StyleResult.history``) and d total / d pixel (H×W×3 float32, on the
+    0–255 scale) of one image; ``tiles`` is how many tiles it was evaluated in (1: the whole image)."""
+
+    total: float
+    content: float
+    style: float
+    tv: float
+    grad: np.ndarray
+    tiles: int = 1
+
+
+def resolve_layers(config: StyleConfig) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(content layers, style layers) of a config: its own, or its architecture's presets."""
+    preset = LAYER_PRESETS[config.arch]
+    return config.content_layers or preset["content"], config.style_layers or preset["style"]
+
+
+def extractor_for(config: StyleConfig) -> FeatureExtractor:
+    content_layers, style_layers = resolve_layers(config)
+    return get_extractor(
+        config.arch,
+        content_layers + style_layers,
+        config.weights,
+        config.pooling,
+        config.preprocessing,
+        config.normalize_features,
+        config.precision,
+        seed=config.seed,  # random weights are drawn from the run's seed: a resume gets the same network
+    )
+
+
+# --- tiles --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Tile:
+    """A tile: its input rows/columns [top, bottom) × [left, right) and its interior [y0, y1) × [x0, x1), in
+    image pixels."""
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+    y0: int
+    y1: int
+    x0: int
+    x1: int
+
+
+def memory_budget(config: StyleConfig) -> int:
+    """Bytes the evaluation may use: ``config.memory_budget_mb``, else 16 GB on a GPU or a quarter of RAM."""
+    if config.memory_budget_mb:
+        return int(config.memory_budget_mb * 2**20)
+    if backend.gpu_available():
+        return backend.device_memory_bytes() or GPU_BUDGET_BYTES
+    return int(CPU_BUDGET_SHARE * backend.ram_bytes())
+
+
+def tile_size_for(config: StyleConfig, extractor: FeatureExtractor, height: int, width: int) -> int:
+    """The tile side to use for an image of height × width: 0 = the whole image at once.
+
+    ``config.tile_size`` 0 never tiles; a number tiles with tiles of that long side (halo included); None tiles
+    only when the whole image's activations would exceed the memory budget, then with the largest tiles that fit."""
+    smallest = 2 * extractor.halo + extractor.stride
+    if config.tile_size == 0:
+        return 0
+    if config.tile_size is not None:
+        if config.tile_size < smallest:
+            raise ConfigError(
+                f"tile_size {config.tile_size} is too small for {extractor.arch}'s layers: a tile needs a "
+                f"{extractor.halo}-px halo on each side, so at least {smallest} px"
+            )
+        return 0 if config.tile_size >= max(height, width) else int(config.tile_size)
+    per_pixel = extractor.bytes_per_pixel()
+    # the evaluation's own image-sized arrays (image, gradient, tile buffers) beside the activations
+    budget = memory_budget(config) - 16 * height * width * 3
+    if per_pixel * height * width <= budget:
+        return 0
+    side = int(math.sqrt(max(budget, 0) / per_pixel)) // extractor.stride * extractor.stride
+    return max(side, smallest)
+
+
+def plan_tiles(height: int, width: int, tile_size: int, halo: int, stride: int) -> list[Tile]:
+    """Tiles of at most ``tile_size`` per side whose interiors partition the image on the ``stride`` grid, each
+    widened by ``halo`` (clipped at the image's edges). Interiors are as equal as the grid allows."""
+    core = tile_size - 2 * halo
+    if core < stride:
+        raise ConfigError(f"tile_size {tile_size} leaves no interior inside a {halo}-px halo")
+
+    def cuts(length: int) -> list[tuple[int, int]]:
+        cells = math.ceil(length / stride)  # interior boundaries stay on the stride grid
+        n = max(1, math.ceil(cells / (core // stride)))
+        edges = [min(length, round(i * cells / n) * stride) for i in range(n + 1)]
+        edges[-1] = length
+        return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+    tiles = []
+    for y0, y1 in cuts(height):
+        for x0, x1 in cuts(width):
+            top, bottom = max(0, y0 - halo), min(height, y1 + halo)
+            tiles.append(Tile(top, bottom, max(0, x0 - halo), min(width, x1 + halo), y0, y1, x0, x1))
+    return tiles
+
+
+# --- the objective ----------------------------------------------------------------------------------------------
+class Objective:
+    """The loss and pixel gradient of images of one shape against fixed targets. Called as the optimisers'
+    ``fg(x_flat) -> (total, parts, grad_flat)``; ``evaluate(image)`` returns an ``Evaluation``."""
+
+    def __init__(
+        self,
+        extractor: FeatureExtractor,
+        config: StyleConfig,
+        content: np.ndarray,
+        styles: Sequence[np.ndarray],
+        tile_size: int = 0,
+    ):
+        self.extractor, self.config = extractor, config
+        content_layers, style_layers = resolve_layers(config)
+        resolve = {n: extractor.layers[i] for i, n in enumerate(dict.fromkeys(content_layers + style_layers))}
+        self.content_layers = [resolve[n] for n in content_layers]
+        self.style_layers = [resolve[n] for n in style_layers]
+        self.shape = tuple(content.shape)
+        self.normalized = config.gram_norm != "gatys"
+        self.layer_weights = normalize_weights(config.style_layer_weights, len(style_layers), "style_layer_weights")
+        self.blend = normalize_weights(config.style_blend_weights, len(styles), "style_blend_weights")
+        # float16 backward passes underflow on small gradients: scale the loss up, the gradient back down, and halve
+        # the scale whenever the scaled gradient overflows
+        self.loss_scale = 2.0**10 if extractor.mixed else 1.0
+        self.tile_size = tile_size
+        h, w = self.shape[:2]
+        self.tiles = plan_tiles(h, w, tile_size, extractor.halo, extractor.stride) if tile_size else None
+        if tile_size:
+            self._tile_grams = backend.compile_forward(self._tile_grams_fn)
+            self._tile_pass = backend.value_and_grad(self._tile_objective)
+        self.content_targets = self._content_targets(content)
+        # targets: once per scale, never per step
+        grams = [self._grams(s) for s in styles]
+        self.style_targets = [np.stack([g[layer] for g in grams]) for layer in self.style_layers]
+        if self.tiles is None:
+            self._whole = backend.value_and_grad(self._whole_objective)
+            self._whole_args = (
+                [ops.convert_to_tensor(t) for t in self.content_targets],
+                [ops.convert_to_tensor(t) for t in self.style_targets],
+                ops.convert_to_tensor(self.blend),
+            )
+
+    # --- targets ------------------------------------------------------------------------------------------
+    def _content_targets(self, content: np.ndarray) -> list[np.ndarray]:
+        if self.tiles is None:
+            feats = self.extractor(content[None])
+            return [backend.to_numpy(feats[layer]) for layer in self.content_layers]
+        h, w = content.shape[:2]
+        shapes = self.extractor.feature_shapes(h, w)
+        out = [np.zeros((1, *shapes[layer]), np.float32) for layer in self.content_layers]
+
+        def content_features(x, params):
+            feats = self.extractor.apply(params, x)
+            return [feats[layer] for layer in self.content_layers]
+
+        features = backend.compile_forward(content_features)
+        for tile in self.tiles:
+            feats = features(_crop(content, tile)[None], self.extractor.params)
+            for target, layer, f in zip(out, self.content_layers, feats):
+                (gy0, gy1, ly0), (gx0, gx1, lx0) = self._interior(tile, layer, h, w)
+                target[0, gy0:gy1, gx0:gx1] = backend.to_numpy(f)[0, ly0 : ly0 + gy1 - gy0, lx0 : lx0 + gx1 - gx0]
+        return out
+
+    def _grams(self, image: np.ndarray) -> dict[str, np.ndarray]:
+        """{style layer: Gram of ``image``} (÷M for the normalised losses), tiled when the image is larger than a
+        tile (a style image as large as a 4K output)."""
+        h, w = image.shape[:2]
+        if not self.tile_size or max(h, w) <= self.tile_size:
+            feats = self.extractor(image[None])
+            return {
+                layer: backend.to_numpy(gram_matrix(feats[layer], normalize=self.normalized))[0]
+                for layer in self.style_layers
+            }
+        tiles = plan_tiles(h, w, self.tile_size, self.extractor.halo, self.extractor.stride)
+        grams, positions = self._accumulate_grams(image, tiles)
+        return {layer: grams[layer] / (positions[layer] if self.normalized else 1.0) for layer in self.style_layers}
+
+    def _accumulate_grams(self, image: np.ndarray, tiles: list[Tile]) -> tuple[dict, dict]:
+        """Raw Grams Σ FᵀF over the tiles' interiors (float64) and each layer's number of positions M."""
+        h, w = image.shape[:2]
+        shapes = self.extractor.feature_shapes(h, w)
+        grams = {layer: 0.0 for layer in self.style_layers}
+        for tile in tiles:
+            masks = self._masks(tile, self.style_layers, h, w)
+            result = self._tile_grams(_crop(image, tile)[None], self.extractor.params, masks)
+            for layer, g in zip(self.style_layers, result):
+                grams[layer] = grams[layer] + backend.to_numpy(g).astype(np.float64)
+        positions = {layer: shapes[layer][0] * shapes[layer][1] for layer in self.style_layers}
+        return grams, positions
+
+    # --- where a tile's interior lies in each layer ---------------------------------------------------------
+    def _interior(self, tile: Tile, layer: str, height: int, width: int):
+        """((global first row, global end row, row in the tile), (the same for columns)) of ``tile``'s interior in
+        ``layer``'s feature map; the last tile of a row or column runs to the feature map's end."""
+        jump = self.extractor.geometry[layer].jump
+        full_h, full_w, _ = self.extractor.feature_shapes(height, width)[layer]
+        rows = (tile.y0 // jump, full_h if tile.y1 == height else tile.y1 // jump, tile.y0 // jump - tile.top // jump)
+        cols = (tile.x0 // jump, full_w if tile.x1 == width else tile.x1 // jump, tile.x0 // jump - tile.left // jump)
+        return rows, cols
+
+    def _masks(self, tile: Tile, layers: Sequence[str], height: int, width: int) -> list[np.ndarray]:
+        """Per layer, a (rows, cols, 1) mask of the tile's feature map: 1 on its interior, 0 on the halo."""
+        shapes = self.extractor.feature_shapes(tile.bottom - tile.top, tile.right - tile.left)
+        masks = []
+        for layer in layers:
+            (gy0, gy1, ly0), (gx0, gx1, lx0) = self._interior(tile, layer, height, width)
+            rows, cols, _ = shapes[layer]
+            mask = np.zeros((rows, cols, 1), np.float32)
+            mask[ly0 : ly0 + gy1 - gy0, lx0 : lx0 + gx1 - gx0] = 1.0
+            masks.append(mask)
+        return masks
+
+    # --- compiled functions ------------------------------------------------------------------------------
+    def _weighted_terms(self, x, feats, content_targets, style_targets, blend):
+        c = self.config
+        lc = 0.0
+        for layer, target in zip(self.content_layers, content_targets):
+            lc = lc + (c.content_weight / len(self.content_layers)) * content_loss(feats[layer], target, c.content_loss)
+        ls = 0.0
+        for w, layer, targets in zip(self.layer_weights, self.style_layers, style_targets):
+            f = feats[layer]
+            shape = ops.shape(f)
+            gram = gram_matrix(f, normalize=self.normalized)
+            ls = ls + float(w) * style_layer_loss(gram, targets, shape[3], shape[1] * shape[2], c.gram_norm, blend)
+        return lc, c.style_weight * ls, c.tv_weight * tv_loss(x)
+
+    def _whole_objective(self, x, params, content_targets, style_targets, blend, scale):
+        lc, ls, lt = self._weighted_terms(x, self.extractor.apply(params, x), content_targets, style_targets, blend)
+        total = lc + ls + lt
+        return total * scale, (total, lc, ls, lt)
+
+    def _tile_grams_fn(self, x, params, masks):
+        feats = self.extractor.apply(params, x)
+        out = []
+        for layer, mask in zip(self.style_layers, masks):
+            f = feats[layer] * mask[None]
+            out.append(gram_matrix(f, normalize=False)[0])
+        return out
+
+    def _tile_objective(self, x, params, style_masks, quadratics, content_masks, content_targets, scale):
+        feats = self.extractor.apply(params, x)
+        s = 0.0
+        for layer, mask, k in zip(self.style_layers, style_masks, quadratics):
+            f = feats[layer] * mask[None]
+            n = ops.shape(f)[3]
+            flat = ops.reshape(f, (-1, n))
+            s = s + ops.sum(ops.matmul(flat, k) * flat)
+        lc = 0.0
+        c = self.config
+        for layer, mask, target in zip(self.content_layers, content_masks, content_targets):
+            diff2 = ops.sum(ops.square(feats[layer] - target) * mask[None])
+            if c.content_loss == "gatys":
+                lc = lc + (0.5 * c.content_weight / len(self.content_layers)) * diff2
+            else:  # 'mean' over every element of the whole image's feature map
+                lc = lc + (c.content_weight / len(self.content_layers) / self._content_sizes[layer]) * diff2
+        return (s + lc) * scale, lc
+
+    # --- evaluation ----------------------------------------------------------------------------------------
+    def evaluate(self, image: np.ndarray) -> Evaluation:
+        image = np.asarray(image, np.float32).reshape(self.shape)
+        if self.tiles is None:
+            return self._evaluate_whole(image)
+        return self._evaluate_tiled(image)
+
+    def __call__(self, x_flat: np.ndarray) -> tuple[float, dict, np.ndarray]:
+        e = self.evaluate(x_flat)
+        return e.total, {"content": e.content, "style": e.style, "tv": e.tv}, e.grad.reshape(-1)
+
+    def _evaluate_whole(self, image: np.ndarray) -> Evaluation:
+        x = ops.convert_to_tensor(image[None])
+        while True:
+            aux, g = self._whole(x, self.extractor.params, *self._whole_args, ops.convert_to_tensor(self.loss_scale))
+            g = backend.to_numpy(g)[0] / self.loss_scale
+            if self.loss_scale <= 1.0 or np.isfinite(g).all():
+                break
+            self.loss_scale /= 2.0
+        total, lc, ls, lt = (float(backend.to_numpy(v)) for v in aux)
+        return Evaluation(total, lc, ls, lt, g.astype(np.float32))
+
+    def _evaluate_tiled(self, image: np.ndarray) -> Evaluation:
+        h, w = image.shape[:2]
+        c = self.config
+        # pass 1: the whole image's Grams, hence the style loss and the quadratic forms whose gradients are dL/dF
+        grams, positions = self._accumulate_grams(image, self.tiles)
+        norm = {"size": 4.0, "mean": 1.0, "gatys": 4.0}[c.gram_norm]
+        ls, quadratics = 0.0, []
+        for w_l, layer, targets in zip(self.layer_weights, self.style_layers, self.style_targets):
+            m = positions[layer]
+            n = targets.shape[-1]
+            g = grams[layer] / m if self.normalized else grams[layer]
+            diff = g[None] - targets.astype(np.float64)
+            scale = n * n * (m * m if c.gram_norm == "gatys" else 1.0) * norm
+            per_style = np.sum(diff**2, axis=(1, 2)) / scale
+            ls += float(w_l) * float(np.sum(self.blend * per_style))
+            d = np.tensordot(self.blend, 2.0 * diff / scale, axes=1)  # dE/dG (dE/dĜ for normalised Grams)
+            quadratics.append((c.style_weight * float(w_l) * d / (m if self.normalized else 1.0)).astype(np.float32))
+        ls *= c.style_weight
+        shapes = self.extractor.feature_shapes(h, w)
+        self._content_sizes = {la: float(np.prod(shapes[la])) for la in self.content_layers}
+        # pass 2: each tile's interior's share of the gradient, with the content loss of the interior
+        while True:
+            grad = np.zeros((h, w, 3), np.float32)
+            lc = 0.0
+            for tile in self.tiles:
+                targets = []
+                for layer, full in zip(self.content_layers, self.content_targets):
+                    (gy0, gy1, ly0), (gx0, gx1, lx0) = self._interior(tile, layer, h, w)
+                    local_shape = self.extractor.feature_shapes(tile.bottom - tile.top, tile.right - tile.left)[layer]
+                    local = np.zeros((1, *local_shape), np.float32)
+                    local[0, ly0 : ly0 + gy1 - gy0, lx0 : lx0 + gx1 - gx0] = full[0, gy0:gy1, gx0:gx1]
+                    targets.append(local)
+                part, g = self._tile_pass(
+                    _crop(image, tile)[None],
+                    self.extractor.params,
+                    self._masks(tile, self.style_layers, h, w),
+                    quadratics,
+                    self._masks(tile, self.content_layers, h, w),
+                    targets,
+                    ops.convert_to_tensor(self.loss_scale),
+                )
+                grad[tile.top : tile.bottom, tile.left : tile.right] += backend.to_numpy(g)[0] / self.loss_scale
+                lc += float(backend.to_numpy(part))
+            if self.loss_scale <= 1.0 or np.isfinite(grad).all():
+                break
+            self.loss_scale /= 2.0
+        lt, tv_grad = tv_loss_and_grad(image)
+        lt *= c.tv_weight
+        grad += c.tv_weight * tv_grad
+        return Evaluation(lc + ls + lt, lc, ls, lt, grad, tiles=len(self.tiles))
+
+
+def _crop(image: np.ndarray, tile: Tile) -> np.ndarray:
+    return np.ascontiguousarray(image[tile.top : tile.bottom, tile.left : tile.right], np.float32)
+
+
+# --- the public function ----------------------------------------------------------------------------------
+def evaluate(
+    image: ImageLike,
+    content: ImageLike,
+    style: ImageLike | Sequence[ImageLike],
+    config: StyleConfig | None = None,
+    **overrides: Any,
+) -> Evaluation:
+    """The loss terms of ``image`` against ``content`` and ``style`` (one image or a list to blend) and d total /
+    d pixel, exactly as ``stylize`` computes them at the image's size. Inputs are loaded as ``stylize`` loads them
+    (long side ``config.size``; the style at ``style_scale`` × that); ``image`` is resized to the content's shape.
+    Tiled when ``config.tile_size`` says so (or the image would not fit the memory budget)."""
+    config = (config or StyleConfig()).replace(**overrides)
+    content_img = load_image(content, config.size, config.max_pixels)
+    h, w = content_img.shape[:2]
+    styles = style if isinstance(style, (list, tuple)) else [style]
+    long_side = max(1, round(max(h, w) * config.style_scale))
+    style_imgs = [load_image(s, long_side, config.max_pixels) for s in styles]
+    x = load_image(image)
+    if x.shape[:2] != (h, w):
+        x = resize(x, (h, w))
+    extractor = extractor_for(config)
+    objective = Objective(extractor, config, content_img, style_imgs, tile_size_for(config, extractor, h, w))
+    return objective.evaluate(x)

@@ -1,0 +1,143 @@
+"""Exact tiled evaluation: features of a tile's interior equal the whole image's, and the tiled loss and gradient
+equal the untiled ones."""
+
+import numpy as np
+import pytest
+from keras import ops
+
+from nst_lib import StyleConfig, backend, stylize
+from nst_lib.errors import ConfigError
+from nst_lib.features import LAYER_PRESETS, get_extractor
+from nst_lib.images import load_image
+from nst_lib.losses import tv_loss, tv_loss_and_grad
+from nst_lib.objective import Objective, Tile, evaluate, extractor_for, plan_tiles, tile_size_for
+
+from .conftest import CONTENT, STYLE, needs_vgg19
+
+
+def _interior_features_match(extractor, image, tiles):
+    """Largest relative difference between the whole image's features and each tile's interior features."""
+    h, w = image.shape[:2]
+    whole = {k: backend.to_numpy(v)[0] for k, v in extractor(image[None]).items()}
+    objective = Objective.__new__(Objective)  # only its interior arithmetic is used
+    objective.extractor = extractor
+    worst = 0.0
+    for tile in tiles:
+        feats = extractor(image[tile.top : tile.bottom, tile.left : tile.right][None])
+        for layer in extractor.layers:
+            (gy0, gy1, ly0), (gx0, gx1, lx0) = objective._interior(tile, layer, h, w)
+            local = backend.to_numpy(feats[layer])[0, ly0 : ly0 + gy1 - gy0, lx0 : lx0 + gx1 - gx0]
+            ref = whole[layer][gy0:gy1, gx0:gx1]
+            assert local.shape == ref.shape, (layer, tile)
+            if ref.size == 0:  # a thin last interior can hold no position of a deep layer
+                continue
+            worst = max(worst, float(np.abs(local - ref).max() / (np.abs(ref).max() + 1e-12)))
+    return worst
+
+
+@pytest.mark.parametrize("arch", ["vgg16", "vgg19", "resnet50"])
+def test_each_tile_interior_has_the_whole_images_features_and_a_smaller_halo_would_not(arch, rng):
+    presets = LAYER_PRESETS[arch]
+    extractor = get_extractor(arch, presets["content"] + presets["style"], weights=None)
+    halo, stride = extractor.halo, extractor.stride
+    core = 2 * halo  # interiors of two halos: 2 × 2 tiles, the last ones cut off the stride grid on purpose
+    h, w = 2 * core - stride + 5, 2 * core - stride + 9
+    image = rng.uniform(0, 255, (h, w, 3)).astype(np.float32)
+    tiles = plan_tiles(h, w, 2 * halo + core, halo, stride)
+    assert len(tiles) == 4
+    # interiors partition the image
+    cover = np.zeros((h, w), int)
+    for t in tiles:
+        cover[t.y0 : t.y1, t.x0 : t.x1] += 1
+        assert t.y0 % stride == 0 and t.x0 % stride == 0 and t.top % stride == 0 and t.left % stride == 0
+    assert (cover == 1).all()
+    assert _interior_features_match(extractor, image, tiles) < 1e-5
+    # the halo is needed: with half of it, the interiors' edges see the tiles' zero padding
+    cut = halo // 2 // stride * stride
+    short = [
+        Tile(max(0, t.y0 - cut), min(h, t.y1 + cut), max(0, t.x0 - cut), min(w, t.x1 + cut), t.y0, t.y1, t.x0, t.x1)
+        for t in tiles
+    ]
+    assert _interior_features_match(extractor, image, short) > 1e-4
+
+
+def test_tv_in_numpy_matches_the_backends_value_and_gradient(rng):
+    image = rng.uniform(0, 255, (7, 9, 3)).astype(np.float32)
+    value, grad = tv_loss_and_grad(image)
+
+    def tv(x, params):
+        loss = tv_loss(x)
+        return loss, loss
+
+    aux, expected = backend.value_and_grad(tv)(ops.convert_to_tensor(image[None]), None)
+    assert value == pytest.approx(float(backend.to_numpy(aux)), rel=1e-5)
+    np.testing.assert_allclose(grad, backend.to_numpy(expected)[0], rtol=1e-4, atol=1e-3)
+
+
+def _compare(whole, tiled, grad_tol, loss_tol):
+    assert tiled.tiles > 1 and whole.tiles == 1
+    for term in ("total", "content", "style", "tv"):
+        a, b = getattr(whole, term), getattr(tiled, term)
+        assert abs(a - b) <= loss_tol * max(abs(a), 1e-12), (term, a, b)
+    err = np.linalg.norm(whole.grad - tiled.grad) / np.linalg.norm(whole.grad)
+    assert err <= grad_tol, err
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"gram_norm": "gatys", "content_loss": "gatys"},
+        {"gram_norm": "mean", "pooling": "avg", "style_layer_weights": (1, 2, 3, 4, 5)},
+    ],
+    ids=["size-mean", "gatys", "mean-avgpool"],
+)
+def test_tiled_equals_untiled_for_every_normalisation(overrides, small_pair, rng):
+    config = StyleConfig(arch="vgg16", weights=None, size=160, style_blend_weights=(3, 1), **overrides)
+    content = load_image(CONTENT, 160)
+    styles = [load_image(STYLE, 160), load_image(STYLE, 96)[:, ::-1]]
+    image = rng.uniform(0, 255, content.shape).astype(np.float32)
+    extractor = extractor_for(config)
+    whole = Objective(extractor, config, content, styles, 0).evaluate(image)
+    tiled = Objective(extractor, config, content, styles, 2 * extractor.halo + 32).evaluate(image)
+    _compare(whole, tiled, 1e-4, 1e-5)
+
+
+@needs_vgg19
+def test_tiled_equals_untiled_with_real_vgg19_on_an_image_that_is_neither_content_nor_style(rng):
+    config = StyleConfig(size=512, tile_size=288)  # the default layers; 12 tiles of at most 288 px
+    content = load_image(CONTENT, 512)
+    assert content.shape[:2] == (384, 512)
+    image = np.clip(0.5 * content + rng.normal(128, 40, content.shape), 0, 255).astype(np.float32)
+    tiled = evaluate(image, CONTENT, STYLE, config)
+    whole = evaluate(image, CONTENT, STYLE, config, tile_size=0)
+    assert tiled.tiles == 12 and tiled.grad.shape == (384, 512, 3) and tiled.grad.dtype == np.float32
+    _compare(whole, tiled, 1e-3, 1e-4)
+
+
+def test_the_memory_budget_decides_when_and_how_to_tile():
+    config = StyleConfig(weights=None)
+    extractor = extractor_for(config)
+    per_pixel = extractor.bytes_per_pixel()
+    roomy = config.replace(memory_budget_mb=4096)
+    assert tile_size_for(roomy, extractor, 512, 512) == 0  # fits: no tiles
+    tight_mb = int(per_pixel * 512 * 512 / 2**20 / 2)  # half of what the whole image needs
+    tight = tile_size_for(config.replace(memory_budget_mb=tight_mb), extractor, 512, 512)
+    assert 0 < tight < 512 and tight % extractor.stride == 0
+    assert per_pixel * tight * tight <= tight_mb * 2**20
+    assert tile_size_for(config.replace(tile_size=0, memory_budget_mb=1), extractor, 4096, 4096) == 0  # never
+    assert tile_size_for(config.replace(tile_size=256), extractor, 1024, 768) == 256  # as asked
+    assert tile_size_for(config.replace(tile_size=2048), extractor, 1024, 768) == 0  # one tile is the image
+    with pytest.raises(ConfigError, match="at least 176 px"):  # 2 × 80 px halo + one 16-px stride
+        tile_size_for(config.replace(tile_size=100), extractor, 1024, 768)
+
+
+def test_a_tiled_stylisation_follows_the_untiled_one(small_pair):
+    content, style = small_pair
+    content, style = load_image(CONTENT, 192), load_image(STYLE, 192)
+    kw = dict(weights=None, size=192, steps=4, snapshot_every=0, out=None, progress=False, arch="vgg16")
+    whole = stylize(content, style, tile_size=0, **kw)
+    tiled = stylize(content, style, tile_size=176, **kw)  # 4 × 3 tiles
+    for a, b in zip(whole.history, tiled.history):
+        assert b["total"] == pytest.approx(a["total"], rel=1e-4)
+    assert np.abs(whole.image.astype(int) - tiled.image.astype(int)).max() <= 2
