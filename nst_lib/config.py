@@ -187,7 +187,9 @@ class StyleConfig(Config):
     # scipy's L-BFGS-B keeps 10 pairs, Torch's 100; 20 converges as well here at a fraction of the memory.
     lbfgs_history: int = option(20, "L-BFGS curvature pairs kept for the whole run")
     init: str = option("content", "starting image", choices=INITS)
-    seed: int = option(0, "random seed (noise init); same seed and inputs give the same output")
+    seed: int = option(
+        0, "random seed (noise init, and the network when weights=none); same seed and inputs give the same output"
+    )
     pyramid_levels: int | None = option(
         1,
         "coarse-to-fine scales, each pyramid_ratio smaller than the next; 1 = one scale; none = as many as fit "

@@ -320,6 +320,7 @@ class FeatureExtractor:
         preprocessing: str | None = None,
         normalize: bool = False,
         precision: str = "float32",
+        seed: int = 0,
     ):
         if arch not in _APPS:
             raise ConfigError(f"unknown architecture {arch!r}; choose from {', '.join(_APPS)}")
@@ -330,7 +331,7 @@ class FeatureExtractor:
         self.preprocessing = preprocessing or default_pre
         self.weights_source = keras_weights
         self.mixed = precision == "mixed"
-        base = build_base(arch, keras_weights, "mixed_float16" if self.mixed else None)
+        base = build_base(arch, keras_weights, "mixed_float16" if self.mixed else None, seed)
         self.layers = list(dict.fromkeys(resolve_layer_name(n, base) for n in layers))
         if not self.layers:
             raise ConfigError("no layers requested")
@@ -428,12 +429,16 @@ class FeatureExtractor:
         )
 
 
-def build_base(arch: str, keras_weights: str | None, dtype_policy: str | None = None):
+def build_base(arch: str, keras_weights: str | None, dtype_policy: str | None = None, seed: int | None = None):
+    """The headless network; with ``keras_weights=None`` and a ``seed``, its random weights are ``seed_weights``'."""
     previous = keras.mixed_precision.dtype_policy()
     try:
         if dtype_policy:
             keras.mixed_precision.set_dtype_policy(dtype_policy)
-        return _APPS[arch](include_top=False, weights=keras_weights, input_shape=(None, None, 3))
+        model = _APPS[arch](include_top=False, weights=keras_weights, input_shape=(None, None, 3))
+        if keras_weights is None and seed is not None:
+            seed_weights(model, seed)
+        return model
     except Exception as exc:  # Keras raises plain Exceptions for download failures
         if keras_weights == "imagenet":
             raise WeightsNotFoundError(
@@ -445,6 +450,23 @@ def build_base(arch: str, keras_weights: str | None, dtype_policy: str | None = 
         raise
     finally:
         keras.mixed_precision.set_dtype_policy(previous)
+
+
+def seed_weights(model, seed: int) -> None:
+    """Random weights that are a function of ``seed`` alone. Keras' initialisers are unseeded in
+    ``keras.applications``, so two processes (two sweep workers, a run and its ``resume``) would otherwise
+    optimise against different networks. Every convolution kernel is drawn again from Keras' default
+    Glorot-uniform distribution with NumPy (the same numbers on every machine, device and backend), the k-th
+    variable from ``(seed, k)``, so the weights of a layer do not depend on how the network is truncated later;
+    biases and BatchNorm variables keep their constant initial values."""
+    for k, variable in enumerate(model.weights):
+        shape = tuple(variable.shape)
+        if len(shape) != 4:
+            continue
+        receptive = shape[0] * shape[1]
+        limit = np.sqrt(6.0 / (receptive * shape[2] + receptive * shape[3]))
+        rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, k])
+        variable.assign(rng.uniform(-limit, limit, shape).astype(np.float32))
 
 
 def _first_line(exc: Exception, limit: int = 160) -> str:
@@ -463,11 +485,15 @@ def resolve_precision(precision: str) -> str:
 
 
 def get_extractor(
-    arch, layers, weights="imagenet", pooling="max", preprocessing=None, normalize=False, precision="float32"
+    arch, layers, weights="imagenet", pooling="max", preprocessing=None, normalize=False, precision="float32", seed=0
 ):
-    """A cached FeatureExtractor: building one loads tens of MB of weights, sweeps reuse it."""
+    """A cached FeatureExtractor: building one loads tens of MB of weights, sweeps reuse it. ``seed`` draws the
+    random weights (``weights`` None, or 'auto' without ImageNet weights) and is ignored otherwise."""
     precision = resolve_precision(precision)
-    key = (arch, tuple(layers), weights, pooling, preprocessing, normalize, precision)
+    seeded = seed if weights in (None, "auto") else None  # pretrained networks are shared across seeds
+    key = (arch, tuple(layers), weights, pooling, preprocessing, normalize, precision, seeded)
     if key not in _CACHE:
-        _CACHE[key] = FeatureExtractor(arch, layers, weights, pooling, preprocessing, normalize, precision)
+        _CACHE[key] = FeatureExtractor(
+            arch, layers, weights, pooling, preprocessing, normalize, precision, seed=0 if seeded is None else seeded
+        )
     return _CACHE[key]

@@ -72,6 +72,7 @@ def extractor_for(config: StyleConfig) -> FeatureExtractor:
         config.preprocessing,
         config.normalize_features,
         config.precision,
+        seed=config.seed,  # random weights are drawn from the run's seed: a resume gets the same network
     )
 
 

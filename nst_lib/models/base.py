@@ -26,6 +26,99 @@ def leaf_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
+# --- data parallelism (tf.distribute) ----------------------------------------------------------------------
+# A train step under a strategy runs once per replica on that replica's slice of the global batch. These helpers
+# make such a step compute what the single-device step computes on the whole batch; on one device each is the
+# identity, so single-device graphs (and their results) are unchanged.
+def replicas() -> int:
+    """Replicas of the current ``tf.distribute`` strategy (1 without one)."""
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _replica_context():
+    import tensorflow as tf
+
+    ctx = tf.distribute.get_replica_context()
+    return ctx if ctx is not None and ctx.num_replicas_in_sync > 1 else None
+
+
+def _multi_worker() -> bool:
+    """Under a MultiWorkerMirroredStrategy with more than one worker (where Keras 3's ``fit`` reduces each
+    step's logs with ``strategy.reduce("MEAN", value, axis=0)``, which fails on scalars)."""
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    in_multi_worker_mode = getattr(strategy.extended, "_in_multi_worker_mode", lambda: False)
+    return isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) and in_multi_worker_mode()
+
+
+def global_batch(n):
+    """The global batch size for a replica's batch of ``n`` (random draws are made for the whole batch)."""
+    k = replicas()
+    return n if k == 1 else n * k
+
+
+def local_part(x):
+    """This replica's contiguous slice of a tensor made for the global batch (the slice of the batch it holds),
+    so noise drawn from the shared seed generator pairs with the same images as on one device."""
+    ctx = _replica_context()
+    if ctx is None:
+        return x
+    import tensorflow as tf
+
+    size = tf.shape(x)[0] // ctx.num_replicas_in_sync
+    part = tf.slice(
+        x,
+        tf.concat([[ctx.replica_id_in_sync_group * size], tf.zeros_like(tf.shape(x)[1:])], 0),
+        tf.concat([[size], tf.shape(x)[1:]], 0),
+    )
+    if x.shape[0] is not None:
+        part = tf.ensure_shape(part, [x.shape[0] // ctx.num_replicas_in_sync, *x.shape[1:]])
+    return part
+
+
+def gathered(x, gradient: bool = False):
+    """The global batch of a per-replica tensor, in replica order. With ``gradient``, gradients flow back to every
+    replica's slice (TensorFlow's all-gather sums them over replicas), else none flows through it."""
+    ctx = _replica_context()
+    if ctx is None:
+        return x
+    import tensorflow as tf
+
+    out = ctx.all_gather(x if gradient else tf.stop_gradient(x), axis=0)
+    if x.shape[0] is not None:  # a static batch size, as loops over the batch need
+        out = tf.ensure_shape(out, [x.shape[0] * ctx.num_replicas_in_sync, *x.shape[1:]])
+    return out
+
+
+def replica_mean(x):
+    """The mean over replicas of a per-replica batch mean: the mean over the global batch (equal slices)."""
+    ctx = _replica_context()
+    if ctx is None:
+        return x
+    import tensorflow as tf
+
+    return ctx.all_reduce(tf.distribute.ReduceOp.MEAN, x)
+
+
+def replica_gradients(grads):
+    """Gradients of per-replica batch means, scaled for Keras' optimisers, which sum gradients over replicas: the
+    sum is then the gradient of the global batch mean (Keras' own ``compute_loss`` scales the loss the same way)."""
+    k = replicas()
+    if k == 1:
+        return grads
+    import tensorflow as tf
+
+    def scale(g):
+        if isinstance(g, tf.IndexedSlices):  # an embedding's gradient (ops.take of a codebook)
+            return tf.IndexedSlices(g.values / k, g.indices, g.dense_shape)
+        return None if g is None else g / k
+
+    return [scale(g) for g in grads]
+
+
 class SeededInitializers:
     """A source of Keras initialisers ``make(seed=…)`` with distinct, reproducible seeds: the k-th call uses
     ``leaf_seed(seed, offset + k)``. Each network builder takes its own offset, so adding a layer to one network
@@ -55,11 +148,27 @@ class GenerativeModelMixin:
         self.step_values = {k: keras.Variable(0.0, trainable=False, name=f"last_{k}") for k in names}
 
     def record_step(self, values: dict) -> dict:
-        """Update the trackers and last-step values; returns what ``train_step`` reports."""
+        """Update the trackers and last-step values; returns what ``train_step`` reports. Under a strategy each
+        value is first averaged over the replicas (the global batch's value), so every replica stores the same."""
         for k, v in values.items():
+            v = replica_mean(v)
             self.trackers[k].update_state(v)
             self.step_values[k].assign(v)
+        if _multi_worker():  # Keras reduces logs over workers along a batch axis: give them one (README)
+            return {k: keras.ops.reshape(t.result(), (1,)) for k, t in self.trackers.items()}
         return {k: t.result() for k, t in self.trackers.items()}
+
+    def prepare_for_strategy(self) -> None:
+        """Called by ``train`` once the model lives in a strategy's scope: optimiser slots built, BatchNorm
+        statistics synchronised over replicas (the global batch's, as on one device), and the model marked built
+        (Keras' symbolic build under a strategy would call ``call`` with a training batch, which a GAN's ``call``
+        — the generator, on latents — does not take)."""
+        self.build_all()
+        if replicas() > 1:
+            for layer in self._flatten_layers():
+                if isinstance(layer, keras.layers.BatchNormalization):
+                    layer.synchronized = True
+        self.built = True
 
     @property
     def metrics(self):

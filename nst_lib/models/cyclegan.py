@@ -26,7 +26,7 @@ from keras import ops
 from ..config import cited
 from ..errors import ConfigError
 from ..images import from_unit, tile, to_unit
-from .base import GenerativeModelMixin, ModelConfig, SeededInitializers
+from .base import GenerativeModelMixin, ModelConfig, SeededInitializers, gathered, local_part, replica_gradients
 from .layers import InstanceNorm, ReflectionPad
 from .losses import cycle_loss, identity_loss, lsgan_discriminator_loss, lsgan_generator_loss
 
@@ -259,17 +259,19 @@ class CycleGAN(GenerativeModelMixin, keras.Model):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch([v.value for v in g_vars])
             values, fake_y, fake_x = self.generator_losses(x, y)
-        grads = tape.gradient(values["g_loss"], g_vars)
+        grads = replica_gradients(tape.gradient(values["g_loss"], g_vars))
         self.g_optimizer.apply_gradients(zip(grads, g_vars))
         # the discriminators score real images against fakes from the history pools
-        pooled_y = self.pool_y.query(ops.stop_gradient(fake_y), self.seed_generator)
-        pooled_x = self.pool_x.query(ops.stop_gradient(fake_x), self.seed_generator)
+        # the pools hold the global batch's fakes: under a strategy every replica queries them with the whole
+        # batch (the same draws, the same stored images) and keeps its own slice of the answer
+        pooled_y = local_part(self.pool_y.query(gathered(ops.stop_gradient(fake_y)), self.seed_generator))
+        pooled_x = local_part(self.pool_x.query(gathered(ops.stop_gradient(fake_x)), self.seed_generator))
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch([v.value for v in d_vars])
             d_y = lsgan_discriminator_loss(self.discriminator_y(y), self.discriminator_y(pooled_y))
             d_x = lsgan_discriminator_loss(self.discriminator_x(x), self.discriminator_x(pooled_x))
             d_loss = d_y + d_x
-        grads = tape.gradient(d_loss, d_vars)
+        grads = replica_gradients(tape.gradient(d_loss, d_vars))
         self.d_optimizer.apply_gradients(zip(grads, d_vars))
         values.update(d_loss=d_loss, d_y=d_y, d_x=d_x)
         return self.record_step({k: values[k] for k in self.loss_keys})

@@ -20,7 +20,7 @@ import keras
 
 from ..config import cited
 from ..errors import ConfigError
-from .base import GenerativeModelMixin, ModelConfig, leaf_seed
+from .base import GenerativeModelMixin, ModelConfig, global_batch, leaf_seed, local_part, replica_gradients
 from .losses import discriminator_loss, generator_loss
 
 
@@ -168,21 +168,22 @@ class DCGAN(GenerativeModelMixin, keras.Model):
         import tensorflow as tf
 
         n = keras.ops.shape(real)[0]
-        z = keras.random.normal((n, self.config.latent_dim), seed=self.seed_generator)
+        # drawn for the global batch: under a strategy each replica takes its slice (the single-device noise)
+        z = local_part(keras.random.normal((global_batch(n), self.config.latent_dim), seed=self.seed_generator))
         # part 1: the discriminator, on a real batch and a fake batch (separate BatchNorm statistics)
         with tf.GradientTape() as tape:
             fake = self.generator(z, training=True)
             real_logits = self.discriminator(real, training=True)
             fake_logits = self.discriminator(fake, training=True)
             d_loss = discriminator_loss(real_logits, fake_logits, self.real_label)
-        grads = tape.gradient(d_loss, self.discriminator.trainable_variables)
+        grads = replica_gradients(tape.gradient(d_loss, self.discriminator.trainable_variables))
         self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
         # part 2: the generator, on the same noise, against the updated discriminator
         with tf.GradientTape() as tape:
             fake = self.generator(z, training=True)
             g_logits = self.discriminator(fake, training=True)
             g_loss = generator_loss(g_logits)
-        grads = tape.gradient(g_loss, self.generator.trainable_variables)
+        grads = replica_gradients(tape.gradient(g_loss, self.generator.trainable_variables))
         self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_variables))
         values = {
             "d_loss": d_loss,

@@ -39,7 +39,15 @@ from ..errors import ConfigError
 from ..features import get_extractor
 from ..images import from_unit, tile, to_unit
 from ..metrics import gram_descriptors, path_evenness
-from .base import GenerativeModelMixin, ModelConfig, SeededInitializers
+from .base import (
+    GenerativeModelMixin,
+    ModelConfig,
+    SeededInitializers,
+    gathered,
+    global_batch,
+    local_part,
+    replica_gradients,
+)
 from .layers import AdaIN, InstanceNorm
 from .losses import fixpoint_loss, fixpoint_triplet_loss, kl_normal, paired_gram_loss, perceptual_loss, reparameterize
 
@@ -342,7 +350,8 @@ class StyleVAE(GenerativeModelMixin, keras.Model):
         z = reparameterize(mu, logvar, eps) if c.variational else mu
         code = self.content_encoder(x)
         out = self._generate(x, z, code)
-        out2 = self._generate(x, z, ops.roll(code, 1, axis=0))  # x2: another content image of the batch
+        # x2: another content image of the (global) batch; E_c is frozen after stage 1, so no gradient is lost
+        out2 = self._generate(x, z, local_part(ops.roll(gathered(code), 1, axis=0)))
         f_out = p(out)
         values = {
             "content_loss": perceptual_loss(p(x), f_out, c.content_layers),
@@ -368,13 +377,15 @@ class StyleVAE(GenerativeModelMixin, keras.Model):
         import tensorflow as tf
 
         x, y, y_neg = batch
-        eps = keras.random.normal((keras.ops.shape(x)[0], self.config.style_dim), seed=self.seed_generator)
+        eps = local_part(
+            keras.random.normal((global_batch(keras.ops.shape(x)[0]), self.config.style_dim), seed=self.seed_generator)
+        )
         variables = self.stage_variables()
         # only the stage's variables are watched: the frozen networks and VGG get no gradient work
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch([v.value for v in variables])  # the tf.Variables behind Keras' variables
             values = self.stage_losses(x, y, y_neg, eps)
-        grads = tape.gradient(values["total"], variables)
+        grads = replica_gradients(tape.gradient(values["total"], variables))
         self.stage_optimizer.apply_gradients(zip(grads, variables))
         return self.record_step(values)
 

@@ -25,7 +25,17 @@ from keras import ops
 from ..config import cited
 from ..errors import ConfigError
 from ..images import from_unit
-from .base import GenerativeModelMixin, ModelConfig, SeededInitializers, leaf_seed
+from .base import (
+    GenerativeModelMixin,
+    ModelConfig,
+    SeededInitializers,
+    gathered,
+    global_batch,
+    leaf_seed,
+    local_part,
+    replica_gradients,
+    replica_mean,
+)
 from .layers import adain
 from .losses import logistic_discriminator_loss, logistic_generator_loss, r1_penalty
 
@@ -158,7 +168,10 @@ class Synthesis(keras.Model):
                 if i % 2 == 0:  # the first layer of a resolution doubles it
                     x = ops.repeat(ops.repeat(x, 2, axis=1), 2, axis=2)
                 x = conv(x)
-            eps = noise[i] if noise is not None else keras.random.normal((n, h, w, 1), seed=seed_generator)
+            if noise is not None:
+                eps = noise[i]
+            else:
+                eps = local_part(keras.random.normal((global_batch(n), h, w, 1), seed=seed_generator))
             x = x + ops.cast(eps, x.dtype) * self.noise_scales[i] + self.biases[i]
             x = ops.leaky_relu(x, 0.2)
             style = self.affines[i](ws[:, i])
@@ -177,13 +190,16 @@ class MinibatchStddev(keras.layers.Layer):
         self.group = int(group)
 
     def call(self, x):
-        shape = ops.shape(x)
+        # under a strategy the groups are formed over the global batch, as on one device (each replica computes
+        # the channel for all images and keeps its slice; the gradient reaches every replica's images)
+        full = gathered(x, gradient=True)
+        shape = ops.shape(full)
         n, h, w, c = shape[0], shape[1], shape[2], shape[3]
         g = ops.minimum(self.group, n)
-        y = ops.reshape(x, (g, -1, h, w, c))
+        y = ops.reshape(full, (g, -1, h, w, c))
         y = ops.sqrt(ops.var(y, axis=0) + 1e-8)  # (n/g, h, w, c)
         y = ops.mean(y, axis=(1, 2, 3), keepdims=True)  # one number per group
-        y = ops.tile(y, (g, h, w, 1))
+        y = local_part(ops.tile(y, (g, h, w, 1)))
         return ops.concatenate([x, ops.cast(y, x.dtype)], axis=-1)
 
     def compute_output_shape(self, s):
@@ -267,10 +283,11 @@ class StyleGAN(GenerativeModelMixin, keras.Model):
 
     def _fakes(self, n):
         c = self.config
-        z1 = keras.random.normal((n, c.latent_dim), seed=self.seed_generator)
-        z2 = keras.random.normal((n, c.latent_dim), seed=self.seed_generator)
-        mix = keras.random.uniform((n,), seed=self.seed_generator) < c.mixing_prob
-        cut = keras.random.randint((n,), 1, c.num_layers, seed=self.seed_generator)
+        m = global_batch(n)  # draws for the global batch; a replica keeps its slice
+        z1 = local_part(keras.random.normal((m, c.latent_dim), seed=self.seed_generator))
+        z2 = local_part(keras.random.normal((m, c.latent_dim), seed=self.seed_generator))
+        mix = local_part(keras.random.uniform((m,), seed=self.seed_generator)) < c.mixing_prob
+        cut = local_part(keras.random.randint((m,), 1, c.num_layers, seed=self.seed_generator))
         crossover = ops.where(mix, cut, c.num_layers)
         ws, w1 = self.mixed_ws(z1, z2, crossover)
         return self.synthesis(ws, seed_generator=self.seed_generator), w1
@@ -292,16 +309,17 @@ class StyleGAN(GenerativeModelMixin, keras.Model):
             fake_logits = self.discriminator(tf.stop_gradient(fake))
             r1 = r1_penalty(grad_real, c.r1_gamma)
             d_loss = logistic_discriminator_loss(real_logits, fake_logits) + r1
-        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_vars), d_vars))
+        self.d_optimizer.apply_gradients(zip(replica_gradients(tape.gradient(d_loss, d_vars)), d_vars))
         m_vars, s_vars = self.mapping.trainable_variables, self.synthesis.trainable_variables
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch([v.value for v in m_vars + s_vars])
             fake, w = self._fakes(n)
             g_loss = logistic_generator_loss(self.discriminator(fake))
-        grads = tape.gradient(g_loss, m_vars + s_vars)
+        grads = replica_gradients(tape.gradient(g_loss, m_vars + s_vars))
         self.m_optimizer.apply_gradients(zip(grads[: len(m_vars)], m_vars))
         self.g_optimizer.apply_gradients(zip(grads[len(m_vars) :], s_vars))
-        self.w_avg.assign(c.w_avg_decay * self.w_avg + (1.0 - c.w_avg_decay) * ops.mean(w[:, 0], axis=0))
+        w_mean = replica_mean(ops.mean(w[:, 0], axis=0))
+        self.w_avg.assign(c.w_avg_decay * self.w_avg + (1.0 - c.w_avg_decay) * w_mean)
         return self.record_step(
             {
                 "d_loss": d_loss,

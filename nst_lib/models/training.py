@@ -14,10 +14,18 @@ A run stopped at any point (Ctrl-C, a crash) resumes from its last completed epo
 exactly as the uninterrupted run would have: data order and noise are functions of the seed and the
 epoch/state, and everything else is in the checkpoint. Models are rebuilt from a record by the registry
 (``registry.build_model``), which also loads what a model depends on.
+
+Data parallel (``distribute=``): the model is rebuilt in a ``tf.distribute`` strategy's scope with the state of the
+one handed in, and ``model.fit`` runs each step on every replica. The configured batch is the global batch: replica
+k gets its k-th contiguous slice, and the train steps (``models.base``: global noise, replica-scaled gradients,
+synchronised BatchNorm, cross-replica means) compute what one device computes on the whole batch. With
+``MultiWorkerMirroredStrategy`` only the chief writes the run folder.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -66,12 +74,19 @@ def train(
     sample_every: int = 1,
     callbacks=(),
     progress: bool = True,
+    distribute=None,
 ) -> TrainResult:
     """Train ``model`` (a DCGAN, VAEGAN, ...) on ``data`` (an ``nst_lib.data.ImageFolder``; a StyleVAE takes
     an ``nst_lib.data.ContentStyleData``) for ``epochs`` epochs into a new run folder ``out/<time>_<name>``.
     A sample grid (``samples`` latents drawn from ``sample_seed``, or fixed images) is drawn after every
     ``sample_every`` epochs. Ctrl-C stops after the current step; the run folder then
-    resumes from its last completed epoch with ``resume_training``."""
+    resumes from its last completed epoch with ``resume_training``.
+
+    ``distribute``: None (one device), ``"mirrored"`` (``tf.distribute.MirroredStrategy``: every GPU of this
+    machine) or a strategy object (a ``MultiWorkerMirroredStrategy`` created at program start, ``TF_CONFIG`` naming
+    the workers; only the chief writes the run folder). The configured batch size is the global batch, split
+    across replicas; the returned model is the one trained in the strategy's scope (a model built in that scope
+    is trained as it is, any other is copied into it)."""
     if epochs < 1:
         raise ConfigError("epochs must be ≥ 1")
     if data.size != model.config.image_size:
@@ -80,6 +95,12 @@ def train(
             f"load it with size={model.config.image_size}"
         )
     load_start_weights(model)  # a style-VAE stage whose config names the previous stage's run
+    strategy = resolve_strategy(distribute)
+    scratch = None
+    if strategy is not None:
+        model = in_strategy(model, strategy)
+        if not is_chief(strategy):  # another worker of a multi-worker run: its copy of the folder is thrown away
+            out = scratch = tempfile.mkdtemp(prefix="nst-worker-")
     run = Run.create(out, name or model.kind, timestamp=timestamp, subdirs=("samples",))
     run.begin(
         "training",
@@ -89,17 +110,35 @@ def train(
         epochs=int(epochs),
         samples={"n": samples, "seed": sample_seed, "every": sample_every},
         seed=model.config.seed,
+        distribute=describe_strategy(strategy),
     )
-    return _fit(model, data, run, 0, epochs, callbacks, progress)
+    return _without_scratch(_fit(model, data, run, 0, epochs, callbacks, progress, strategy), scratch)
 
 
 def resume_training(
-    run_dir: str | Path, data=None, *, epochs: int | None = None, callbacks=(), progress: bool = True
+    run_dir: str | Path,
+    data=None,
+    *,
+    epochs: int | None = None,
+    callbacks=(),
+    progress: bool = True,
+    distribute=None,
 ) -> TrainResult:
     """Continue a training run from its last checkpoint up to ``epochs`` (default: the epochs it was started
-    with). ``data`` defaults to the dataset recorded in the run (a folder or the bundled tiny set)."""
+    with). ``data`` defaults to the dataset recorded in the run (a folder or the bundled tiny set). ``distribute``
+    as for ``train``; a run may resume on another number of replicas (the same global batch, so the same steps)."""
+    strategy = resolve_strategy(distribute)
     run = Run.open(run_dir, kind="training")
-    model = build_model(run.record["model"], run.record["model_config"], start_weights=False)
+    scratch = None
+    if strategy is not None and not is_chief(strategy):  # a multi-worker run's other workers write elsewhere
+        scratch = tempfile.mkdtemp(prefix="nst-worker-")
+        run = Run.open(shutil.copytree(run.path, Path(scratch) / run.path.name), kind="training")
+    if strategy is None:
+        model = build_model(run.record["model"], run.record["model_config"], start_weights=False)
+    else:
+        with strategy.scope():
+            model = build_model(run.record["model"], run.record["model_config"], start_weights=False)
+            model.prepare_for_strategy()
     if data is None:
         data = from_spec({k: v for k, v in run.record["data"].items() if k not in ("images", "skipped")}, progress)
     start = load_checkpoint(run, model)
@@ -107,8 +146,8 @@ def resume_training(
     spe = data.steps_per_epoch(model.config.batch_size)
     run.truncate_rows("losses.csv", "step", start * spe)
     run.truncate_rows("epochs.csv", "epoch", start)
-    run.write_record(epochs=epochs, status="running")
-    return _fit(model, data, run, start, epochs, callbacks, progress)
+    run.write_record(epochs=epochs, status="running", distribute=describe_strategy(strategy))
+    return _without_scratch(_fit(model, data, run, start, epochs, callbacks, progress, strategy), scratch)
 
 
 def train_or_load(model, data, epochs: int, out: str | Path, name: str, progress: bool = True, **kwargs) -> TrainResult:
@@ -168,7 +207,95 @@ def load_result(run_dir: str | Path) -> TrainResult:
     )
 
 
-def _fit(model, data, run: Run, start: int, epochs: int, callbacks, progress: bool) -> TrainResult:
+# --- data parallelism ----------------------------------------------------------------------------------------
+def resolve_strategy(distribute):
+    """None, a ``tf.distribute.Strategy``, or "mirrored" (every GPU of this machine). A MultiWorkerMirroredStrategy
+    is passed as an object: TensorFlow requires it to be created at program start, before any model exists."""
+    if distribute is None:
+        return None
+    import tensorflow as tf
+
+    if isinstance(distribute, tf.distribute.Strategy):
+        return distribute
+    if distribute == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    raise ConfigError(f"distribute={distribute!r}: none, 'mirrored' or a tf.distribute.Strategy object")
+
+
+def _without_scratch(result: TrainResult, scratch: str | None) -> TrainResult:
+    """A non-chief worker's result: its scratch copy of the run folder removed (the chief's is the run)."""
+    if scratch is not None:
+        shutil.rmtree(scratch, ignore_errors=True)
+        result.run_dir = None
+    return result
+
+
+def describe_strategy(strategy) -> dict | None:
+    if strategy is None:
+        return None
+    import tensorflow as tf
+
+    # TensorFlow's class behind MultiWorkerMirroredStrategy is CollectiveAllReduceStrategy: record the public name
+    multi = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    name = "MultiWorkerMirroredStrategy" if multi else type(strategy).__name__
+    return {"strategy": name, "replicas": int(strategy.num_replicas_in_sync)}
+
+
+def is_chief(strategy) -> bool:
+    """False only on the non-chief workers of a multi-worker strategy (TF_CONFIG's task)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    cluster = resolver.cluster_spec().as_dict() if resolver is not None else {}
+    if not cluster:
+        return True
+    kind, index = resolver.task_type, resolver.task_id
+    return kind == "chief" or kind is None or (kind == "worker" and index == 0 and "chief" not in cluster)
+
+
+def in_strategy(model, strategy):
+    """``model`` ready to train under ``strategy``: itself when built in its scope, else a model of the same kind
+    and config built there, with ``model``'s state (weights, optimiser moments, noise generator) copied in."""
+    if getattr(model, "_distribute_strategy", None) is not strategy:
+        with strategy.scope():
+            twin = build_model(model.kind, model.config.to_dict(), start_weights=False)
+            twin.build_all()
+        twin.set_state(model.get_state())
+        for attr in ("started_from", "source_run"):
+            if hasattr(model, attr):
+                setattr(twin, attr, getattr(model, attr))
+        model = twin
+    with strategy.scope():
+        model.prepare_for_strategy()
+    return model
+
+
+def distributed_dataset(data, cfg, start: int, strategy):
+    """The training batches for ``strategy``'s replicas: every input pipeline (one per worker) builds the same
+    global batches from the seed and feeds each of its replicas its contiguous slice (replica k of n gets
+    images k·B/n … (k+1)·B/n − 1 of the batch of B), so the global batch is the configured one and a run is
+    the same on any number of replicas."""
+    import tensorflow as tf
+
+    n = strategy.num_replicas_in_sync
+    if cfg.batch_size % n:
+        raise ConfigError(f"batch_size {cfg.batch_size} does not split across {n} replicas: make it a multiple of {n}")
+    per_replica = cfg.batch_size // n
+
+    def pipeline(ctx):
+        local = ctx.num_replicas_in_sync // ctx.num_input_pipelines
+        first = ctx.input_pipeline_id * local * per_replica
+
+        def split(x):  # this pipeline's slice, one row per local replica
+            return tf.reshape(x[first : first + local * per_replica], [local, per_replica, *x.shape[1:]])
+
+        batches = data.dataset(cfg.batch_size, seed=cfg.seed, initial_epoch=start, flip=cfg.flip)
+        return batches.map(
+            lambda *parts: tf.nest.map_structure(split, parts[0] if len(parts) == 1 else parts)
+        ).unbatch()
+
+    return strategy.distribute_datasets_from_function(pipeline)
+
+
+def _fit(model, data, run: Run, start: int, epochs: int, callbacks, progress: bool, strategy=None) -> TrainResult:
     cfg = model.config
     model.source_run = str(run.path)  # what is built on this model (a prior, guidance) records where it came from
     spe = data.steps_per_epoch(cfg.batch_size)
@@ -177,15 +304,19 @@ def _fit(model, data, run: Run, start: int, epochs: int, callbacks, progress: bo
     epoch_end = EpochEnd(run, model.sample_inputs(data, rec["n"], rec["seed"]), cfg.batch_size, spe, rec["every"])
     cbs = [*model.training_callbacks(epochs), step_log, epoch_end, *callbacks]
     bar = None
-    if progress and start < epochs:
+    if progress and start < epochs and (strategy is None or is_chief(strategy)):
         bar = Progress(epochs * spe, start * spe, f"{model.kind} {run.path.name}")
         cbs.append(bar)
     status = "completed"
     t0 = time.perf_counter()
     try:
         if start < epochs:
+            if strategy is None:
+                dataset = data.dataset(cfg.batch_size, seed=cfg.seed, initial_epoch=start, flip=cfg.flip)
+            else:
+                dataset = distributed_dataset(data, cfg, start, strategy)
             model.fit(
-                data.dataset(cfg.batch_size, seed=cfg.seed, initial_epoch=start, flip=cfg.flip),
+                dataset,
                 epochs=epochs,
                 initial_epoch=start,
                 steps_per_epoch=spe,

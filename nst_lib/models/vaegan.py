@@ -24,7 +24,7 @@ import numpy as np
 from ..config import cited
 from ..errors import ConfigError
 from ..images import from_unit, to_unit
-from .base import GenerativeModelMixin, ModelConfig, leaf_seed
+from .base import GenerativeModelMixin, ModelConfig, global_batch, leaf_seed, local_part, replica_gradients
 from .losses import bce_logits, gaussian_feature_loss, kl_normal, reparameterize
 
 
@@ -157,8 +157,8 @@ class VAEGAN(GenerativeModelMixin, keras.Model):
 
         c = self.config
         n = keras.ops.shape(real)[0]
-        eps = keras.random.normal((n, c.latent_dim), seed=self.seed_generator)
-        z_p = keras.random.normal((n, c.latent_dim), seed=self.seed_generator)
+        eps = local_part(keras.random.normal((global_batch(n), c.latent_dim), seed=self.seed_generator))
+        z_p = local_part(keras.random.normal((global_batch(n), c.latent_dim), seed=self.seed_generator))
         with tf.GradientTape(persistent=True) as tape:
             mu, logvar = self.encoder(real, training=True)
             x_rec = self.decoder(reparameterize(mu, logvar, eps), training=True)
@@ -173,7 +173,7 @@ class VAEGAN(GenerativeModelMixin, keras.Model):
             e_total = c.kl_weight * prior + llike
             g_total = c.gamma * llike + g_loss
         updates = [
-            (tape.gradient(loss, net.trainable_variables), net, opt)
+            (replica_gradients(tape.gradient(loss, net.trainable_variables)), net, opt)
             for loss, net, opt in (
                 (e_total, self.encoder, self.e_optimizer),
                 (g_total, self.decoder, self.g_optimizer),

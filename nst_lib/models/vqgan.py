@@ -30,7 +30,15 @@ from ..config import cited
 from ..errors import ConfigError, NSTError
 from ..features import get_extractor
 from ..images import from_unit, tile, to_unit
-from .base import GenerativeModelMixin, ModelConfig, SeededInitializers, leaf_seed
+from .base import (
+    GenerativeModelMixin,
+    ModelConfig,
+    SeededInitializers,
+    gathered,
+    leaf_seed,
+    replica_gradients,
+    replica_mean,
+)
 from .cyclegan import build_patch_discriminator
 from .layers import VectorQuantizer
 from .losses import (
@@ -291,22 +299,23 @@ class VQGAN(GenerativeModelMixin, keras.Model):
         del tape
         k = [i for i, var in enumerate(variables) if var is last][0]
         active = ops.cast(self.g_optimizer.iterations >= c.disc_start, "float32")
-        lam = adaptive_weight(grads_vq[k], grads_gan[k]) * c.disc_weight * active
+        # the global batch's gradients of the last layer: the mean of the replicas' (the ratio's δ sees their scale)
+        lam = adaptive_weight(replica_mean(grads_vq[k]), replica_mean(grads_gan[k])) * c.disc_weight * active
         grads = [a if b is None else (b * lam if a is None else a + lam * b) for a, b in zip(grads_vq, grads_gan)]
-        self.g_optimizer.apply_gradients(zip(grads, variables))
+        self.g_optimizer.apply_gradients(zip(replica_gradients(grads), variables))
         d_vars = self.discriminator.trainable_variables
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch([var.value for var in d_vars])
             d_loss = active * hinge_discriminator_loss(
                 self.discriminator(x), self.discriminator(ops.stop_gradient(v["x_rec"]))
             )
-        self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, d_vars), d_vars))
-        perplexity, usage = code_usage(v["indices"], c.codes)
+        self.d_optimizer.apply_gradients(zip(replica_gradients(tape.gradient(d_loss, d_vars)), d_vars))
+        # usage and restarts over the global batch: every replica updates the codebook the same way
+        indices, z_e = gathered(v["indices"]), gathered(v["z_e"])
+        perplexity, usage = code_usage(indices, c.codes)
         restarts = ops.zeros(())
         if c.restart_threshold > 0:
-            restarts = self.quantizer.restart_dead_codes(
-                v["z_e"], v["indices"], self.seed_generator, c.restart_threshold
-            )
+            restarts = self.quantizer.restart_dead_codes(z_e, indices, self.seed_generator, c.restart_threshold)
         values = {k2: v[k2] for k2 in ("l1_loss", "perceptual_loss", "codebook_loss", "commitment_loss")}
         values.update(
             total=vq + lam * g_loss,
@@ -514,7 +523,7 @@ class VQPrior(GenerativeModelMixin, keras.Model):
         variables = self.transformer.trainable_variables
         with tf.GradientTape() as tape:
             nll = next_token_loss(self.transformer(self.shifted(seq), training=True), seq)
-        self.optimizer_.apply_gradients(zip(tape.gradient(nll, variables), variables))
+        self.optimizer_.apply_gradients(zip(replica_gradients(tape.gradient(nll, variables)), variables))
         return self.record_step({"nll": nll, "bits_per_code": nll / math.log(2.0)})
 
     def sample_indices(

@@ -3,6 +3,7 @@ come from the one dataclass and never drift.
 
     nst stylize CONTENT STYLE [STYLE ...] [--preset NAME] [--out DIR] [--<field> VALUE ...]
     nst resume RUN_DIR [--steps N]
+    nst sweep SPEC [--preset NAME] [--executor ray [--address ADDR] [--workers N]] [--<field> VALUE ...]
     nst presets | nst layers ARCH | nst patterns OUT_DIR
 """
 
@@ -13,9 +14,10 @@ import dataclasses
 import sys
 import typing
 import warnings
+from pathlib import Path
 
 from ..config import PRESETS, StyleConfig
-from ..errors import NSTError
+from ..errors import ConfigError, NSTError
 from .patterns import write_patterns
 
 EXIT_INTERRUPTED = 130
@@ -73,6 +75,34 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--steps", type=int, default=argparse.SUPPRESS, help="raise the final level's step count")
     r.add_argument("--quiet", action="store_true")
 
+    sw = sub.add_parser(
+        "sweep",
+        help="run a sweep spec (JSON or TOML): every content × style × varied value, each cell a run folder",
+        description="Run the grid a spec file describes (fields: contents, styles, base or preset, vary, out; "
+        "see nst_lib.workbench.sweeps.load_spec). Finished cells are skipped and interrupted ones resumed, so "
+        "the same command continues a sweep. Prints the table at the end and writes sweep.csv beside the cells.",
+    )
+    sw.add_argument("spec", help="the sweep spec, a .json or .toml file")
+    sw.add_argument(
+        "--preset", choices=list(PRESETS), default=None, help="start from a paper's preset (default: the spec's)"
+    )
+    sw.add_argument("--out", default=None, help="the sweep's folder (default: the spec's out)")
+    sw.add_argument("--executor", choices=["local", "ray"], default="local", help="run cells here or as Ray tasks")
+    sw.add_argument(
+        "--address", default=None, help="Ray cluster to join: auto or ray://HOST:10001 (default: a local Ray)"
+    )
+    sw.add_argument("--workers", type=int, default=None, help="CPUs of the local Ray started when no address is given")
+    sw.add_argument(
+        "--resources",
+        nargs="+",
+        metavar="NAME=AMOUNT",
+        default=None,
+        help="Ray resources per cell, e.g. CPU=2 or GPU=0.5 (default: one GPU where the cluster has GPUs, else 1 CPU)",
+    )
+    sw.add_argument("--retries", type=int, default=1, help="re-runs of a cell whose worker died (default: 1)")
+    sw.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(sw)
+
     sub.add_parser("presets", help="list presets and where their values come from")
     la = sub.add_parser("layers", help="list an architecture's layer names and presets")
     la.add_argument("arch", choices=["vgg16", "vgg19", "resnet50"])
@@ -101,6 +131,50 @@ def _cmd_resume(args) -> int:
 
     overrides = {"steps": args.steps} if hasattr(args, "steps") else {}
     return _report(resume(args.run_dir, progress=not args.quiet, **overrides))
+
+
+def _cmd_sweep(args) -> int:
+    from .sweeps import load_spec, sweep
+
+    fields = {f.name for f in dataclasses.fields(StyleConfig)}
+    spec = load_spec(args.spec, args.preset, {k: v for k, v in vars(args).items() if k in fields})
+    if args.out is not None:
+        spec["out"] = args.out
+    result = sweep(
+        **spec,
+        progress=not args.quiet,
+        executor=args.executor,
+        address=args.address,
+        resources=_resources(args.resources),
+        workers=args.workers,
+        retries=args.retries,
+    )
+    print(result.summary())
+    print(f"{Path(spec['out']) / 'sweep.csv'}")
+    if result.failed:
+        names = ", ".join(c.run_dir.name for c in result.failed)
+        print(f"nst: {len(result.failed)} cell(s) failed: {names}; the same command resumes them", file=sys.stderr)
+        return 1
+    unfinished = [c for c in result if c.status == "pending" or c.status.endswith(("interrupted", "stopped"))]
+    if unfinished:
+        print(f"nst: {len(unfinished)} cell(s) unfinished; the same command resumes the sweep", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _resources(pairs: list[str] | None) -> dict[str, float] | None:
+    if pairs is None:
+        return None
+    out = {}
+    for pair in pairs:
+        name, _, amount = pair.partition("=")
+        try:
+            out[name] = float(amount)
+        except ValueError:
+            raise ConfigError(f"--resources: {pair!r} is not NAME=AMOUNT") from None
+        if not name:
+            raise ConfigError(f"--resources: {pair!r} is not NAME=AMOUNT")
+    return out
 
 
 def _report(result) -> int:
@@ -147,6 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "stylize": _cmd_stylize,
         "resume": _cmd_resume,
+        "sweep": _cmd_sweep,
         "presets": _cmd_presets,
         "layers": _cmd_layers,
         "patterns": _cmd_patterns,

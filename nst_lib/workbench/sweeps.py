@@ -7,8 +7,10 @@
     fig = result.figure(rows="arch", cols="style_weight")
 
 Cell folders are named after the cell (``tubingen__starry__arch=vgg16__style_weight=0.001``), so running
-the same sweep again skips finished cells and resumes interrupted ones. Cells run one after another:
-batching cells of equal size was measured on CPU and not faster (benchmarks/results/batch.json).
+the same sweep again skips finished cells and resumes interrupted ones. In-process (``executor="local"``), cells
+run one after another: batching cells of equal size was measured on CPU and not faster
+(benchmarks/results/batch.json). With ``executor="ray"`` each cell is a Ray task on a local Ray or a cluster
+(``ray_executor``); the cells, their folders and the table are the same.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from __future__ import annotations
 import csv
 import itertools
 import json
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +28,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..config import StyleConfig
+from ..config import PRESETS, StyleConfig
+from ..errors import ConfigError
 from ..images import ImageLike, source_name
 from ..optim import Callback, StepInfo
 from ..runs import Run, slug
@@ -67,11 +71,28 @@ class SweepResult(list):
     def table(self) -> list[dict[str, Any]]:
         return [cell.row() for cell in self]
 
+    @property
+    def failed(self) -> list[SweepCell]:
+        """Cells that raised or whose worker died (status ``failed: …``); the next call resumes them."""
+        return [c for c in self if c.status.startswith("failed")]
+
+    def summary(self) -> str:
+        """The table as aligned text: one line per cell (content, style, varied fields, status, final losses)."""
+        rows = [{k: _short(v) for k, v in row.items() if k != "run_dir"} for row in self.table()]
+        if not rows:
+            return ""
+        keys = list(dict.fromkeys(k for row in rows for k in row))
+        widths = {k: max(len(k), *(len(row.get(k, "")) for row in rows)) for k in keys}
+        lines = ["  ".join(k.ljust(widths[k]) for k in keys)]
+        lines += ["  ".join(row.get(k, "").ljust(widths[k]) for k in keys) for row in rows]
+        return "\n".join(line.rstrip() for line in lines)
+
     def to_csv(self, path: str | Path) -> Path:
         rows = self.table()
         path = Path(path)
         with path.open("w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            # every row's columns: a failed or pending first cell has no final losses
+            writer = csv.DictWriter(fh, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
             writer.writeheader()
             writer.writerows(rows)
         return path
@@ -94,6 +115,10 @@ class SweepResult(list):
     def figure(self, rows: str, cols: str, title: str | None = None, footnote: str | None = None, **fixed: Any):
         images, row_labels, col_labels = self.grid(rows, cols, **fixed)
         return image_grid(images, row_labels, col_labels, title, footnote=footnote)
+
+
+def _short(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _label(key: str, value: Any) -> str:
@@ -125,6 +150,38 @@ class _SweepProgress(Callback):
         self.bar.set_postfix_str(f"{self.label} loss={info.losses['total']:.3g}", refresh=False)
 
 
+def run_cell(cell: SweepCell, config: StyleConfig, content: ImageLike, style: ImageLike, callbacks, report) -> None:
+    """One cell, wherever it runs (this process or a Ray worker): skipped when its folder holds a completed run,
+    resumed from its checkpoint when it holds an interrupted one, started otherwise. ``report(n)`` is told the
+    steps already done before any step runs (the progress bar's offset); ``callbacks`` see every step."""
+    record = _record(cell.run_dir)
+    if record.get("status") == "completed" and record.get("steps_done", 0) >= config.steps:
+        cell.status = "skipped (done)"
+        cell.history = Run.open(cell.run_dir).read_rows("losses.csv")
+        report(total_steps(config))
+    elif record and (cell.run_dir / "checkpoint.npz").is_file():
+        done = Run.open(cell.run_dir).load_arrays(keys=("level", "step"))
+        earlier = schedule(config, config.size)[: int(done["level"])]
+        report(int(done["step"]) + sum(scale.steps for scale in earlier))
+        result = resume(cell.run_dir, callbacks=callbacks, progress=False, steps=config.steps)
+        cell.status, cell.history = f"resumed, {result.status}", result.history
+    else:
+        if cell.run_dir.exists():  # a start that never reached a checkpoint: keep it aside
+            cell.run_dir.rename(_free(cell.run_dir.with_name(cell.run_dir.name + ".incomplete")))
+        result = stylize(
+            content,
+            style,
+            config,
+            out=cell.run_dir.parent,
+            name=cell.run_dir.name,
+            timestamp=False,
+            callbacks=callbacks,
+            progress=False,
+        )
+        cell.status, cell.history = result.status, result.history
+    cell.final = cell.history[-1] if cell.history else {}
+
+
 def cell_name(content: str, style: str, overrides: Mapping[str, Any]) -> str:
     parts = [content, style] + [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in overrides.items()]
     return slug("__".join(parts))
@@ -138,10 +195,32 @@ def sweep(
     out: str | Path = "results/sweeps/sweep",
     progress: bool = True,
     callbacks: Sequence = (),
+    executor: str = "local",
+    address: str | None = None,
+    resources: Mapping[str, float] | None = None,
+    workers: int | None = None,
+    retries: int = 1,
 ) -> SweepResult:
     """Run every combination of content × style × ``vary`` values (StyleConfig fields) from ``base``.
     Each cell is a run folder under ``out``; cells finished earlier are skipped, interrupted ones resumed.
-    ``styles`` values may be lists to blend several styles in one cell."""
+    ``styles`` values may be lists to blend several styles in one cell.
+
+    ``executor="local"`` runs the cells here, one after another. ``executor="ray"`` runs each cell as a Ray
+    task (``pip install 'nst-workbench[ray]'``): on the Ray this process is connected to, else on the cluster at
+    ``address`` (``"auto"``, ``"ray://head:10001"``), else on a local Ray started for the call with ``workers``
+    CPUs (default: all). A cell takes one GPU where the cluster has GPUs and one CPU otherwise; ``resources``
+    (Ray resource names: ``{"CPU": 2}``, ``{"GPU": 0.5}``, custom ones) overrides that. ``out`` must be a path
+    every worker sees. A cell whose worker dies is run again up to ``retries`` times, each time from its last
+    checkpoint; a cell that still fails is reported by name and its status in the table starts with
+    ``failed``. Ctrl-C cancels the cells not yet started and stops the running ones at their next step, so
+    every started cell can be resumed by calling ``sweep`` again. ``callbacks`` see every step where the cells run
+    (with Ray, on the workers: they must pickle)."""
+    if executor not in ("local", "ray"):
+        raise ConfigError(f"executor={executor!r} is not one of local, ray")
+    if executor == "ray":
+        from .ray_executor import require_ray
+
+        require_ray()  # before anything else: a missing extra fails at once
     base = base or StyleConfig()
     vary = dict(vary or {})
     base.replace(**{k: v[0] for k, v in vary.items()})  # unknown fields fail now, not after hours
@@ -151,44 +230,45 @@ def sweep(
     cells = SweepResult(SweepCell(c, s, o, out / cell_name(c, s, o)) for c in contents for s in styles for o in combos)
     configs = [base.replace(**cell.overrides) for cell in cells]
     total = sum(total_steps(cfg) for cfg in configs)
-    bar = tqdm(total=total, desc=f"sweep {out.name}", disable=not progress, dynamic_ncols=True)
-    try:
-        for cell, config in zip(cells, configs):
-            callbacks_here = [_SweepProgress(bar, f"{cell.content}×{cell.style}"), *callbacks]
-            record = _record(cell.run_dir)
-            if record.get("status") == "completed" and record.get("steps_done", 0) >= config.steps:
-                cell.status = "skipped (done)"
-                cell.history = Run.open(cell.run_dir).read_rows("losses.csv")
-                bar.update(total_steps(config))
-            elif record and (cell.run_dir / "checkpoint.npz").is_file():
-                done = Run.open(cell.run_dir).load_arrays(keys=("level", "step"))
-                earlier = schedule(config, config.size)[: int(done["level"])]
-                bar.update(int(done["step"]) + sum(scale.steps for scale in earlier))
-                result = resume(cell.run_dir, callbacks=callbacks_here, progress=False, steps=config.steps)
-                cell.status, cell.history = f"resumed, {result.status}", result.history
-            else:
-                if cell.run_dir.exists():  # a start that never reached a checkpoint: keep it aside
-                    cell.run_dir.rename(_free(cell.run_dir.with_name(cell.run_dir.name + ".incomplete")))
-                result = stylize(
-                    contents[cell.content],
-                    styles[cell.style],
-                    config,
-                    out=out,
-                    name=cell.run_dir.name,
-                    timestamp=False,
-                    callbacks=callbacks_here,
-                    progress=False,
-                )
-                cell.status, cell.history = result.status, result.history
-            cell.final = cell.history[-1] if cell.history else {}
-            if cell.status.endswith(("interrupted", "stopped")):
-                break
-    finally:
-        bar.close()
+    desc = f"sweep {out.name}"
+    if executor == "ray":
+        from .ray_executor import run_on_ray
+
+        run_on_ray(
+            run_cell,
+            cells,
+            configs,
+            contents,
+            styles,
+            callbacks,
+            progress,
+            total,
+            desc,
+            address,
+            resources,
+            workers,
+            retries,
+        )
+    else:
+        _run_local(cells, configs, contents, styles, callbacks, progress, total, desc)
+    for cell in cells.failed:
+        warnings.warn(f"sweep cell {cell.run_dir.name} {cell.status}", stacklevel=2)
     if any(c.status != "pending" for c in cells):
         out.mkdir(parents=True, exist_ok=True)
         cells.to_csv(out / "sweep.csv")
     return cells
+
+
+def _run_local(cells, configs, contents, styles, callbacks, progress, total, desc) -> None:
+    bar = tqdm(total=total, desc=desc, disable=not progress, dynamic_ncols=True)
+    try:
+        for cell, config in zip(cells, configs):
+            callbacks_here = [_SweepProgress(bar, f"{cell.content}×{cell.style}"), *callbacks]
+            run_cell(cell, config, contents[cell.content], styles[cell.style], callbacks_here, bar.update)
+            if cell.status.endswith(("interrupted", "stopped")):
+                break
+    finally:
+        bar.close()
 
 
 def _record(run_dir: Path) -> dict:
@@ -202,3 +282,152 @@ def _free(path: Path) -> Path:
         i += 1
         candidate = path.with_name(f"{path.name}-{i}")
     return candidate
+
+
+# --- sweep specs (``nst sweep SPEC``) ----------------------------------------------------------------------
+SPEC_FIELDS = ("contents", "styles", "base", "preset", "vary", "out")
+
+
+class SpecError(ConfigError):
+    """A sweep spec that cannot be used; the message names the file and the field."""
+
+
+def load_spec(path: str | Path, preset: str | None = None, overrides: Mapping[str, Any] | None = None) -> dict:
+    """``sweep``'s arguments (contents, styles, base, vary, out) from a JSON or TOML file:
+
+        out = "results/sweeps/beta"          # relative paths are relative to the spec file
+        preset = "gatys2016"                 # optional; base's fields and ``overrides`` are applied on top
+        [contents]                           # name = path (or a list of paths, or one path)
+        tubingen = "data/content/tubingen_neckarfront.jpg"
+        [styles]                             # a list of paths as a value blends them in one cell
+        starry = "data/style/vangogh_starry_night.jpg"
+        [base]                               # StyleConfig fields; the rest keep StyleConfig's defaults
+        size = 256
+        [vary]                               # StyleConfig field = list of values
+        style_weight = [1e-4, 1e-3, 1e-2]
+
+    ``preset`` and ``overrides`` (the command line's flags) take precedence over the file's. Every problem is
+    a ``SpecError`` naming the file and the field."""
+    path = Path(path)
+    data = _read_spec(path)
+    unknown = [k for k in data if k not in SPEC_FIELDS]
+    if unknown:
+        raise SpecError(f"{path}: unknown field {unknown[0]!r} (a spec has {', '.join(SPEC_FIELDS)})")
+    here = path.resolve().parent
+    contents = _spec_images(path, data, "contents", here)
+    styles = _spec_images(path, data, "styles", here, blend=True)
+    base_fields = data.get("base", {})
+    if not isinstance(base_fields, Mapping):
+        raise SpecError(f"{path}: base: a table of StyleConfig fields")
+    base_fields = {k: _spec_value(path, f"base.{k}", k, v) for k, v in base_fields.items()}
+    if preset is None:
+        preset = data.get("preset", "default")
+        if preset not in PRESETS:
+            raise SpecError(f"{path}: preset: unknown preset {preset!r}; choose from {', '.join(PRESETS)}")
+    try:
+        base = StyleConfig.preset(preset).replace(**base_fields)
+    except ConfigError as err:
+        raise SpecError(f"{path}: base: {err}") from None
+    base = base.replace(**dict(overrides or {}))  # the command line's flags: their errors are not the file's
+    vary = data.get("vary", {})
+    if not isinstance(vary, Mapping):
+        raise SpecError(f"{path}: vary: a table of StyleConfig field = list of values")
+    checked = {}
+    for key, values in vary.items():
+        if not isinstance(values, list) or not values:
+            raise SpecError(f"{path}: vary.{key}: a non-empty list of values")
+        checked[key] = [_spec_value(path, f"vary.{key}", key, v) for v in values]
+        for v in checked[key]:
+            try:
+                base.replace(**{key: v})
+            except ConfigError as err:
+                raise SpecError(f"{path}: vary.{key}: {err}") from None
+    out = data.get("out", f"results/sweeps/{path.stem}")
+    if not isinstance(out, str) or not out:
+        raise SpecError(f"{path}: out: a folder path")
+    return {"contents": contents, "styles": styles, "base": base, "vary": checked, "out": here / out}
+
+
+def _read_spec(path: Path) -> dict:
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise SpecError(f"{path}: file not found") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SpecError(f"{path}: cannot read ({err})") from None
+    if path.suffix.lower() == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as err:
+            raise SpecError(f"{path}: not valid TOML ({err})") from None
+    elif path.suffix.lower() == ".json":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise SpecError(f"{path}: not valid JSON ({err})") from None
+    else:
+        raise SpecError(f"{path}: a sweep spec is a .json or .toml file")
+    if not isinstance(data, dict):
+        raise SpecError(f"{path}: a spec is a table (JSON object) of {', '.join(SPEC_FIELDS)}")
+    return data
+
+
+def _spec_images(path: Path, data: dict, key: str, here: Path, blend: bool = False) -> dict[str, Any]:
+    if key not in data:
+        raise SpecError(f"{path}: {key} is missing")
+    value = data[key]
+    named = value if isinstance(value, Mapping) else _named(value if isinstance(value, list) else [value])
+    if not named:
+        raise SpecError(f"{path}: {key} is empty")
+    out = {}
+    for name, images in named.items():
+        where = f"{key}.{name}" if isinstance(value, Mapping) else key
+        many = isinstance(images, list)
+        if many and not blend:
+            raise SpecError(f"{path}: {where}: one image path per content")
+        files = []
+        for image in images if many else [images]:
+            if not isinstance(image, str):
+                raise SpecError(f"{path}: {where}: an image path, got {image!r}")
+            file = here / image
+            if not file.is_file():
+                raise SpecError(f"{path}: {where}: {file} not found")
+            files.append(file)
+        out[str(name)] = files if many else files[0]
+    return out
+
+
+_TYPE_NAMES = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
+def _spec_value(path: Path, where: str, key: str, value: Any) -> Any:
+    """``value`` for StyleConfig field ``key`` if its type fits (TOML and JSON give ints for 1e3-free numbers)."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(StyleConfig)
+    if key not in {f.name for f in dataclasses.fields(StyleConfig)}:
+        raise SpecError(f"{path}: {where}: unknown StyleConfig field")
+    hint = hints[key]
+    args = typing.get_args(hint)
+    if type(None) in args and (value is None or value == "none"):
+        return None
+    kind = next((a for a in args if a is not type(None)), hint) if args else hint
+    if typing.get_origin(kind) is tuple:
+        item = typing.get_args(kind)[0]
+        items = value if isinstance(value, list) else [value]
+        return [_check_type(path, where, item, v) for v in items]
+    return _check_type(path, where, kind, value)
+
+
+def _check_type(path: Path, where: str, kind: type, value: Any) -> Any:
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        raise SpecError(f"{path}: {where}: expected {_TYPE_NAMES.get(kind, kind.__name__)}, got {value!r}")
+    return value

@@ -1,0 +1,275 @@
+"""Sweep cells as Ray tasks: ``sweep(..., executor="ray")``.
+
+Each cell is one task running ``sweeps.run_cell`` on a worker, so a cell decides on the worker, from its run
+folder, whether to skip, resume or start: a task that Ray re-runs after its worker died resumes from the cell's
+last checkpoint, and the next ``sweep`` call does the same for cells that failed. The driver keeps one progress
+bar, fed by the workers through a small actor; Ctrl-C on the driver cancels the tasks not yet started and stops
+the running ones after their current step (Ray raises KeyboardInterrupt in them, which the step loop turns into
+a checkpointed stop).
+
+Ray is an optional extra (``pip install 'nst-workbench[ray]'``) and is imported only here, only when a Ray sweep
+is asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from ..config import StyleConfig
+from ..errors import ConfigError, NSTError
+from ..optim import Callback, StepInfo
+from ..runs import Run
+
+EXTRA = "nst-workbench[ray]"
+# how long the driver waits, after Ctrl-C, for running cells to write their checkpoint and stop
+CANCEL_GRACE_S = 60.0
+
+
+class RayMissingError(NSTError):
+    """``executor="ray"`` without Ray installed."""
+
+
+def require_ray():
+    """The ``ray`` module, or a one-line error naming the extra that installs it."""
+    try:
+        import ray
+    except ImportError:
+        raise RayMissingError(f"executor='ray' needs Ray: pip install '{EXTRA}'") from None
+    return ray
+
+
+# --- on the workers -------------------------------------------------------------------------------------
+class StepCounter:
+    """A Ray actor on the driver's side of the sweep: steps done per cell (a retried cell starts its count
+    again from what its run folder already holds, so a retry is not counted twice)."""
+
+    def __init__(self):
+        self.steps: dict[int, int] = {}
+
+    def start(self, index: int, done: int) -> None:
+        self.steps[index] = done
+
+    def add(self, index: int, n: int) -> None:
+        self.steps[index] = self.steps.get(index, 0) + n
+
+    def total(self) -> int:
+        return sum(self.steps.values())
+
+
+class _Reporter(Callback):
+    """Counts a cell's steps and sends them to the counter at most every ``every`` seconds (one actor call per
+    step would cost more than a small cell's step)."""
+
+    def __init__(self, counter, index: int, every: float = 0.5):
+        self.counter, self.index, self.every = counter, index, every
+        self.pending, self.last = 0, time.monotonic()
+
+    def offset(self, done: int) -> None:
+        self.counter.start.remote(self.index, int(done))
+
+    def on_step(self, info: StepInfo):
+        self.pending += 1
+        if time.monotonic() - self.last >= self.every:
+            self.flush()
+
+    def on_end(self, info):
+        self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.counter.add.remote(self.index, self.pending)
+            self.pending, self.last = 0, time.monotonic()
+
+
+def configure_tensorflow(cpus: float) -> dict[str, Any]:
+    """Before a worker's first cell: memory growth on every visible GPU (cells sharing a card must not each
+    reserve all of it) and TensorFlow's thread pools sized to the CPUs Ray gave the task (by default TensorFlow
+    uses every core of the machine, whatever the task asked for). A worker process that ran a cell before keeps
+    its settings: TensorFlow fixes both when it starts."""
+    import tensorflow as tf
+
+    threads = max(1, round(cpus))
+    gpus = tf.config.list_physical_devices("GPU")
+    try:
+        for gpu in gpus:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(threads)
+    except RuntimeError:  # TensorFlow already started in this worker: set by its first cell
+        pass
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "gpus": [g.name for g in gpus],
+        "memory_growth": all(tf.config.experimental.get_memory_growth(g) for g in gpus),
+    }
+
+
+def cell_task(run_cell, cell, config: StyleConfig, content, style, callbacks: Sequence, counter, index: int):
+    """What one Ray task runs: ``run_cell`` (``sweeps.run_cell``, handed in so that this module does not import
+    the one that imports it) on the cell, with the worker's settings recorded in its run folder."""
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    worker = configure_tensorflow(cpus)
+    reporter = _Reporter(counter, index)
+    reporter.offset(0)  # a retried cell counts again from what its folder holds
+    run_cell(cell, config, content, style, [reporter, *callbacks], reporter.offset)
+    reporter.flush()
+    if (cell.run_dir / "config.json").is_file():
+        Run.open(cell.run_dir).write_record(worker=worker)
+    return cell
+
+
+# --- on the driver --------------------------------------------------------------------------------------
+def connect(ray, address: str | None, workers: int | None) -> bool:
+    """Use the Ray this process is connected to, else join ``address``, else start a local Ray with ``workers``
+    CPUs. True when this call connected (and so disconnects at the end)."""
+    if ray.is_initialized():
+        return False
+    if address is not None and workers is not None:
+        raise ConfigError("workers sets the CPUs of a local Ray; a cluster's size is set where it is started")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"workers must be ≥ 1, got {workers}")
+    # worker output (TensorFlow's start-up lines) stays in Ray's logs; failures are reported per cell
+    ray.init(address=address, num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    return True
+
+
+def task_options(resources: Mapping[str, float] | None, cluster: Mapping[str, float]) -> dict[str, Any]:
+    """Ray options for one cell: one GPU where the cluster has GPUs, else one CPU; ``resources`` (Ray resource
+    names) replaces that. A request the cluster cannot meet fails now instead of waiting forever."""
+    if resources is None:
+        resources = {"CPU": 1, "GPU": 1} if cluster.get("GPU", 0) >= 1 else {"CPU": 1}
+    wanted = dict(resources)
+    for name, amount in wanted.items():
+        if amount < 0:
+            raise ConfigError(f"resources: {name} must be ≥ 0, got {amount}")
+        if amount > cluster.get(name, 0):
+            raise ConfigError(
+                f"resources: a cell asks for {name}={amount:g}, the Ray cluster has {cluster.get(name, 0):g}"
+            )
+    options = {"num_cpus": wanted.pop("CPU", 0), "num_gpus": wanted.pop("GPU", 0)}
+    if wanted:
+        options["resources"] = wanted
+    return options
+
+
+def _absolute(image):
+    return str(Path(image).resolve()) if isinstance(image, (str, Path)) else image
+
+
+def run_on_ray(
+    run_cell,
+    cells,
+    configs,
+    contents,
+    styles,
+    callbacks,
+    progress: bool,
+    total: int,
+    desc: str,
+    address: str | None,
+    resources: Mapping[str, float] | None,
+    workers: int | None,
+    retries: int,
+) -> None:
+    """Run ``cells`` as Ray tasks (each ``run_cell(cell, config, content, style, callbacks, report)``) and fill in
+    each one's status, history and final losses."""
+    ray = require_ray()
+    if retries < 0:
+        raise ConfigError(f"retries must be ≥ 0, got {retries}")
+    started = connect(ray, address, workers)
+    bar = tqdm(total=total, desc=desc, disable=not progress, dynamic_ncols=True)
+    counter = None
+    try:
+        options = task_options(resources, ray.cluster_resources())
+        task = ray.remote(cell_task).options(max_retries=retries, **options)
+        counter = ray.remote(num_cpus=0)(StepCounter).remote()
+        refs = {}
+        for i, (cell, config) in enumerate(zip(cells, configs)):
+            # workers see absolute paths: a relative one would be read against each worker's own directory
+            remote_cell = replace(cell, run_dir=cell.run_dir.resolve())
+            content, style = _absolute(contents[cell.content]), styles[cell.style]
+            style = [_absolute(s) for s in style] if isinstance(style, (list, tuple)) else _absolute(style)
+            refs[task.remote(run_cell, remote_cell, config, content, style, list(callbacks), counter, i)] = i
+        _drive(ray, refs, cells, counter, bar)
+    finally:
+        bar.close()
+        if counter is not None:
+            ray.kill(counter)
+        if started:
+            ray.shutdown()
+
+
+def _drive(ray, refs: dict, cells, counter, bar) -> None:
+    collected: set = set()
+
+    def collect(ref):
+        _collect(ray, ref, cells[refs[ref]])
+        collected.add(ref)
+
+    def show():
+        steps = ray.get(counter.total.remote())
+        bar.update(steps - bar.n)
+        failed = sum(cells[refs[r]].status.startswith("failed") for r in collected)
+        postfix = f"{len(collected)}/{len(refs)} cells" + (f", {failed} failed" if failed else "")
+        bar.set_postfix_str(postfix, refresh=False)
+
+    try:
+        while len(collected) < len(refs):
+            pending = [r for r in refs if r not in collected]
+            ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0.5, fetch_local=False)
+            for ref in ready:
+                collect(ref)
+            show()
+    except KeyboardInterrupt:
+        # cancel what has not started; a running cell gets KeyboardInterrupt, checkpoints and returns
+        pending = [r for r in refs if r not in collected]
+        for ref in pending:
+            ray.cancel(ref)
+        if pending:
+            ready, _ = ray.wait(pending, num_returns=len(pending), timeout=CANCEL_GRACE_S)
+            for ref in ready:
+                collect(ref)
+        for ref in refs:
+            if ref not in collected:
+                _from_folder(cells[refs[ref]])
+
+
+def _collect(ray, ref, cell) -> None:
+    try:
+        done = ray.get(ref)
+    except ray.exceptions.TaskCancelledError:
+        _from_folder(cell)
+        return
+    except ray.exceptions.RayTaskError as err:  # the cell itself raised (bad image, non-finite loss, …)
+        cause = getattr(err, "cause", None) or err
+        cell.status = f"failed: {_first_line(cause)}"
+        return
+    except ray.exceptions.RayError as err:  # its worker or node died, out of memory, …
+        cell.status = f"failed: {type(err).__name__}"
+        return
+    cell.status, cell.history, cell.final = done.status, done.history, done.final
+
+
+def _from_folder(cell) -> None:
+    """A cancelled cell: interrupted when it wrote a checkpoint, else still pending."""
+    if (cell.run_dir / "checkpoint.npz").is_file():
+        rows = Run.open(cell.run_dir).read_rows("losses.csv")
+        cell.status, cell.history = "interrupted", rows
+        cell.final = rows[-1] if rows else {}
+
+
+def _first_line(exc: BaseException) -> str:
+    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return text if isinstance(exc, NSTError) else f"{type(exc).__name__}: {text}"

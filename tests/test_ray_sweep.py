@@ -1,0 +1,121 @@
+"""Sweeps as Ray tasks on a local Ray with 2 CPUs (random weights, 48 px): completion, skipping, the same images
+as the in-process sweep, a worker killed mid-cell, and the one-line error without Ray."""
+
+import csv
+import json
+import os
+import signal
+import sys
+
+import numpy as np
+import pytest
+
+from nst_lib import StyleConfig
+from nst_lib.workbench.ray_executor import RayMissingError, task_options
+from nst_lib.workbench.sweeps import sweep
+
+from .conftest import CONTENT, DATA, STYLE
+
+TINY = StyleConfig(weights=None, size=48, steps=3, snapshot_every=0)
+STYLES = {"starry": STYLE, "mandala": DATA / "style" / "mandala.png"}
+VARY = {"style_weight": [1e-3, 1e-2]}
+
+
+def test_without_ray_the_ray_executor_fails_at_once_with_one_line(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` meets where the extra is not installed
+    with pytest.raises(RayMissingError) as err:
+        sweep(CONTENT, STYLE, TINY, out=tmp_path / "s", progress=False, executor="ray")
+    assert str(err.value) == "executor='ray' needs Ray: pip install 'nst-workbench[ray]'"
+    assert not (tmp_path / "s").exists()
+
+
+def test_cells_take_a_gpu_where_there_are_gpus_and_impossible_requests_fail_now():
+    from nst_lib.errors import ConfigError
+
+    assert task_options(None, {"CPU": 8.0}) == {"num_cpus": 1, "num_gpus": 0}
+    assert task_options(None, {"CPU": 8.0, "GPU": 2.0}) == {"num_cpus": 1, "num_gpus": 1}
+    assert task_options({"GPU": 0.5, "CPU": 2, "fast_disk": 1}, {"CPU": 8.0, "GPU": 1.0, "fast_disk": 2.0}) == {
+        "num_cpus": 2,
+        "num_gpus": 0.5,
+        "resources": {"fast_disk": 1},
+    }
+    with pytest.raises(ConfigError, match="asks for GPU=1, the Ray cluster has 0"):
+        task_options({"GPU": 1}, {"CPU": 8.0})
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray with 2 CPUs for the module: sweep() uses the Ray this process is connected to."""
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_sweep_completes_skips_and_matches_the_in_process_sweep(local_ray, tmp_path, capsys):
+    here = sweep({"tubingen": CONTENT}, STYLES, TINY, VARY, out=tmp_path / "local", progress=False)
+    there = sweep({"tubingen": CONTENT}, STYLES, TINY, VARY, out=tmp_path / "ray", executor="ray")
+    assert [c.status for c in there] == ["completed"] * 4
+    # one driver-side bar, fed only by the workers' step reports, reached every step of every cell
+    assert "12/12" in capsys.readouterr().err
+    assert "completed" in (tmp_path / "ray" / "sweep.csv").read_text()
+    for a, b in zip(here, there):
+        assert b.run_dir.parent == tmp_path / "ray" and a.run_dir.name == b.run_dir.name
+        # same seeds and a seeded random network: the same optimisation, up to the rounding of other thread counts
+        np.testing.assert_allclose([r["total"] for r in b.history], [r["total"] for r in a.history], rtol=1e-5)
+        assert np.abs(a.image.astype(int) - b.image.astype(int)).max() <= 1
+        worker = json.loads((b.run_dir / "config.json").read_text())["worker"]
+        assert worker["threads"] == 1 and worker["pid"] != os.getpid()  # the one CPU its task was given
+    again = sweep({"tubingen": CONTENT}, STYLES, TINY, VARY, out=tmp_path / "ray", progress=False, executor="ray")
+    assert [c.status for c in again] == ["skipped (done)"] * 4
+    assert [c.final["total"] for c in again] == pytest.approx([c.final["total"] for c in there])
+
+
+def _kill_once(marker):
+    """A step callback that SIGKILLs its worker at step 3 of the first cell to get there (and of no other)."""
+
+    def kill(info):
+        if info.step == 3:
+            try:
+                os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                return
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return kill
+
+
+def test_a_killed_worker_is_reported_by_name_and_the_next_call_resumes_its_cell(local_ray, tmp_path):
+    from nst_lib import stylize
+
+    config = TINY.replace(steps=4, snapshot_every=2)  # a checkpoint at step 2, the kill at step 3
+    vary = {"seed": [0, 1]}
+    args = ({"tubingen": CONTENT}, {"starry": STYLE}, config, vary)
+    with pytest.warns(UserWarning, match=r"sweep cell tubingen__starry__seed=\d failed: WorkerCrashedError"):
+        first = sweep(
+            *args, out=tmp_path, progress=False, executor="ray", retries=0, callbacks=[_kill_once(tmp_path / "k")]
+        )
+    (dead,) = first.failed
+    assert sorted(c.status for c in first) == ["completed", "failed: WorkerCrashedError"]
+    with (tmp_path / "sweep.csv").open() as fh:
+        table = {row["run_dir"]: row["status"] for row in csv.DictReader(fh)}
+    assert table[str(dead.run_dir)] == "failed: WorkerCrashedError"
+    second = sweep(*args, out=tmp_path, progress=False, executor="ray")
+    statuses = {c.run_dir.name: c.status for c in second}
+    assert statuses[dead.run_dir.name] == "resumed, completed"
+    assert sorted(statuses.values()) == ["resumed, completed", "skipped (done)"]
+    # it lost only the step after its checkpoint: resumed at step 2, it ends where an uninterrupted run ends
+    cell = next(c for c in second if c.run_dir == dead.run_dir)
+    whole = stylize(CONTENT, STYLE, config.replace(**cell.overrides), out=None, progress=False)
+    np.testing.assert_allclose([r["total"] for r in cell.history], whole.losses("total"), rtol=1e-5)
+    assert np.abs(cell.image.astype(int) - whole.image.astype(int)).max() <= 1
+
+
+def test_ray_retries_a_killed_cell_from_its_checkpoint_within_the_same_call(local_ray, tmp_path):
+    config = TINY.replace(steps=4, snapshot_every=2)
+    result = sweep(
+        CONTENT, STYLE, config, out=tmp_path, progress=False, executor="ray", callbacks=[_kill_once(tmp_path / "k")]
+    )
+    assert (tmp_path / "k").exists()  # the worker was killed once
+    (cell,) = result
+    assert cell.status == "resumed, completed" and [r["step"] for r in cell.history] == [1, 2, 3, 4]
