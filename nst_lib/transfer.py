@@ -183,6 +183,7 @@ class _Engine:
         self.history: list[dict] = []
         self.snapshots: list[tuple[int, np.ndarray]] = []
         self.tiles: dict[int, int] = {}  # level → tiles its evaluations used (1: the whole image)
+        self.initial: np.ndarray | None = None  # a warm start for the first scale
 
     def snapshot_name(self, level: int, step: int) -> str:
         return f"step_{step:05d}.png" if len(self.scales) == 1 else f"L{level}_step_{step:05d}.png"
@@ -232,7 +233,10 @@ class _Engine:
                 optimizer.load_state_dict(start["optimizer"])
                 step0 = start["step"]
             elif x_img is None:
-                x = _initial_image(config, content_opt, styles_opt[0]).reshape(-1)
+                if self.initial is not None:
+                    x = resize(self.initial, content.shape[:2]).reshape(-1)
+                else:
+                    x = _initial_image(config, content_opt, styles_opt[0]).reshape(-1)
             else:  # each scale starts from the previous result, upsampled; Adam keeps its moments
                 x = resize(x_img, content.shape[:2]).reshape(-1)
                 if isinstance(optimizer, Adam):
@@ -298,12 +302,16 @@ def stylize(
     callbacks: Sequence = (),
     progress: bool = True,
     timestamp: bool = True,
+    initial: ImageLike | None = None,
     **overrides: Any,
 ) -> StyleResult:
     """Paint ``content`` in the style of ``style`` (one image, a list to blend, or an N×H×W×3 batch whose
     styles are averaged as in seed 004). ``config`` defaults to ``StyleConfig()``; keyword ``overrides``
     replace its fields. With ``out=None`` nothing is written and ``run_dir`` is None; the run folder is
     ``out/<time>_<name>`` (``out/<name>`` with ``timestamp=False``), never an existing one.
+
+    ``initial`` starts the optimisation from that image (resized to the first scale) instead of ``config.init``:
+    a warm start, such as a preview continued from the current result after a slider moved.
 
     Callbacks are callables or ``Callback`` objects called after every step with a ``StepInfo``;
     returning True stops the run. Ctrl-C stops after the current step and keeps what was done.
@@ -318,14 +326,17 @@ def stylize(
         style_imgs = [
             load_image(s, max(1, round(long_side * config.style_scale)), config.max_pixels) for s in styles_in
         ]
+        initial_img = None if initial is None else load_image(initial)
     run = None
     if out is not None:
         run = Run.create(out, name or _run_name(names[0], names[1:]), timestamp, subdirs=("snapshots", "inputs"))
         _save_inputs(run, content_img, style_imgs)
+        if initial_img is not None:  # what the first scale starts from, for a resume before the first checkpoint
+            np.save(run.path / "inputs" / "initial.npy", initial_img)
         run.begin(
             "stylize", config=config.to_dict(), inputs={"content": names[0], "styles": names[1:]}, seed=config.seed
         )
-    return _execute(config, content_img, style_imgs, names, run, callbacks, progress, timer)
+    return _execute(config, content_img, style_imgs, names, run, callbacks, progress, timer, initial=initial_img)
 
 
 def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = True, **overrides: Any) -> StyleResult:
@@ -343,13 +354,18 @@ def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = Tr
         rows = run.read_rows("losses.csv")
         start["history"] = [r for r in rows if (r["level"], r["step"]) <= (start["level"], start["step"])]
     run.write_record(config=config.to_dict(), status="running")
-    return _execute(config, content_img, style_imgs, names, run, callbacks, progress, timer, start)
+    warm = run.path / "inputs" / "initial.npy"
+    initial = np.load(warm) if warm.is_file() else None
+    return _execute(config, content_img, style_imgs, names, run, callbacks, progress, timer, start, initial)
 
 
-def _execute(config, content_img, style_imgs, names, run, callbacks, progress, timer, start=None) -> StyleResult:
+def _execute(
+    config, content_img, style_imgs, names, run, callbacks, progress, timer, start=None, initial=None
+) -> StyleResult:
     with timer("build"):
         extractor = extractor_for(config)
     engine = _Engine(config, content_img, style_imgs, run, extractor.min_side)
+    engine.initial = initial
     if start is not None:
         engine.history = start["history"]
         engine.snapshots = run.numbered_images("snapshots", "*step_*.png")

@@ -197,6 +197,16 @@ def test_pyramid_runs_coarse_to_fine(small_pair, tmp_path):
     assert sorted(p.name for p in (r.run_dir / "snapshots").iterdir()) == ["L0_step_00003.png", "L1_step_00003.png"]
 
 
+def test_a_warm_start_begins_from_the_given_image(small_pair, tmp_path):
+    content, style = small_pair
+    warm = np.full((72, 96, 3), 200.0, np.float32)  # any size: resized to the first scale
+    cold = stylize(content, style, out=None, steps=1, progress=False, **FAST)
+    warmed = stylize(content, style, initial=warm, out=tmp_path, steps=1, progress=False, **FAST)
+    # one step from a flat grey-200 image stays near it; from the content it stays near the content
+    assert np.abs(warmed.image.astype(float) - 200).mean() < 0.5 * np.abs(cold.image.astype(float) - 200).mean()
+    assert (warmed.run_dir / "inputs" / "initial.npy").is_file()  # a resume before any checkpoint starts there too
+
+
 def test_coarser_scales_weight_tv_so_that_it_means_the_same_at_every_size(small_pair):
     # a smooth image downsampled by k has k× larger neighbour differences: its TV term must not grow k²-fold
     from nst_lib.losses import tv_loss_and_grad
