@@ -38,6 +38,9 @@ from .features import LAYER_PRESETS, FeatureExtractor, get_extractor
 from .images import ImageLike, load_image, resize
 from .losses import content_loss, gram_matrix, normalize_weights, style_layer_loss, tv_loss, tv_loss_and_grad
 
+# A forward-only tile's side relative to a forward-and-backward tile's (see Objective.forward_tiles).
+FORWARD_TILE_FACTOR = 2
+
 # The memory budget's defaults when StyleConfig.memory_budget_mb is None.
 GPU_BUDGET_BYTES = 16 * 2**30  # a 16 GB card (Colab's T4, a V100)
 CPU_BUDGET_SHARE = 0.25  # of the machine's RAM
@@ -175,6 +178,12 @@ class Objective:
         self.tile_size = tile_size
         h, w = self.shape[:2]
         self.tiles = plan_tiles(h, w, tile_size, extractor.halo, extractor.stride) if tile_size else None
+        # forward-only passes (the Grams of pass 1, the targets) keep no activations for a backward pass: tiles
+        # twice as large per side fit the same memory and waste less on halos
+        forward_size = min(FORWARD_TILE_FACTOR * tile_size, max(h, w)) // extractor.stride * extractor.stride
+        self.forward_tiles = (
+            plan_tiles(h, w, max(forward_size, tile_size), extractor.halo, extractor.stride) if tile_size else None
+        )
         if tile_size:
             self._tile_grams = backend.compile_forward(self._tile_grams_fn)
             self._tile_pass = backend.value_and_grad(self._tile_objective)
@@ -204,7 +213,7 @@ class Objective:
             return [feats[layer] for layer in self.content_layers]
 
         features = backend.compile_forward(content_features)
-        for tile in self.tiles:
+        for tile in self.forward_tiles:
             feats = features(_crop(content, tile)[None], self.extractor.params)
             for target, layer, f in zip(out, self.content_layers, feats):
                 (gy0, gy1, ly0), (gx0, gx1, lx0) = self._interior(tile, layer, h, w)
@@ -215,13 +224,14 @@ class Objective:
         """{style layer: Gram of ``image``} (÷M for the normalised losses), tiled when the image is larger than a
         tile (a style image as large as a 4K output)."""
         h, w = image.shape[:2]
-        if not self.tile_size or max(h, w) <= self.tile_size:
+        forward_size = FORWARD_TILE_FACTOR * self.tile_size
+        if not self.tile_size or max(h, w) <= forward_size:
             feats = self.extractor(image[None])
             return {
                 layer: backend.to_numpy(gram_matrix(feats[layer], normalize=self.normalized))[0]
                 for layer in self.style_layers
             }
-        tiles = plan_tiles(h, w, self.tile_size, self.extractor.halo, self.extractor.stride)
+        tiles = plan_tiles(h, w, forward_size, self.extractor.halo, self.extractor.stride)
         grams, positions = self._accumulate_grams(image, tiles)
         return {layer: grams[layer] / (positions[layer] if self.normalized else 1.0) for layer in self.style_layers}
 
@@ -331,7 +341,7 @@ class Objective:
         h, w = image.shape[:2]
         c = self.config
         # pass 1: the whole image's Grams, hence the style loss and the quadratic forms whose gradients are dL/dF
-        grams, positions = self._accumulate_grams(image, self.tiles)
+        grams, positions = self._accumulate_grams(image, self.forward_tiles)
         norm = {"size": 4.0, "mean": 1.0, "gatys": 4.0}[c.gram_norm]
         ls, quadratics = 0.0, []
         for w_l, layer, targets in zip(self.layer_weights, self.style_layers, self.style_targets):

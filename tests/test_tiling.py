@@ -103,6 +103,22 @@ def test_tiled_equals_untiled_for_every_normalisation(overrides, small_pair, rng
     _compare(whole, tiled, 1e-4, 1e-5)
 
 
+def test_forward_passes_over_many_tiles_accumulate_the_same_grams_and_targets(monkeypatch, rng):
+    from nst_lib import objective
+
+    monkeypatch.setattr(objective, "FORWARD_TILE_FACTOR", 1)  # pass 1 and the targets over the small tiles too
+    config = StyleConfig(arch="vgg16", weights=None, size=160)
+    content, style = load_image(CONTENT, 160), load_image(STYLE, 256)  # a style image larger than a tile
+    image = rng.uniform(0, 255, content.shape).astype(np.float32)
+    extractor = extractor_for(config)
+    tiled_objective = Objective(extractor, config, content, [style], 2 * extractor.halo + 32)
+    assert len(tiled_objective.forward_tiles) > 1
+    whole = Objective(extractor, config, content, [style], 0)
+    for a, b in zip(whole.style_targets, tiled_objective.style_targets):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6 * np.abs(a).max())
+    _compare(whole.evaluate(image), tiled_objective.evaluate(image), 1e-4, 1e-5)
+
+
 @needs_vgg19
 def test_tiled_equals_untiled_with_real_vgg19_on_an_image_that_is_neither_content_nor_style(rng):
     config = StyleConfig(size=512, tile_size=288)  # the default layers; 12 tiles of at most 288 px
