@@ -84,7 +84,8 @@ def identity(args) -> None:
 
 
 def quality(args) -> None:
-    """The default schedule, then single scale for as long; both judged at full size and, downsampled, at 256 px."""
+    """A schedule, then single scale for the same cost (megapixel-evaluations, which wall time is proportional to
+    on a quiet machine; a busy machine slows both alike); both judged at full size and, downsampled, at 256 px."""
     from nst_lib import StyleConfig, evaluate, stylize
     from nst_lib.images import load_image, resize
 
@@ -92,25 +93,19 @@ def quality(args) -> None:
     size = args.size
     content, style = load_image(CONTENT, size), load_image(STYLE, size)
     base = StyleConfig(size=size, snapshot_every=0, **json.loads(args.overrides))
-    scheduled, cost_a = meter.run(lambda: stylize(content, style, base, out=None, progress=True))
-    budget = cost_a["seconds"]
+    scheduled, cost_a = meter.run(lambda: stylize(content, style, base, out=None, progress=False))
+    budget = cost_a["megapixel_evaluations"] * 1e6
 
     def stop_at_budget(info):
-        return info.elapsed >= budget
+        return meter.pixels >= budget
 
+    single_cfg = base.replace(pyramid_levels=1, steps=100_000)
     single, cost_b = meter.run(
-        lambda: stylize(
-            content,
-            style,
-            base.replace(pyramid_levels=1, steps=100_000),
-            out=None,
-            progress=True,
-            callbacks=[stop_at_budget],
-        )
+        lambda: stylize(content, style, single_cfg, out=None, progress=False, callbacks=[stop_at_budget])
     )
     small = load_image(CONTENT, 256).shape[:2]
     rows = []
-    for name, result, cost in (("default schedule", scheduled, cost_a), ("single scale, same time", single, cost_b)):
+    for name, result, cost in (("schedule", scheduled, cost_a), ("single scale, same cost", single, cost_b)):
         full = evaluate(result.image, content, style, base.replace(pyramid_levels=1))
         low = evaluate(resize(result.image.astype("float32"), small), CONTENT, STYLE, base.replace(size=256))
         rows.append(
@@ -121,11 +116,16 @@ def quality(args) -> None:
         "full_size_loss": rows[0]["full_size_loss"] / rows[1]["full_size_loss"],
         "loss_at_256": rows[0]["loss_at_256"] / rows[1]["loss_at_256"],
     }
+    if args.save_images:
+        from nst_lib.images import save_image
+
+        for name, result in (("schedule", scheduled), ("single", single)):
+            save_image(Path(args.save_images) / f"quality{args.tag}_{name}.png", result.image)
     write(
         f"schedule_quality{args.tag}",
         {
             "size": size,
-            "config": base.to_dict(),
+            "overrides": json.loads(args.overrides),
             "rows": rows,
             "schedule_over_single": {k: round(v, 3) for k, v in ratios.items()},
             "targets": {"full_size_loss": "<= 1.1", "loss_at_256": "<= 0.5"},
@@ -189,6 +189,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--overrides", default="{}", help="quality/adam: StyleConfig overrides (JSON) of the schedule")
     parser.add_argument("--tag", default="", help="suffix of the results file")
+    parser.add_argument("--save-images", default=None, help="quality: a folder for both outputs")
     args = parser.parse_args()
     {"identity": identity, "quality": quality, "adam": adam}[args.part](args)
 

@@ -174,7 +174,8 @@ class StyleConfig(Config):
     style_blend_weights: tuple[float, ...] | None = option(
         None, "one weight per style image, normalised to sum 1; none = equal (seed 004's batch average)"
     )
-    max_pixels: int = option(2048 * 2048, "pixel budget; larger requests are downscaled with a warning")
+    # 4K UHD (3840×2160) and a 3840-px 4:3 photo fit; the tiled evaluation keeps memory bounded at any size
+    max_pixels: int = option(4096 * 3072, "pixel budget; larger requests are downscaled with a warning")
     preserve_color: bool = option(False, "luminance-only transfer keeping the content's colours (Gatys et al. 2017)")
     # --- optimisation --------------------------------------------------------------------------------
     steps: int = option(300, "optimisation steps at each scale (the coarsest takes first_scale_steps)")
