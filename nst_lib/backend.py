@@ -197,6 +197,26 @@ def device_memory_bytes() -> int | None:
         return None
 
 
+def peak_memory_mb() -> dict[str, float]:
+    """Peak memory of this process so far, in MB: ``host`` (peak resident set size; absent where the platform
+    cannot say) and, under JAX on a GPU, ``gpu`` (the allocator's peak)."""
+    out: dict[str, float] = {}
+    try:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
+        out["host"] = round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+    except ImportError:  # Windows
+        pass
+    if name() == "jax" and gpu_available():
+        import jax
+
+        stats = jax.devices()[0].memory_stats() or {}
+        if "peak_bytes_in_use" in stats:
+            out["gpu"] = round(stats["peak_bytes_in_use"] / 2**20, 1)
+    return out
+
+
 def ram_bytes() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

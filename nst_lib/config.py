@@ -178,7 +178,10 @@ class StyleConfig(Config):
     max_pixels: int = option(4096 * 3072, "pixel budget; larger requests are downscaled with a warning")
     preserve_color: bool = option(False, "luminance-only transfer keeping the content's colours (Gatys et al. 2017)")
     # --- optimisation --------------------------------------------------------------------------------
-    steps: int = option(300, "optimisation steps at each scale (the coarsest takes first_scale_steps)")
+    # The schedule's defaults were chosen by measurement (benchmarks/bench_schedule.py, README "Speed and memory"):
+    # ×2 from 128 px with 2 × 100 steps at the coarsest scale and 100 at each other matched the full-size loss of a
+    # single-scale run of equal cost (1.05×) with 0.38× its loss at 256 px (large-scale structure) at 512 px.
+    steps: int = option(100, "optimisation steps at each scale (the coarsest takes first_scale_steps)")
     optimizer: str = option("lbfgs", "optimiser", choices=OPTIMIZERS)
     learning_rate: float | None = option(
         None, "step size; none = the optimiser's default (L-BFGS 1.0, Adam 5.0 on the 0-255 pixel scale)"
@@ -192,13 +195,13 @@ class StyleConfig(Config):
         0, "random seed (noise init, and the network when weights=none); same seed and inputs give the same output"
     )
     pyramid_levels: int | None = option(
-        1,
+        None,
         "coarse-to-fine scales, each pyramid_ratio smaller than the next; 1 = one scale; none = as many as fit "
         "between pyramid_min_size and size",
     )
     pyramid_ratio: float = option(2.0, "size ratio between consecutive scales of the coarse-to-fine schedule")
     pyramid_min_size: int = option(128, "long side of the coarsest scale when pyramid_levels is none")
-    first_scale_steps: int | None = option(None, "steps at the coarsest scale; none = steps")
+    first_scale_steps: int | None = option(None, "steps at the coarsest scale of a multi-scale run; none = 2 × steps")
     snapshot_every: int = option(50, "save a snapshot and a resumable checkpoint every k steps; 0 = off")
     # --- memory --------------------------------------------------------------------------------------
     tile_size: int | None = option(
@@ -263,6 +266,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "gatys2016": {
         "values": {
+            "pyramid_levels": 1,
             "arch": "vgg19",
             "content_layers": ("block4_conv2",),
             "style_layers": ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
@@ -279,6 +283,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "steps": 500,
         },
         "sources": {
+            "pyramid_levels": "the paper optimises at the output size only (no coarse-to-fine schedule)",
             "arch": "Gatys, Ecker, Bethge, CVPR 2016, §2: VGG-19",
             "content_layers": "ibid. §3: conv4_2 (Keras block4_conv2 is Caffe relu4_2, ReLU fused)",
             "style_layers": "ibid. §3 / Fig. 2: conv1_1 ... conv5_1",
@@ -299,6 +304,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "tf_tutorial": {
         "values": {
+            "pyramid_levels": 1,
             "arch": "vgg19",
             "content_layers": ("block5_conv2",),
             "style_layers": ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
@@ -316,6 +322,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "steps": 1000,
         },
         "sources": {
+            "pyramid_levels": "the paper optimises at the output size only (no coarse-to-fine schedule)",
             "*": "TensorFlow tutorial 'Neural style transfer' (tensorflow.org/tutorials/generative/style_transfer)",
             "content_layers": "tutorial: content_layers = ['block5_conv2']",
             "style_layers": "tutorial: block1_conv1 ... block5_conv1",
@@ -332,6 +339,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "seed001": {
         "values": {
+            "pyramid_levels": 1,
             "arch": "vgg19",
             "content_layers": ("block5_conv2",),
             "style_layers": ("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
@@ -344,6 +352,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "steps": 300,
         },
         "sources": {
+            "pyramid_levels": "the paper optimises at the output size only (no coarse-to-fine schedule)",
             "*": "seed 001 (architecture comparison VGG16/VGG19/ResNet50), §II-V",
             "style_weight": "seed 001 tunes it by hand (§VI); 2e2 matches the default's balance at 512 px"
             " (½·SSE over block5_conv2's 0.4M terms); divide by (512/size)^2 at other sizes",
@@ -357,6 +366,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "seed004": {
         "values": {
+            "pyramid_levels": 1,
             "arch": "vgg19",
             "content_layers": ("conv_4",),
             "style_layers": ("conv_1", "conv_2", "conv_3", "conv_4", "conv_5"),
@@ -369,6 +379,7 @@ PRESETS: dict[str, dict[str, Any]] = {
             "steps": 300,
         },
         "sources": {
+            "pyramid_levels": "the paper optimises at the output size only (no coarse-to-fine schedule)",
             "*": "seed 004 (Ast-GAN) §3.3, which follows the PyTorch NST tutorial",
             "content_layers": "seed 004 §3.3: content layer conv_4 (4th conv of VGG19 = block2_conv2)",
             "style_layers": "seed 004 §3.3: conv_1 ... conv_5 (block1_conv1 ... block3_conv1)",

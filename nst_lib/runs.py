@@ -2,7 +2,8 @@
 run (stylisations, training runs, guided generation, sweep cells):
 
     results/<YYYYmmdd-HHMMSS>_<name>/
-        config.json       the record: kind, config, inputs, versions, seed, device, status, timings (atomic writes)
+        config.json       the record: kind, config, inputs, versions, seed, device, status, timings, peak
+                          memory (atomic writes)
         <rows>.csv        per-step or per-epoch rows (losses.csv, epochs.csv): appended, read back, truncated on resume
         checkpoint.npz    arrays a resumed run needs (written atomically)
         <folder>/         numbered images (snapshots/step_00050.png, samples/epoch_003.png, …), read back in order
@@ -26,7 +27,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .backend import device_name, versions
+from .backend import device_name, peak_memory_mb, versions
 from .errors import NSTError
 from .images import save_image
 
@@ -99,7 +100,8 @@ class Run:
         )
 
     def end(self, status: str, **fields: Any) -> None:
-        self.write_record(status=status, **fields, finished=now())
+        """The run's end: its status, what it reports, and the process's peak memory so far (MB)."""
+        self.write_record(status=status, **fields, peak_memory_mb=peak_memory_mb(), finished=now())
 
     # --- rows ------------------------------------------------------------------------------------------
     def append_rows(self, name: str, rows: Sequence[dict]) -> None:

@@ -81,7 +81,8 @@ class Scale:
 def schedule(config: StyleConfig, long_side: int, fits: Callable[[int], bool] | None = None) -> list[Scale]:
     """The scales of a stylisation, coarse to fine, the last at ``long_side``: ``pyramid_levels`` of them (each
     ``pyramid_ratio`` smaller than the next), or, with ``pyramid_levels=None``, as many as fit between
-    ``pyramid_min_size`` and ``long_side``. The coarsest runs ``first_scale_steps``, every other ``steps``. Coarse
+    ``pyramid_min_size`` and ``long_side``. The coarsest runs ``first_scale_steps`` (default 2 × ``steps``), every
+    other ``steps``. Coarse
     scales for which ``fits(long_side)`` is false (an input too small there for the network's layers) are left out."""
     n = config.pyramid_levels
     if n is None:
@@ -90,7 +91,7 @@ def schedule(config: StyleConfig, long_side: int, fits: Callable[[int], bool] | 
     sizes = [max(1, round(long_side / config.pyramid_ratio ** (n - 1 - i))) for i in range(n)]
     if fits is not None:
         sizes = [s for s in sizes[:-1] if fits(s)] + sizes[-1:]
-    first = config.first_scale_steps or config.steps
+    first = config.first_scale_steps or 2 * config.steps
     return [Scale(i, size, first if i == 0 and len(sizes) > 1 else config.steps) for i, size in enumerate(sizes)]
 
 

@@ -189,7 +189,16 @@ def test_preserve_color_keeps_content_chrominance(small_pair):
 def test_pyramid_runs_coarse_to_fine(small_pair, tmp_path):
     content, style = small_pair
     r = stylize(
-        content, style, out=tmp_path, steps=3, pyramid_levels=2, progress=False, weights=None, size=64, snapshot_every=3
+        content,
+        style,
+        out=tmp_path,
+        steps=3,
+        first_scale_steps=3,
+        pyramid_levels=2,
+        progress=False,
+        weights=None,
+        size=64,
+        snapshot_every=3,
     )
     assert [row["level"] for row in r.history] == [0, 0, 0, 1, 1, 1]
     assert [row["scale"] for row in r.history] == [32] * 3 + [64] * 3  # halving: the old meaning of levels
@@ -235,7 +244,11 @@ def test_the_schedule_goes_up_from_the_smallest_scale_by_the_ratio():
     assert sizes_and_steps(**auto, pyramid_ratio=2**0.5) == [(128, 50), (181, 20), (256, 20), (362, 20), (512, 20)]
     assert sizes_and_steps(**{**auto, "pyramid_min_size": 200}) == [(256, 50), (512, 20)]  # the coarsest ≥ the minimum
     assert sizes_and_steps(**{**auto, "pyramid_min_size": 600}) == [(512, 20)]  # nothing to go up from
-    assert sizes_and_steps(pyramid_levels=3, steps=7) == [(128, 7), (256, 7), (512, 7)]
+    assert sizes_and_steps(pyramid_levels=3, steps=7) == [(128, 14), (256, 7), (512, 7)]  # the coarsest: 2 × steps
+    # the measured default (README 'Speed and memory'); the papers' presets optimise at one scale
+    assert sizes_and_steps() == [(128, 200), (256, 100), (512, 100)]
+    assert sizes_and_steps(pyramid_levels=1) == [(512, 100)]
+    assert [(s.long_side, s.steps) for s in schedule(StyleConfig.preset("gatys2016"), 512)] == [(512, 500)]
     with pytest.raises(ConfigError, match="pyramid_ratio"):
         StyleConfig(pyramid_ratio=1.0)
 

@@ -29,6 +29,7 @@ EXPECTED = {
     "07_cyclegan": ["losses", "samples_by_epoch", "cyclegan_vs_gatys"],
     "08_cnn_vs_vqgan": ["gatys_conv_blocks", "vqgan_training", "prior_samples", "cnn_vs_vqgan", "guidance_losses"],
     "09_stylegan": ["losses", "samples_by_epoch", "truncation_sweep", "style_mixing", "interpolation"],
+    "10_resolution": ["resolution_grid", "resolution_crops", "resolution_cost"],
 }
 
 

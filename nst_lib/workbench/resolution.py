@@ -1,0 +1,245 @@
+"""Resolution (seed 001 §VIII-D, extended to 4K): one content × style stylised at sizes from 256 px to 3840 px
+with the same config, the style image's size either proportional to the output's or fixed in pixels, with the
+time and peak memory each size took (notebook 10).
+
+Each case runs in its own Python process, so its peak memory is its own (a process's peak resident set only grows),
+and lands in its own run folder ``out/<size>px_<mode>/``; a case whose folder already holds a completed run is read
+back, not run again, so an interrupted study picks up where it stopped.
+
+    runs = resolution_study("photo.jpg", "style.jpg", [256, 1024, 3840], StyleConfig(), out="results/resolution")
+    resolution_grid(runs); detail_crops(runs); cost_plot(runs)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..config import StyleConfig
+from ..errors import NSTError
+from ..images import ImageLike, load_image, resize, save_image
+from ..runs import Run
+from .viz import figure, image_grid
+
+# "proportional": the style image is resized with the output (style_scale of the config), so its brush strokes
+# cover the same share of the picture at every size; "fixed": the style image keeps a long side of
+# ``fixed_style_size`` px, so its strokes keep their size in pixels and shrink relative to a larger picture.
+STYLE_MODES = ("proportional", "fixed")
+
+
+@dataclass
+class ResolutionRun:
+    """One case of the study: its size and style mode, run folder, and what the run recorded."""
+
+    size: int
+    mode: str
+    run_dir: Path
+    seconds: float
+    peak_memory_mb: float | None
+    shape: tuple[int, int]
+    schedule: list[dict]
+
+    @property
+    def megapixels(self) -> float:
+        return self.shape[0] * self.shape[1] / 1e6
+
+    @property
+    def max_tiles(self) -> int:
+        return max((s.get("tiles") or 1) for s in self.schedule) if self.schedule else 1
+
+    def image(self) -> np.ndarray:
+        return load_image(self.run_dir / "output.png")
+
+    def row(self) -> dict:
+        return {
+            "size": self.size,
+            "mode": self.mode,
+            "height": self.shape[0],
+            "width": self.shape[1],
+            "megapixels": round(self.megapixels, 3),
+            "seconds": self.seconds,
+            "peak_memory_mb": self.peak_memory_mb,
+            "scales": [s["long_side"] for s in self.schedule],
+            "steps": [s["steps"] for s in self.schedule],
+            "tiles": [s.get("tiles") for s in self.schedule],
+            "run_dir": self.run_dir.name,
+        }
+
+
+def crop_to_aspect(image: ImageLike, aspect: float) -> np.ndarray:
+    """The largest centred crop of ``image`` with width / height = ``aspect`` (16 / 9 for 4K UHD)."""
+    img = load_image(image)
+    h, w = img.shape[:2]
+    if w / h > aspect:
+        new_w = round(h * aspect)
+        x = (w - new_w) // 2
+        return img[:, x : x + new_w]
+    new_h = round(w / aspect)
+    y = (h - new_h) // 2
+    return img[y : y + new_h]
+
+
+def case_config(config: StyleConfig, size: int, mode: str, fixed_style_size: int = 512) -> StyleConfig:
+    """The config of one case: ``size``, and for ``mode="fixed"`` the style scale that keeps the style image at
+    ``fixed_style_size`` px whatever the size."""
+    if mode not in STYLE_MODES:
+        raise NSTError(f"style mode {mode!r}: choose from {', '.join(STYLE_MODES)}")
+    scale = config.style_scale if mode == "proportional" else fixed_style_size / size
+    return config.replace(size=size, style_scale=scale)
+
+
+def _completed(folder: Path) -> Run | None:
+    """The newest completed run under ``folder``, if any."""
+    if not folder.is_dir():
+        return None
+    for path in sorted((p for p in folder.iterdir() if (p / "config.json").is_file()), reverse=True):
+        run = Run.open(path)
+        if run.record.get("status") == "completed" and (path / "output.png").is_file():
+            return run
+    return None
+
+
+def _read(run: Run, size: int, mode: str) -> ResolutionRun:
+    record = run.record
+    peak = (record.get("peak_memory_mb") or {}).get("host")
+    shape = load_image(run.path / "output.png").shape[:2]
+    return ResolutionRun(
+        size, mode, run.path, float(record["timings"]["total"]), peak, tuple(shape), list(record.get("schedule", []))
+    )
+
+
+_CHILD = """
+import json, sys
+from nst_lib import StyleConfig, stylize
+spec = json.loads(sys.argv[1])
+stylize(spec["content"], spec["style"], StyleConfig.from_dict(spec["config"]), out=spec["out"], name=spec["name"],
+        progress=spec["progress"])
+"""
+
+
+def resolution_study(
+    content: ImageLike,
+    style: ImageLike,
+    sizes: Sequence[int],
+    config: StyleConfig,
+    out: str | Path,
+    modes: Sequence[str] = STYLE_MODES,
+    fixed_style_size: int = 512,
+    progress: bool = True,
+) -> list[ResolutionRun]:
+    """Stylise ``content`` with ``style`` at each size and style mode (each in its own process), or read back the
+    cases already completed under ``out``. ``content`` and ``style`` must be files (a child process loads them)."""
+    out = Path(out)
+    for path in (content, style):
+        if not Path(path).is_file():
+            raise NSTError(f"{path}: not a file (resolution_study runs each case in a new process, which loads it)")
+    runs = []
+    for size in sizes:
+        for mode in modes:
+            folder = out / f"{size}px_{mode}"
+            run = _completed(folder)
+            if run is None:
+                cfg = case_config(config, size, mode, fixed_style_size)
+                spec = {
+                    "content": str(content),
+                    "style": str(style),
+                    "config": cfg.to_dict(),
+                    "out": str(folder),
+                    "name": f"{size}px_{mode}",
+                    "progress": progress,
+                }
+                if progress:
+                    print(f"resolution study: {size} px, style {mode}", flush=True)
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), *sys.path])}
+                subprocess.run([sys.executable, "-c", _CHILD, json.dumps(spec)], check=True, env=env)
+                run = _completed(folder)
+                if run is None:
+                    raise NSTError(f"{folder}: the {size} px case ended without a completed run")
+            runs.append(_read(run, size, mode))
+    return runs
+
+
+def resolution_grid(runs: Sequence[ResolutionRun], display: int = 384, title: str | None = None):
+    """Outputs by style mode (rows) and size (columns), each shown downscaled to ``display`` px wide."""
+    modes = list(dict.fromkeys(r.mode for r in runs))
+    sizes = sorted({r.size for r in runs})
+    by = {(r.mode, r.size): r for r in runs}
+    cells = []
+    for mode in modes:
+        row = []
+        for size in sizes:
+            r = by.get((mode, size))
+            if r is None:
+                row.append(None)
+                continue
+            img = r.image()
+            row.append(resize(img, (max(1, round(img.shape[0] * display / img.shape[1])), display)))
+        cells.append(row)
+    return image_grid(
+        cells, [f"style {m}" for m in modes], [f"{s} px" for s in sizes], title=title or "The same config by size"
+    )
+
+
+def detail_crops(runs: Sequence[ResolutionRun], crop: int = 256, centre: tuple[float, float] = (0.35, 0.5)):
+    """100 % crops: ``crop`` × ``crop`` output pixels around the same relative point of every output, so the
+    detail each size adds (or the texture scale it keeps) is seen at the pixel level."""
+    modes = list(dict.fromkeys(r.mode for r in runs))
+    sizes = sorted({r.size for r in runs})
+    by = {(r.mode, r.size): r for r in runs}
+    cells = []
+    for mode in modes:
+        row = []
+        for size in sizes:
+            r = by.get((mode, size))
+            row.append(None if r is None else centre_crop(r.image(), crop, centre))
+        cells.append(row)
+    return image_grid(
+        cells,
+        [f"style {m}" for m in modes],
+        [f"{s} px" for s in sizes],
+        title=f"100 % crops ({crop} × {crop} output pixels at the same point)",
+    )
+
+
+def centre_crop(image: np.ndarray, crop: int, centre: tuple[float, float] = (0.5, 0.5)) -> np.ndarray:
+    """A ``crop`` × ``crop`` window (smaller where the image is) around ``centre`` (relative y, x)."""
+    h, w = image.shape[:2]
+    ch, cw = min(crop, h), min(crop, w)
+    y = min(max(0, round(centre[0] * h - ch / 2)), h - ch)
+    x = min(max(0, round(centre[1] * w - cw / 2)), w - cw)
+    return image[y : y + ch, x : x + cw]
+
+
+def cost_plot(runs: Sequence[ResolutionRun], title: str | None = None):
+    """Wall time and peak memory against megapixels, one line per style mode (log-log)."""
+    fig = figure(9, 3.4)
+    ax_t, ax_m = fig.subplots(1, 2)
+    for mode in dict.fromkeys(r.mode for r in runs):
+        rs = sorted((r for r in runs if r.mode == mode), key=lambda r: r.megapixels)
+        mp = [r.megapixels for r in rs]
+        ax_t.plot(mp, [r.seconds / 60 for r in rs], "o-", label=f"style {mode}")
+        ax_m.plot(mp, [(r.peak_memory_mb or np.nan) / 1024 for r in rs], "o-", label=f"style {mode}")
+        for r in rs:
+            if r.max_tiles > 1:
+                ax_m.annotate(f"{r.max_tiles} tiles", (r.megapixels, (r.peak_memory_mb or np.nan) / 1024), fontsize=7)
+    for ax, label in ((ax_t, "minutes (whole run)"), (ax_m, "peak memory, GB (process RSS)")):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("megapixels")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "Cost by size (each case in its own process)", fontsize=11)
+    return fig
+
+
+def save_crop(image: ImageLike, path: str | Path, aspect: float = 16 / 9) -> Path:
+    """Write the ``aspect`` crop of ``image`` to ``path`` (a PNG): the study's content at 4K UHD's 16:9."""
+    return save_image(path, crop_to_aspect(image, aspect))

@@ -1,0 +1,80 @@
+"""The resolution study (notebook 10): each case in its own process with its own peak memory, completed cases read
+back instead of re-run, the fixed style size, the 16:9 crop and the figures."""
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from nst_lib import StyleConfig
+from nst_lib.errors import NSTError
+from nst_lib.workbench import resolution
+from nst_lib.workbench.resolution import (
+    case_config,
+    centre_crop,
+    cost_plot,
+    crop_to_aspect,
+    detail_crops,
+    resolution_grid,
+    resolution_study,
+    save_crop,
+)
+
+from .conftest import ROOT
+
+CONTENT = ROOT / "data" / "content" / "tubingen_neckarfront.jpg"
+STYLE = ROOT / "data" / "style" / "vangogh_starry_night.jpg"
+
+
+def test_the_fixed_mode_keeps_the_style_image_at_its_pixel_size():
+    base = StyleConfig(style_scale=1.0)
+    assert case_config(base, 2048, "proportional").style_scale == 1.0
+    for size in (256, 1024, 3840):
+        cfg = case_config(base, size, "fixed", fixed_style_size=512)
+        assert cfg.size == size and round(cfg.size * cfg.style_scale) == 512
+    with pytest.raises(NSTError, match="style mode 'huge'"):
+        case_config(base, 256, "huge")
+
+
+def test_the_16_9_crop_and_centre_crops():
+    img = crop_to_aspect(CONTENT, 16 / 9)  # Tübingen is 1024 × 768
+    assert img.shape == (576, 1024, 3)
+    tall = crop_to_aspect(np.zeros((100, 40, 3), np.float32), 16 / 9)
+    assert tall.shape == (22, 40, 3)
+    ramp = np.arange(100 * 200, dtype=np.float32).reshape(100, 200, 1).repeat(3, axis=2)
+    crop = centre_crop(ramp, 20, (0.5, 0.5))
+    assert crop.shape == (20, 20, 3) and crop[0, 0, 0] == ramp[40, 90, 0]
+    assert centre_crop(ramp, 20, (0.0, 1.0))[0, -1, 0] == ramp[0, 199, 0]  # clamped inside the image
+    assert centre_crop(ramp, 500).shape == (100, 200, 3)  # never larger than the image
+
+
+def test_a_study_runs_each_case_in_its_own_process_and_reads_completed_cases_back(tmp_path, monkeypatch):
+    content = save_crop(CONTENT, tmp_path / "inputs" / "content.png")
+    config = StyleConfig(weights=None, steps=2, snapshot_every=0)
+    runs = resolution_study(content, STYLE, [48, 64], config, tmp_path / "study", modes=("fixed",), progress=False)
+    assert [(r.size, r.mode, r.shape) for r in runs] == [(48, "fixed", (27, 48)), (64, "fixed", (36, 64))]
+    for r in runs:
+        assert r.run_dir.parent == tmp_path / "study" / f"{r.size}px_fixed"
+        assert r.peak_memory_mb > 100  # a Keras process: its own peak resident set, recorded by the run
+        assert r.seconds > 0 and r.schedule[-1]["long_side"] == r.size
+        assert r.row()["megapixels"] == round(r.shape[0] * r.shape[1] / 1e6, 3)
+
+    def no_new_process(*args, **kwargs):
+        raise AssertionError("a completed case was run again")
+
+    monkeypatch.setattr(resolution.subprocess, "run", no_new_process)
+    again = resolution_study(content, STYLE, [48, 64], config, tmp_path / "study", modes=("fixed",), progress=False)
+    assert [(r.run_dir, r.seconds) for r in again] == [(r.run_dir, r.seconds) for r in runs]
+    for fig in (resolution_grid(runs), detail_crops(runs, crop=16), cost_plot(runs)):
+        assert fig.axes
+
+
+def test_a_failed_case_names_its_folder(tmp_path, monkeypatch):
+    def fails(*args, **kwargs):
+        return subprocess.CompletedProcess(args, 0)  # exits without writing a completed run
+
+    monkeypatch.setattr(resolution.subprocess, "run", fails)
+    with pytest.raises(NSTError, match="48px_proportional.*without a completed run"):
+        resolution_study(CONTENT, STYLE, [48], StyleConfig(weights=None), tmp_path, modes=("proportional",))
+    with pytest.raises(NSTError, match="not a file"):
+        resolution_study(tmp_path / "missing.png", STYLE, [48], StyleConfig(weights=None), tmp_path)
