@@ -18,15 +18,17 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CONTENT, ROOT, STYLE, write  # noqa: E402
+from common import CONTENT, RESULTS, ROOT, STYLE, write  # noqa: E402
 
 HELD_OUT = ROOT / "data" / "content" / "skimage_chelsea.png"  # not used to calibrate any default
 
 # candidate schedules (StyleConfig overrides); "default" is whatever StyleConfig holds now
 CANDIDATES = {
+    "default": {},
     "single scale, 300 steps": dict(pyramid_levels=1, steps=300),
     "single scale, 1000 steps": dict(pyramid_levels=1, steps=1000),
     "×2 from 48 px, 200 + 100/scale": dict(pyramid_levels=None, pyramid_min_size=48, first_scale_steps=200, steps=100),
+    "×2 from 48 px, 300/scale": dict(pyramid_levels=None, pyramid_min_size=48, first_scale_steps=300, steps=300),
     "×2 from 48 px, 100 + 50/scale": dict(pyramid_levels=None, pyramid_min_size=48, first_scale_steps=100, steps=50),
     "×2 from 64 px, 200 + 100/scale": dict(pyramid_levels=None, pyramid_min_size=64, first_scale_steps=200, steps=100),
     "×√2 from 48 px, 200 + 50/scale": dict(
@@ -34,6 +36,10 @@ CANDIDATES = {
     ),
     "×√2 from 64 px, 100 + 50/scale": dict(
         pyramid_levels=None, pyramid_min_size=64, pyramid_ratio=2**0.5, first_scale_steps=100, steps=50
+    ),
+    # the comparison: a shallower content layer (block2_conv2) keeps the pixels far more tightly
+    "single scale, 1000 steps, content block2_conv2": dict(
+        pyramid_levels=1, steps=1000, content_layers=("block2_conv2",)
     ),
 }
 
@@ -72,7 +78,7 @@ def identity(args) -> None:
     content = load_image(HELD_OUT, 192)
     rows = []
     for name, overrides in CANDIDATES.items():
-        if args.only and not any(o in name for o in args.only):
+        if args.only and name not in args.only:
             continue
         config = StyleConfig(init="noise", size=192, snapshot_every=0, **overrides)
         result, cost = meter.run(lambda config=config: stylize(content, content, config, out=None, progress=False))
@@ -80,6 +86,13 @@ def identity(args) -> None:
         row["steps"] = len(result.history)
         rows.append(row)
         print(row, flush=True)
+    if args.only:  # a partial run replaces its rows in the results file and keeps the others
+        previous = RESULTS / "schedule_identity.json"
+        if previous.is_file():
+            fresh = {r["schedule"] for r in rows}
+            kept = [r for r in json.loads(previous.read_text())["rows"] if r["schedule"] not in fresh]
+            rows = kept + rows
+            rows.sort(key=lambda r: list(CANDIDATES).index(r["schedule"]) if r["schedule"] in CANDIDATES else 99)
     write("schedule_identity", {"photo": HELD_OUT.name, "image_hw": list(content.shape[:2]), "rows": rows})
 
 
@@ -185,7 +198,9 @@ def adam(args) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("part", choices=["identity", "quality", "adam"])
-    parser.add_argument("--only", nargs="*", help="identity: only schedules whose name contains one of these")
+    parser.add_argument(
+        "--only", nargs="*", help="identity: only schedules whose name is one of these (their rows replace the file's)"
+    )
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--overrides", default="{}", help="quality/adam: StyleConfig overrides (JSON) of the schedule")
     parser.add_argument("--tag", default="", help="suffix of the results file")

@@ -210,7 +210,9 @@ class StyleConfig(Config):
         "none = only when the whole image would not fit memory_budget_mb",
     )
     memory_budget_mb: int | None = option(
-        None, "memory the loss evaluation may use; none = 16 GB on a GPU, a quarter of the RAM on a CPU"
+        None,
+        "memory the loss evaluation and the optimiser's state may use together; none = 3/4 of the GPU's memory, "
+        "or a quarter of the RAM (at most 4 GB) on a CPU",
     )
 
     def validate(self) -> None:

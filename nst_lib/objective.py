@@ -41,9 +41,15 @@ from .losses import content_loss, gram_matrix, normalize_weights, style_layer_lo
 # A forward-only tile's side relative to a forward-and-backward tile's (see Objective.forward_tiles).
 FORWARD_TILE_FACTOR = 2
 
-# The memory budget's defaults when StyleConfig.memory_budget_mb is None.
-GPU_BUDGET_BYTES = 16 * 2**30  # a 16 GB card (Colab's T4, a V100)
-CPU_BUDGET_SHARE = 0.25  # of the machine's RAM
+# The memory budget's defaults when StyleConfig.memory_budget_mb is None. The budget covers the loss evaluation's
+# activations and image-sized arrays and the optimiser's state; the network, the framework and the process's own
+# memory come on top (about 0.7 GB for VGG19 on CPU).
+GPU_BUDGET_BYTES = 16 * 2**30  # a 16 GB card (Colab's T4, a V100) when the device cannot say
+GPU_BUDGET_SHARE = 0.75  # of the accelerator's memory: the rest for the framework, the weights, fragmentation
+CPU_BUDGET_SHARE = 0.25  # of the machine's RAM ...
+CPU_BUDGET_MAX = 4 * 2**30  # ... at most 4 GB, so a 4K run stays near 6 GB of RAM, as it must on a 16 GB GPU
+# the share of the budget the optimiser's state (L-BFGS pairs, Adam moments) may take; the evaluation the rest
+OPTIMIZER_BUDGET_SHARE = 0.25
 
 
 @dataclass
@@ -96,12 +102,13 @@ class Tile:
 
 
 def memory_budget(config: StyleConfig) -> int:
-    """Bytes the evaluation may use: ``config.memory_budget_mb``, else 16 GB on a GPU or a quarter of RAM."""
+    """Bytes the loss evaluation and the optimiser's state may use together: ``config.memory_budget_mb``, else
+    three quarters of the GPU's memory (16 GB when it cannot say) or a quarter of the RAM, at most 4 GB."""
     if config.memory_budget_mb:
         return int(config.memory_budget_mb * 2**20)
     if backend.gpu_available():
-        return backend.device_memory_bytes() or GPU_BUDGET_BYTES
-    return int(CPU_BUDGET_SHARE * backend.ram_bytes())
+        return int(GPU_BUDGET_SHARE * (backend.device_memory_bytes() or GPU_BUDGET_BYTES))
+    return int(min(CPU_BUDGET_SHARE * backend.ram_bytes(), CPU_BUDGET_MAX))
 
 
 def tile_size_for(config: StyleConfig, extractor: FeatureExtractor, height: int, width: int) -> int:
@@ -120,8 +127,8 @@ def tile_size_for(config: StyleConfig, extractor: FeatureExtractor, height: int,
             )
         return 0 if config.tile_size >= max(height, width) else int(config.tile_size)
     per_pixel = extractor.bytes_per_pixel()
-    # the evaluation's own image-sized arrays (image, gradient, tile buffers) beside the activations
-    budget = memory_budget(config) - 16 * height * width * 3
+    # the evaluation's share of the budget, less its own image-sized arrays (image, gradient, tile buffers)
+    budget = (1 - OPTIMIZER_BUDGET_SHARE) * memory_budget(config) - 16 * height * width * 3
     if per_pixel * height * width <= budget:
         return 0
     side = int(math.sqrt(max(budget, 0) / per_pixel)) // extractor.stride * extractor.stride

@@ -36,7 +36,7 @@ from .images import (
     to_uint8,
     transfer_luminance,
 )
-from .objective import Objective, extractor_for, memory_budget, tile_size_for
+from .objective import OPTIMIZER_BUDGET_SHARE, Objective, extractor_for, memory_budget, tile_size_for
 from .optim import Adam, Callback, StepInfo, as_callbacks, make_optimizer, run_steps
 from .runs import Run, Timer
 
@@ -119,10 +119,6 @@ def lbfgs_pairs(config: StyleConfig, values: int) -> int:
     take 4 GB); at least 3."""
     fit = int(OPTIMIZER_BUDGET_SHARE * memory_budget(config) / (8 * values))
     return max(3, min(config.lbfgs_history, fit))
-
-
-# the share of the memory budget the optimiser's state may take at the largest scales
-OPTIMIZER_BUDGET_SHARE = 0.25
 
 
 def _check_size(image: np.ndarray, extractor: FeatureExtractor, name: str, what: str) -> None:

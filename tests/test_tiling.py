@@ -1,6 +1,8 @@
 """Exact tiled evaluation: features of a tile's interior equal the whole image's, and the tiled loss and gradient
 equal the untiled ones."""
 
+import json
+
 import numpy as np
 import pytest
 from keras import ops
@@ -10,7 +12,16 @@ from nst_lib.errors import ConfigError
 from nst_lib.features import LAYER_PRESETS, get_extractor
 from nst_lib.images import load_image
 from nst_lib.losses import tv_loss, tv_loss_and_grad
-from nst_lib.objective import Objective, Tile, evaluate, extractor_for, plan_tiles, tile_size_for
+from nst_lib.objective import (
+    OPTIMIZER_BUDGET_SHARE,
+    Objective,
+    Tile,
+    evaluate,
+    extractor_for,
+    memory_budget,
+    plan_tiles,
+    tile_size_for,
+)
 
 from .conftest import CONTENT, STYLE, needs_vgg19
 
@@ -140,7 +151,8 @@ def test_the_memory_budget_decides_when_and_how_to_tile():
     tight_mb = int(per_pixel * 512 * 512 / 2**20 / 2)  # half of what the whole image needs
     tight = tile_size_for(config.replace(memory_budget_mb=tight_mb), extractor, 512, 512)
     assert 0 < tight < 512 and tight % extractor.stride == 0
-    assert per_pixel * tight * tight <= tight_mb * 2**20
+    assert per_pixel * tight * tight <= (1 - OPTIMIZER_BUDGET_SHARE) * tight_mb * 2**20  # the optimiser's share kept
+    assert memory_budget(config) <= 4 * 2**30  # the CPU default: a quarter of the RAM, at most 4 GB
     assert tile_size_for(config.replace(tile_size=0, memory_budget_mb=1), extractor, 4096, 4096) == 0  # never
     assert tile_size_for(config.replace(tile_size=256), extractor, 1024, 768) == 256  # as asked
     assert tile_size_for(config.replace(tile_size=2048), extractor, 1024, 768) == 0  # one tile is the image
@@ -157,3 +169,19 @@ def test_a_tiled_stylisation_follows_the_untiled_one(small_pair):
     for a, b in zip(whole.history, tiled.history):
         assert b["total"] == pytest.approx(a["total"], rel=1e-4)
     assert np.abs(whole.image.astype(int) - tiled.image.astype(int)).max() <= 2
+
+
+def test_a_tiled_multi_scale_run_stopped_at_its_last_scale_resumes_exactly(tmp_path):
+    from nst_lib import resume
+
+    content, style = load_image(CONTENT, 192), load_image(STYLE, 192)
+    kw = dict(weights=None, size=192, arch="vgg16", steps=2, first_scale_steps=3, pyramid_levels=None,
+              pyramid_min_size=96, tile_size=176, snapshot_every=0, progress=False)  # fmt: skip
+    full = stylize(content, style, out=tmp_path / "a", **kw)
+    record = json.loads((full.run_dir / "config.json").read_text())
+    assert [(s["long_side"], s["tiles"]) for s in record["schedule"]] == [(96, 1), (192, 12)]  # 4 × 3 at 192 px
+    cut = stylize(content, style, out=tmp_path / "b", callbacks=[lambda i: i.level == 1 and i.step == 1], **kw)
+    assert cut.status == "stopped" and len(cut.history) == 4
+    resumed = resume(cut.run_dir, progress=False)
+    np.testing.assert_array_equal(resumed.image, full.image)
+    assert [r["total"] for r in resumed.history] == [r["total"] for r in full.history]
