@@ -1,10 +1,18 @@
-"""Notebooks: committed without outputs, one papermill parameters cell, and each executes in QUICK mode and
-writes its figures (slow: a kernel per notebook)."""
+"""Notebooks: committed without outputs, one papermill parameters cell, setup cells and Colab links generated from
+the repository URL in pyproject.toml, a setup cell that installs what is missing and fails in one line, and each
+notebook executes in QUICK mode, writes its figures and records finite numbers within their bounds (slow: a kernel
+per notebook)."""
 
 import json
+import re
 import shutil
+import subprocess
+import sys
+import types
 
 import pytest
+
+from nst_lib.workbench import notebook as nbmod
 
 from .conftest import ROOT
 
@@ -44,6 +52,130 @@ def test_committed_without_outputs_and_with_a_quick_parameter(path):
     params = [c for c in code if "parameters" in c["metadata"].get("tags", [])]
     assert len(params) == 1 and "QUICK =" in "".join(params[0]["source"])
     assert nb["cells"][0]["cell_type"] == "markdown" and "**Question" in "".join(nb["cells"][0]["source"])
+    assert "RESULTS_TO_DRIVE = False" in "".join(params[0]["source"])
+
+
+def test_setup_cells_and_colab_notes_are_generated_from_pyproject(tmp_path):
+    # a hand edit of a setup cell, or a changed URL in pyproject.toml without `--write`, fails here
+    assert nbmod.sync_notebooks() == {}, "run: python -m nst_lib.workbench.notebook --write"
+    url = nbmod.repository_url()
+    assert url == "https://github.com/nst-workbench/nst-workbench"
+    for path in NOTEBOOKS:
+        text = path.read_text()
+        assert f'\\"{url}\\"' in text and nbmod.colab_url(path.stem) in text  # the setup cell's REPO_URL
+    # the drift check really checks: a setup cell with another URL is reported and rewritten
+    other = "https://github.com/someone/nst-workbench"
+    copy = tmp_path / "00_quickstart.ipynb"
+    shutil.copy(NOTEBOOKS[0], copy)
+    assert nbmod.sync_notebook(copy, write=True, url=other) == ["first markdown cell: Colab note", "setup cell"]
+    assert nbmod.sync_notebook(copy, url=other) == [] and other in copy.read_text() and url not in copy.read_text()
+
+
+def test_readme_has_an_open_in_colab_badge_per_notebook_and_one_repository_url():
+    readme = (ROOT / "README.md").read_text()
+    for path in NOTEBOOKS:
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{path.stem}` |"))
+        assert nbmod.colab_badge(path.stem) in row, path.stem
+    url = nbmod.repository_url()
+    for text in (readme, *(p.read_text() for p in NOTEBOOKS)):
+        for found in re.findall(r"https://github\.com/[\w.-]+/nst-workbench", text):
+            assert found == url
+        assert "YOUR-ORG" not in text
+    # the installed package's metadata names the same repository (what a copy without pyproject.toml reads)
+    from importlib.metadata import metadata
+
+    assert f"Repository, {url}" in metadata(nbmod.DISTRIBUTION).get_all("Project-URL")
+
+
+def test_notebook_08_installs_the_clip_extra_and_the_others_nothing_more():
+    assert nbmod.extra_requirements("08_cnn_vs_vqgan") == ["keras-hub>=0.18"]
+    assert '{"keras_hub": "keras-hub>=0.18"}' in nbmod.setup_cell("08_cnn_vs_vqgan")
+    assert "NEEDS = {}" in nbmod.setup_cell("00_quickstart")
+
+
+def _setup_code(name):
+    """The setup cell up to the import of nst_lib's own setup (which would chdir and report the device)."""
+    return nbmod.setup_cell(name).split("\nfrom nst_lib.workbench.notebook import setup")[0]
+
+
+def _run_setup(name, monkeypatch, tmp_path, missing=("nst_lib",), drive=False):
+    """Execute a setup cell as a fresh runtime would see it: the modules in ``missing`` not installed, the working
+    directory outside any clone, pip calls recorded instead of run."""
+    import importlib.util
+
+    real_find_spec, real_run = importlib.util.find_spec, subprocess.run
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n in missing else real_find_spec(n, *a))
+    pips = []
+
+    def run(args, **kwargs):
+        if args[1:3] == ["-m", "pip"]:
+            pips.append([str(a) for a in args[3:]])
+            return subprocess.CompletedProcess(args, 0, "", "")
+        return real_run(args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.chdir(tmp_path)
+    scope = {"QUICK": True, "RESULTS_TO_DRIVE": drive}
+    try:
+        exec(_setup_code(name), scope)
+    finally:
+        sys.path[:] = [p for p in sys.path if not p.startswith(str(tmp_path))]
+    return scope, pips
+
+
+def test_setup_cell_clones_installs_and_adds_what_the_notebook_needs(monkeypatch, tmp_path):
+    origin = tmp_path / "origin"
+    (origin / "nst_lib").mkdir(parents=True)
+    (origin / "nst_lib" / "__init__.py").write_text("")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(origin)]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "x"]):
+        subprocess.run(git + args, check=True)
+    monkeypatch.setenv("NST_REPO_URL", origin.as_uri())
+    work = tmp_path / "content"
+    work.mkdir()
+    scope, pips = _run_setup("08_cnn_vs_vqgan", monkeypatch, work, missing=("nst_lib", "keras_hub"))
+    clone = work / "nst-workbench"
+    assert (clone / "nst_lib" / "__init__.py").is_file() and scope["REPO_URL"] == origin.as_uri()
+    assert pips == [["install", "-q", "-e", str(clone)], ["install", "-q", "keras-hub>=0.18"]]
+
+
+def test_setup_cell_says_in_one_line_what_to_do_when_it_cannot_clone(monkeypatch, tmp_path):
+    monkeypatch.setenv("NST_REPO_URL", (tmp_path / "no-such-repository").as_uri())
+    with pytest.raises(Exception) as info:
+        _run_setup("00_quickstart", monkeypatch, tmp_path)
+    lines = info.value._render_traceback_()  # what IPython shows instead of a traceback
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert lines[0].startswith("nst setup: could not clone file://") and "NST_REPO_URL" in lines[0]
+
+
+def test_setup_cell_mounts_google_drive_on_request(monkeypatch, tmp_path):
+    monkeypatch.delenv("NST_RESULTS_DIR", raising=False)
+    with pytest.raises(Exception) as info:  # not on Colab: one line, no mount
+        _run_setup("00_quickstart", monkeypatch, tmp_path, missing=(), drive=True)
+    assert info.value._render_traceback_() == [
+        "nst setup: RESULTS_TO_DRIVE works on Colab only; elsewhere set NST_RESULTS_DIR to a folder"
+    ]
+    mounted = []
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mounted.append)
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    _run_setup("00_quickstart", monkeypatch, tmp_path, missing=(), drive=True)
+    assert mounted == ["/content/drive"]
+    assert nbmod.results_dir() == nbmod.Path(nbmod.DRIVE_RESULTS)
+
+
+def test_setup_puts_results_and_figures_under_nst_results_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("NST_RESULTS_DIR", str(tmp_path / "drive"))
+    monkeypatch.chdir(tmp_path)
+    env = nbmod.setup("04_optimisation_dynamics", quick=True)
+    assert env.results == tmp_path / "drive"
+    assert env.fig_dir == tmp_path / "drive" / "quick_figures" / "04_optimisation_dynamics"
+    env.setting(size=48)
+    env.record("ssim", 0.5, 0, 1, "a number")
+    saved = json.loads(env.numbers_file.read_text())
+    assert saved["numbers"]["ssim"] == {"value": 0.5, "low": 0, "high": 1, "what": "a number"}
+    assert saved["settings"] == {"size": 48} and saved["mode"] == "QUICK" and "keras" in saved["machine"]
 
 
 @pytest.mark.slow
