@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -63,6 +64,21 @@ def _error(capsys, argv, code):
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err
     return err
+
+
+def test_an_image_too_thin_for_the_layers_names_the_file_and_the_smallest_size_that_works(tmp_path, capsys):
+    from PIL import Image
+
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (900, 40), (90, 120, 200)).save(strip)  # 40 px high, 900 wide: 3×64 px at --size 64
+    out = ["--out", str(tmp_path / "runs"), "--weights", "none", "--steps", "1", "--quiet"]
+    err = _error(capsys, ["stylize", str(strip), str(STYLE), *out, "--size", "64"], 2)
+    assert err.startswith(f"nst: error: {strip}: 3×64 px after resizing is too small") and "\n" not in err
+    smallest = int(re.search(r"--size (\d+)\)", err).group(1))
+    assert smallest == 349  # 40/900 × 349 rounds to 16, VGG19's block5 stride
+    err = _error(capsys, ["stylize", str(strip), str(STYLE), *out, "--size", str(smallest - 1)], 2)
+    assert f"{strip}: 15×348 px after resizing is too small" in err  # one less does not work...
+    assert main(["stylize", str(strip), str(STYLE), *out, "--size", str(smallest)]) == 0  # ...and that one does
 
 
 def test_bad_inputs_give_one_line_and_exit_code(tmp_path, capsys):
