@@ -39,6 +39,32 @@ EXPECTED = {
     "09_stylegan": ["losses", "samples_by_epoch", "truncation_sweep", "style_mixing", "interpolation"],
 }
 
+# the numbers each notebook reports (ENV.record): written with their bounds to numbers.json beside its figures
+NUMBERS = {
+    "04_optimisation_dynamics": [
+        "pair1_lbfgs_final_total",
+        "pair1_adam_final_total",
+        "identity_block4_conv2_ssim_step4",
+        "identity_block2_conv2_ssim_step4",
+        "grayscale_saturation",
+        "grayscale_ssim_to_gray",
+    ],
+    "07_cyclegan": [
+        "cyclegan_g_x_ssim_to_photo",
+        "cyclegan_g_x_gram_distance",
+        "gatys_8_paintings_ssim_to_photo",
+        "gatys_8_paintings_gram_distance",
+        "photo_input_gram_distance",
+    ],
+    "08_cnn_vs_vqgan": [
+        "gatys_conv_block_3_ssim_to_content",
+        "gatys_conv_block_3_style_loss",
+        "vqgan_gram_prompt_vgg19_0_it_ssim_to_content",
+        "vqgan_gram_prompt_vgg19_4_it_style_loss",
+    ],
+    "09_stylegan": ["coarse_lowpass_distance", "fine_lowpass_distance"],
+}
+
 
 def test_the_notebooks_exist():
     assert [p.stem for p in NOTEBOOKS] == sorted(EXPECTED)
@@ -149,7 +175,10 @@ def test_setup_cell_says_in_one_line_what_to_do_when_it_cannot_clone(monkeypatch
 
 
 def test_setup_cell_mounts_google_drive_on_request(monkeypatch, tmp_path):
-    monkeypatch.delenv("NST_RESULTS_DIR", raising=False)
+    # the setup cell sets NST_RESULTS_DIR itself: setenv first, so that the variable's absence is restored
+    # afterwards (a leaked value would send the later notebook runs' figures to the Drive folder)
+    monkeypatch.setenv("NST_RESULTS_DIR", "unset-after-this-test")
+    monkeypatch.delenv("NST_RESULTS_DIR")
     with pytest.raises(Exception) as info:  # not on Colab: one line, no mount
         _run_setup("00_quickstart", monkeypatch, tmp_path, missing=(), drive=True)
     assert info.value._render_traceback_() == [
@@ -176,6 +205,7 @@ def test_setup_puts_results_and_figures_under_nst_results_dir(monkeypatch, tmp_p
     saved = json.loads(env.numbers_file.read_text())
     assert saved["numbers"]["ssim"] == {"value": 0.5, "low": 0, "high": 1, "what": "a number"}
     assert saved["settings"] == {"size": 48} and saved["mode"] == "QUICK" and "keras" in saved["machine"]
+    assert not nbmod.within(float("nan"), None, None) and not nbmod.within(1.5, 0, 1) and nbmod.within(1.0, 0, 1)
 
 
 @pytest.mark.slow
@@ -196,3 +226,10 @@ def test_notebook_runs_in_quick_mode_and_writes_its_figures(path, tmp_path):
     for stem in EXPECTED[path.stem]:
         for suffix in (".png", ".pdf"):
             assert (fig_dir / (stem + suffix)).is_file(), f"{path.stem} did not write {stem}{suffix}"
+    if path.stem in NUMBERS:  # the numbers it reports: recorded, finite and within the bounds the notebook states
+        saved = json.loads((fig_dir / "numbers.json").read_text())
+        assert saved["mode"] == "QUICK" and saved["machine"]["keras"] and saved["settings"]
+        missing = set(NUMBERS[path.stem]) - set(saved["numbers"])
+        assert not missing, f"{path.stem} did not record {sorted(missing)}"
+        for key, n in saved["numbers"].items():
+            assert nbmod.within(n["value"], n["low"], n["high"]), f"{path.stem}: {key} = {n}"
