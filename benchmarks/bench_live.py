@@ -14,6 +14,7 @@ run of the new settings, the optimum the preview approximates.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -61,6 +62,7 @@ def main() -> None:
             "timings": job.result.timings,
         }
 
+    load_before = os.getloadavg()  # other work on the machine slows every timing: recorded with them
     # opening the panel: the first preview builds the network and traces its function
     first = timed(panel.start_preview)
     base_image, base_inputs = panel.image, panel._shown_inputs
@@ -123,6 +125,7 @@ def main() -> None:
                 "repeats": args.repeats,
                 "reference_steps": args.reference_steps,
             },
+            "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()},
             "first_preview_after_opening": first,
             "changes": rows,
             "worst_warm_first_update_s": warm_first,
