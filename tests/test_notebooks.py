@@ -49,6 +49,7 @@ NUMBERS = {
         "grayscale_saturation",
         "grayscale_ssim_to_gray",
     ],
+    "06_style_vae": ["deterministic_cv", "variational_cv", "deterministic_max_share", "variational_max_share"],
     "07_cyclegan": [
         "cyclegan_g_x_ssim_to_photo",
         "cyclegan_g_x_gram_distance",
