@@ -234,3 +234,21 @@ def test_notebook_runs_in_quick_mode_and_writes_its_figures(path, tmp_path):
         assert not missing, f"{path.stem} did not record {sorted(missing)}"
         for key, n in saved["numbers"].items():
             assert nbmod.within(n["value"], n["low"], n["high"]), f"{path.stem}: {key} = {n}"
+
+
+def test_the_results_files_the_readme_cites_exist_and_hold_its_numbers():
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    cited = sorted(set(re.findall(r"benchmarks/results/[\w.-]+\.json", readme)))
+    assert "benchmarks/results/live_preview.json" in cited and "benchmarks/results/identity_from_noise.json" in cited
+    for rel in cited:  # each written by the code that measured it, with its machine and date
+        data = json.loads((ROOT / rel).read_text())
+        assert data.get("date") and data.get("machine", {}).get("cpu_count"), rel
+    live = json.loads((ROOT / "benchmarks/results/live_preview.json").read_text())
+    first = sorted(r["warm"]["first_update_s"] for r in live["changes"])
+    assert f"{first[0]:.1f}–{first[-1]:.1f} s after" in readme  # the README's range is the JSON's
+    assert f"–{live['worst_warm_converged_s']:.0f} s; target 10 s" in readme
+    identity = json.loads((ROOT / "benchmarks/results/identity_from_noise.json").read_text())
+    for row in identity["rows"]:
+        if row["test"] == "identity":
+            quoted = " / ".join(f"{v:.2f}" for v in row["ssim_at_step"].values())
+            assert quoted in readme, quoted
