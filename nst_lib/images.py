@@ -125,8 +125,8 @@ def resize(image: np.ndarray, hw: tuple[int, int], method: str = "lanczos", clip
     return np.clip(out, 0, 255) if clip else out
 
 
-def load_image(src: ImageLike, size: int | None = None, max_pixels: int | None = None) -> np.ndarray:
-    """Load a path, PIL image or array as float32 RGB [0, 255], resized so its long side is ``size``."""
+def read_image(src: ImageLike) -> np.ndarray:
+    """Decode a path, PIL image or array as float32 RGB [0, 255] at its own size."""
     name = source_name(src)
     if isinstance(src, (str, Path)):
         rgb = _pil_to_rgb(_open(Path(src).expanduser()))
@@ -138,7 +138,47 @@ def load_image(src: ImageLike, size: int | None = None, max_pixels: int | None =
         raise ImageError(f"{name}: expected a path, PIL image or array, got {type(src).__name__}")
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise ImageError(f"{name}: image is empty ({rgb.shape[0]}×{rgb.shape[1]})")
-    return resize(rgb, fit_size(rgb.shape[:2], size, max_pixels, name))
+    return rgb
+
+
+# more enlargement than this invents detail the original does not have: warned about
+MAX_UPSCALE = 4.0
+
+
+def fit_image(rgb: np.ndarray, size: int | None, max_pixels: int | None = None, name: str = "image") -> np.ndarray:
+    """``rgb`` resized so its long side is ``size`` (``fit_size``), with a warning when that enlarges it more than
+    ``MAX_UPSCALE`` times (a 4×4 image at 512 px would be a 128× blur)."""
+    hw = fit_size(rgb.shape[:2], size, max_pixels, name)
+    factor = max(hw) / max(rgb.shape[:2])
+    if factor > MAX_UPSCALE:
+        warnings.warn(
+            f"{name}: {rgb.shape[0]}×{rgb.shape[1]} px upscaled {factor:.3g}× to {hw[0]}×{hw[1]}; the result has "
+            f"no more detail than the original (use a larger image, or a size of at most "
+            f"{int(MAX_UPSCALE * max(rgb.shape[:2]))})",
+            stacklevel=3,
+        )
+    return resize(rgb, hw)
+
+
+def load_image(src: ImageLike, size: int | None = None, max_pixels: int | None = None) -> np.ndarray:
+    """Load a path, PIL image or array as float32 RGB [0, 255], resized so its long side is ``size``."""
+    return fit_image(read_image(src), size, max_pixels, source_name(src))
+
+
+def smallest_size(hw: tuple[int, int], min_side: int, scale: float = 1.0) -> int:
+    """The smallest long side ``size`` at which an image of ``hw``, resized to ``round(size * scale)`` as the
+    engine resizes it (``fit_size``), is at least ``min_side`` px on each side."""
+
+    def fits(size: int) -> bool:
+        return min(fit_size(hw, max(1, round(size * scale)))) >= min_side
+
+    low, high = 1, max(2, int(2 * (min_side + 1) * max(hw) / (min(hw) * scale)) + 2)
+    while not fits(high):
+        high *= 2
+    while low < high:  # the first size that fits: fits() is monotone in size
+        mid = (low + high) // 2
+        low, high = (mid + 1, high) if not fits(mid) else (low, mid)
+    return low
 
 
 def to_uint8(image) -> np.ndarray:

@@ -27,11 +27,14 @@ from .errors import ConfigError, ImageError, NonFiniteLossError
 from .features import FeatureExtractor
 from .images import (
     ImageLike,
+    fit_image,
     fit_size,
     grayscale,
     load_image,
     match_luminance,
+    read_image,
     resize,
+    smallest_size,
     source_name,
     to_uint8,
     transfer_luminance,
@@ -121,11 +124,14 @@ def lbfgs_pairs(config: StyleConfig, values: int) -> int:
     return max(3, min(config.lbfgs_history, fit))
 
 
-def _check_size(image: np.ndarray, extractor: FeatureExtractor, name: str, what: str) -> None:
+def _check_size(image: np.ndarray, extractor: FeatureExtractor, name: str, what: str, fix: int | None = None) -> None:
+    """An input too thin for the layers stops the run with a message naming the file and, where known, ``fix``:
+    the smallest ``size`` at which every input is wide enough."""
     if min(image.shape[:2]) < extractor.min_side:
+        remedy = f"size {fix} or more works (--size {fix})" if fix else "raise size"
         raise ImageError(
             f"{name}: {image.shape[0]}×{image.shape[1]} px {what} is too small for the layers chosen on "
-            f"{extractor.arch} (needs at least {extractor.min_side} px on each side; raise size or choose "
+            f"{extractor.arch} (needs at least {extractor.min_side} px on each side; {remedy}, or choose "
             "shallower layers)"
         )
 
@@ -171,6 +177,8 @@ class _Engine:
         self, config: StyleConfig, content: np.ndarray, styles: list[np.ndarray], run: Run | None, min_side: int = 1
     ):
         self.config, self.content, self.styles, self.run = config, content, styles, run
+        # the inputs' sizes before loading resized them (their aspect ratios, for the smallest size that fits)
+        self.source_hws = [content.shape[:2], *(s.shape[:2] for s in styles)]
 
         def fits(long_side: int) -> bool:  # every input keeps the deepest layer at least one position wide there
             content_hw, style_hws = self.level_shapes(long_side)
@@ -190,6 +198,12 @@ class _Engine:
             state = {f"opt_{k}": v for k, v in optimizer.state_dict().items()}
             self.run.save_arrays({"level": level, "step": step, "x": x, **state})
             self.run.write_rows("losses.csv", self.history, LOSS_COLUMNS)
+
+    def smallest_size(self, min_side: int) -> int:
+        """The smallest ``size`` at which the content and every style are ``min_side`` px wide at least."""
+        content_hw, *style_hws = self.source_hws
+        scale = self.config.style_scale
+        return max([smallest_size(content_hw, min_side), *(smallest_size(hw, min_side, scale) for hw in style_hws)])
 
     def level_shapes(self, long_side: int) -> tuple[tuple[int, int], list[tuple[int, int]]]:
         """(content, [styles]) heights and widths at a scale (the pixel budget was applied at load)."""
@@ -211,9 +225,10 @@ class _Engine:
             with timer("targets"):
                 content, styles = self.level_images(level)
                 what = "after resizing" if level == last else f"at scale {level + 1} of {last + 1}"
-                _check_size(content, extractor, names[0], what)
+                fix = self.smallest_size(extractor.min_side) if level == last else None
+                _check_size(content, extractor, names[0], what, fix)
                 for s, n in zip(styles, names[1:]):
-                    _check_size(s, extractor, n, what)
+                    _check_size(s, extractor, n, what, fix)
                 content_opt, styles_opt = content, styles
                 if config.preserve_color:  # luminance-only transfer (Gatys et al. 2017)
                     content_opt = grayscale(content)
@@ -318,11 +333,16 @@ def stylize(
     styles_in = _as_style_list(style)
     names = [source_name(content)] + [source_name(s) for s in styles_in]
     with timer("load"):
-        content_img = load_image(content, config.size, config.max_pixels)
-        long_side = max(content_img.shape[:2])
-        style_imgs = [
-            load_image(s, max(1, round(long_side * config.style_scale)), config.max_pixels) for s in styles_in
-        ]
+        source_hws = []  # the inputs' own sizes: their aspect ratios tell the smallest size that fits the layers
+
+        def load(src, name, size):
+            rgb = read_image(src)
+            source_hws.append(rgb.shape[:2])
+            return fit_image(rgb, size, config.max_pixels, name)
+
+        content_img = load(content, names[0], config.size)
+        style_side = max(1, round(max(content_img.shape[:2]) * config.style_scale))
+        style_imgs = [load(s, n, style_side) for s, n in zip(styles_in, names[1:])]
         initial_img = None if initial is None else load_image(initial)
     run = None
     if out is not None:
@@ -333,7 +353,18 @@ def stylize(
         run.begin(
             "stylize", config=config.to_dict(), inputs={"content": names[0], "styles": names[1:]}, seed=config.seed
         )
-    return _execute(config, content_img, style_imgs, names, run, callbacks, progress, timer, initial=initial_img)
+    return _execute(
+        config,
+        content_img,
+        style_imgs,
+        names,
+        run,
+        callbacks,
+        progress,
+        timer,
+        initial=initial_img,
+        source_hws=source_hws,
+    )
 
 
 def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = True, **overrides: Any) -> StyleResult:
@@ -357,12 +388,14 @@ def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = Tr
 
 
 def _execute(
-    config, content_img, style_imgs, names, run, callbacks, progress, timer, start=None, initial=None
+    config, content_img, style_imgs, names, run, callbacks, progress, timer, start=None, initial=None, source_hws=None
 ) -> StyleResult:
     with timer("build"):
         extractor = extractor_for(config)
     engine = _Engine(config, content_img, style_imgs, run, extractor.min_side)
     engine.initial = initial
+    if source_hws is not None:
+        engine.source_hws = source_hws
     if start is not None:
         engine.history = start["history"]
         engine.snapshots = run.numbered_images("snapshots", "*step_*.png")

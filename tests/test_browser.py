@@ -1,8 +1,11 @@
 """A real browser: JupyterLab on localhost, Debian's Chromium driven by Playwright, runs 00_quickstart (in
-QUICK mode), moves the alpha slider, presses Run and checks that the preview image changes. Bounded in
-time; the server it starts is stopped. Skipped when Chromium or Playwright is missing."""
+QUICK mode), moves the alpha slider and waits for the live preview to change without pressing any button, then
+presses Render and finds the run folder it names. Bounded in time; the server it starts is stopped. Skipped when
+Chromium or Playwright is missing."""
 
+import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -11,10 +14,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
 from .conftest import ROOT
+
+RENDERED = re.compile(r"rendered to (\S+)")
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [
@@ -45,6 +51,7 @@ def jupyter(tmp_path):
     env = {
         **os.environ,
         "NST_QUICK": "1",
+        "NST_RESULTS_DIR": str(tmp_path / "results"),  # the panel's run folders land here, not in the repository
         "JUPYTER_CONFIG_DIR": str(tmp_path / "cfg"),
         "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
         "JUPYTERLAB_WORKSPACES_DIR": str(tmp_path / "ws"),
@@ -81,7 +88,7 @@ def jupyter(tmp_path):
                 if time.time() > deadline or proc.poll() is not None:
                     pytest.fail("JupyterLab did not start:\n" + (tmp_path / "jupyter.log").read_text()[-2000:])
                 time.sleep(0.5)
-        yield url, token
+        yield url, token, tmp_path / "results"
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGTERM)
@@ -94,7 +101,7 @@ def jupyter(tmp_path):
 
 def test_quickstart_panel_in_a_real_browser(jupyter):
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed")
-    url, token = jupyter
+    url, token, results = jupyter
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(
             executable_path=CHROMIUM,
@@ -134,21 +141,35 @@ def test_quickstart_panel_in_a_real_browser(jupyter):
             )
             preview = page.locator("img.widget-image").first
             page.wait_for_function("() => { const i = document.querySelector('img.widget-image'); return i && i.src; }")
+            message = page.locator(".widget-html", has_text="rendered to").first
+            first_run = Path(RENDERED.search(message.inner_text()).group(1))  # the render the notebook ran
             before = preview.get_attribute("src")
             readout = page.locator(".widget-slider", has=page.locator("label", has_text="α content"))
             value_before = readout.locator(".widget-readout").inner_text()
             handle = readout.locator(".noUi-handle").first
             handle.focus()
-            for _ in range(20):  # ten steps of 0.1 decade each way is 1e-2 from 1: a visible change of alpha
+            for _ in range(10):  # ten steps of 0.1 decade: alpha from 1 to 0.1
                 handle.press("ArrowLeft")
             assert readout.locator(".widget-readout").inner_text() != value_before
-            page.locator("button.widget-button", has_text="Run").first.click()
+            # no button pressed: releasing the slider starts the live preview, which repaints the image
             page.wait_for_function(
                 "(before) => { const i = document.querySelector('img.widget-image'); return i && i.src !== before; }",
                 arg=before,
                 timeout=180_000,
             )
-            page.wait_for_selector(".widget-label:has-text('completed:')", timeout=180_000)
+            page.wait_for_selector(".widget-label:has-text('preview ')", timeout=60_000)
+            page.locator("button.widget-button", has_text="Render").first.click()
+            page.wait_for_function(
+                "(first) => [...document.querySelectorAll('.widget-html')].some("
+                "  e => e.innerText.includes('rendered to') && !e.innerText.includes(first))",
+                arg=str(first_run),
+                timeout=180_000,
+            )
+            run_dir = Path(RENDERED.search(message.inner_text()).group(1))
+            assert run_dir != first_run and run_dir.parent == results, (run_dir, results)
+            record = json.loads((run_dir / "config.json").read_text())
+            assert record["status"] == "completed" and (run_dir / "output.png").is_file()
+            assert record["config"]["content_weight"] == pytest.approx(0.1, rel=0.01)  # the slider's value
         finally:
             (ROOT / "results").mkdir(exist_ok=True)  # a screenshot in any case: on failure it shows why
             page.screenshot(path=str(ROOT / "results" / "browser_00_quickstart.png"), full_page=True)

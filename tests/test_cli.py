@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -63,6 +64,21 @@ def _error(capsys, argv, code):
     err = capsys.readouterr().err.strip()
     assert "Traceback" not in err
     return err
+
+
+def test_an_image_too_thin_for_the_layers_names_the_file_and_the_smallest_size_that_works(tmp_path, capsys):
+    from PIL import Image
+
+    strip = tmp_path / "strip.png"
+    Image.new("RGB", (900, 40), (90, 120, 200)).save(strip)  # 40 px high, 900 wide: 3×64 px at --size 64
+    out = ["--out", str(tmp_path / "runs"), "--weights", "none", "--steps", "1", "--quiet"]
+    err = _error(capsys, ["stylize", str(strip), str(STYLE), *out, "--size", "64"], 2)
+    assert err.startswith(f"nst: error: {strip}: 3×64 px after resizing is too small") and "\n" not in err
+    smallest = int(re.search(r"--size (\d+)\)", err).group(1))
+    assert smallest == 349  # 40/900 × 349 rounds to 16, VGG19's block5 stride
+    err = _error(capsys, ["stylize", str(strip), str(STYLE), *out, "--size", str(smallest - 1)], 2)
+    assert f"{strip}: 15×348 px after resizing is too small" in err  # one less does not work...
+    assert main(["stylize", str(strip), str(STYLE), *out, "--size", str(smallest)]) == 0  # ...and that one does
 
 
 def test_bad_inputs_give_one_line_and_exit_code(tmp_path, capsys):
@@ -144,3 +160,40 @@ def test_patterns_command_regenerates_bundled_patterns(tmp_path):
         np.testing.assert_array_equal(
             np.asarray(Image.open(tmp_path / name)), np.asarray(Image.open(DATA / "style" / name))
         )
+
+
+def test_a_non_finite_loss_exits_3_and_keeps_the_last_good_image(tmp_path, capsys):
+    out = ["--out", str(tmp_path), *FAST]
+    err = _error(capsys, ["stylize", str(CONTENT), str(STYLE), *out, "--style-weight", "1e38"], 3)  # float32: inf
+    assert err.startswith("nst: error: the loss is inf") and "\n" not in err
+    (run_dir,) = tmp_path.iterdir()
+    assert f"last good image is kept in {run_dir / 'snapshots' / 'last_good.png'}" in err
+    assert (run_dir / "snapshots" / "last_good.png").is_file()
+    assert json.loads((run_dir / "config.json").read_text())["status"] == "failed: non-finite loss"
+
+
+def test_ctrl_c_exits_130_with_a_resume_command_that_works(tmp_path, capsys, monkeypatch):
+    from nst_lib.objective import Objective
+
+    evaluate, calls = Objective.evaluate, []
+
+    def interrupted_at_the_third(self, x):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return evaluate(self, x)
+
+    monkeypatch.setattr(Objective, "evaluate", interrupted_at_the_third)
+    argv = ["stylize", str(CONTENT), str(STYLE), "--out", str(tmp_path), *FAST, "--optimizer", "adam"]
+    err = _error(capsys, argv, 130)
+    (run_dir,) = tmp_path.iterdir()
+    assert err == f"nst: interrupted after 2 steps; resume with: nst resume {run_dir}"
+    assert json.loads((run_dir / "config.json").read_text())["status"] == "interrupted"
+    monkeypatch.setattr(Objective, "evaluate", evaluate)
+    assert main(err.split("resume with: nst ")[1].split() + ["--quiet"]) == 0  # the printed command finishes it
+    assert len((run_dir / "losses.csv").read_text().splitlines()) == 1 + 3
+    # Ctrl-C before the optimisation (loading, building the network): 130 and one line
+    import nst_lib.transfer
+
+    monkeypatch.setattr(nst_lib.transfer, "read_image", lambda src: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert _error(capsys, argv, 130) == "nst: interrupted"

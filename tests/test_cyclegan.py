@@ -95,3 +95,16 @@ def test_training_lowers_the_cycle_loss_and_draws_sample_grids(tmp_path):
     assert result.model.to_painting(data.content.images[:2]).shape == (2, 32, 32, 3)
     # the decay: the last epoch ran at 1/3 of the base rate (4 epochs, decay from epoch 2)
     assert float(result.model.g_optimizer.learning_rate) == pytest.approx(2e-3 / 3, rel=1e-5)
+
+
+def test_to_photo_applies_f_and_to_painting_applies_g(rng):
+    from nst_lib.images import from_unit, to_unit
+
+    m = CycleGAN(**TINY)
+    paintings = rng.integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    photos = m.to_photo(paintings)
+    assert photos.shape == paintings.shape and photos.dtype == np.uint8
+    # F(y) from the generator F itself, through the [-1, 1] convention; G is another network
+    np.testing.assert_array_equal(photos, from_unit(np.asarray(m.generator_f(to_unit(paintings)))))
+    assert np.abs(photos.astype(int) - m.to_painting(paintings)).mean() > 1.0
+    np.testing.assert_allclose(m.to_photo(paintings[1:2])[0], photos[1], atol=1)  # image by image

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from nst_lib.models.data import DataError, from_array, from_spec, load_image_folder, tiny_paintings
+from nst_lib.models.data import DataError, from_array, from_spec, load_image_folder, tiny_paintings, tiny_photos
 
 
 def _save(path, array):
@@ -104,3 +104,20 @@ def test_flips_mirror_some_images_and_keep_the_others():
     same = [np.array_equal(a, b) for a, b in zip(plain, flipped)]
     mirrored = [np.array_equal(a[:, ::-1], b) for a, b in zip(plain, flipped)]
     assert all(s or m for s, m in zip(same, mirrored)) and 0 < sum(mirrored) < 16
+
+
+def test_union_concatenates_in_order_and_rebuilds_from_its_spec():
+    from nst_lib.models.data import union
+
+    paintings, photos = tiny_paintings(n=5, size=16, seed=1), tiny_photos(n=3, size=16, seed=2)
+    both = union(paintings, photos)
+    assert len(both) == 8 and both.size == 16
+    np.testing.assert_array_equal(both.images[:5], paintings.images)
+    np.testing.assert_array_equal(both.images[5:], photos.images)
+    assert both.files == paintings.files + photos.files
+    assert both.spec == {"kind": "union", "parts": [paintings.spec, photos.spec]}
+    np.testing.assert_array_equal(from_spec(both.spec, progress=False).images, both.images)  # resumable
+    with pytest.raises(DataError, match=r"different sizes \[16, 32\]"):
+        union(paintings, tiny_photos(n=2, size=32))
+    with pytest.raises(DataError, match="at least one"):
+        union()

@@ -386,3 +386,29 @@ def test_mixed_precision_computes_in_float16_and_still_optimises(small_pair):
     losses = mixed.losses("total")
     assert np.all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0]
     assert losses[-1] == pytest.approx(full.losses("total")[-1], rel=0.3)
+
+
+@pytest.mark.parametrize("tiled", [False, True])
+def test_mixed_precision_halves_an_overflowing_loss_scale_until_the_gradient_is_finite(small_pair, tiled):
+    from nst_lib.images import resize
+    from nst_lib.objective import Objective, extractor_for
+
+    content, style = (resize(im, (40, 48)) for im in small_pair)
+    layers = dict(content_layers=("block2_conv1",), style_layers=("block1_conv1", "block2_conv1"))
+    config = StyleConfig(**FAST, **layers, precision="mixed")
+    fe = extractor_for(config)
+    tile = 32 if tiled else 0  # four tiles over 40×48 px
+    exact = Objective(extractor_for(config.replace(precision="float32")), config, content, [style], tile)
+    mixed = Objective(fe, config, content, [style], tile)
+    assert bool(mixed.tiles) == tiled and mixed.loss_scale == 2.0**10
+    x = np.random.default_rng(0).uniform(0, 255, content.shape).astype(np.float32)
+    reference = exact.evaluate(x).grad
+    mixed.loss_scale = 2.0**30  # float16's largest value is 65504: this scale overflows the backward pass
+    e = mixed.evaluate(x)
+    assert 1.0 < mixed.loss_scale < 2.0**30 and np.log2(mixed.loss_scale) % 1 == 0  # halved, not reset
+    assert np.isfinite(e.grad).all() and np.isfinite(e.total)
+    cos = float(np.sum(e.grad * reference) / (np.linalg.norm(e.grad) * np.linalg.norm(reference)))
+    assert cos > 0.99 and np.linalg.norm(e.grad) == pytest.approx(np.linalg.norm(reference), rel=0.05)
+    halved_to = mixed.loss_scale
+    mixed.evaluate(x)
+    assert mixed.loss_scale == halved_to  # a scale that works is kept

@@ -81,18 +81,35 @@ def test_unknown_layer_lists_the_valid_ones():
         FeatureExtractor("vgg19", ["relu9_9"], weights=None)
 
 
-def test_average_pooling_swap_keeps_conv_weights():
-    keras.utils.set_random_seed(1)
-    fe_max = FeatureExtractor("vgg19", ["block3_conv1"], weights=None, pooling="max")
-    kinds = [type(layer).__name__ for layer in fe_max.model.layers]
-    assert "MaxPooling2D" in kinds
-    # build the avg version from the same base weights by swapping on a fresh copy
-    fe_avg = FeatureExtractor("vgg19", ["block3_conv1"], weights=None, pooling="avg")
+def _reference_vgg(fe, images, pool):
+    """block3_conv1 of a VGG computed by hand from ``fe``'s own kernels: 3×3 'same' convolutions with ReLU and
+    2×2 pooling done by reshaping (``pool`` = np.max or np.mean): an independent check of the extractor."""
+    x = np.asarray(preprocess(images.astype(np.float32), fe.preprocessing))
+    for name in ("block1_conv1", "block1_conv2", "pool", "block2_conv1", "block2_conv2", "pool", "block3_conv1"):
+        if name == "pool":
+            n, h, w, c = x.shape
+            x = pool(x.reshape(n, h // 2, 2, w // 2, 2, c), axis=(2, 4))
+            continue
+        layer = fe.model.get_layer(name)
+        x = np.maximum(np.asarray(tf.nn.conv2d(x, layer.kernel, 1, "SAME")) + np.asarray(layer.bias), 0.0)
+    return x
+
+
+def test_average_pooling_swap_matches_a_reference_computation(rng):
+    images = rng.uniform(0, 255, (2, 32, 24, 3)).astype(np.float32)
+    fe_max = FeatureExtractor("vgg19", ["block3_conv1"], weights=None, pooling="max", seed=3)
+    fe_avg = FeatureExtractor("vgg19", ["block3_conv1"], weights=None, pooling="avg", seed=3)
     kinds_avg = [type(layer).__name__ for layer in fe_avg.model.layers]
     assert "MaxPooling2D" not in kinds_avg and kinds_avg.count("AveragePooling2D") == 2
-    # the swap reuses the base network's conv layers: outputs of block1 (before any pooling) agree
-    fe_avg_b1 = FeatureExtractor("vgg19", ["block1_conv2"], weights=None, pooling="avg")
-    assert fe_avg_b1.model.layers[1].name == "block1_conv1"
+    # the swap keeps the conv weights: the same seed gives the same kernels with either pooling
+    for name in ("block1_conv1", "block2_conv2", "block3_conv1"):
+        np.testing.assert_array_equal(fe_max.model.get_layer(name).kernel, fe_avg.model.get_layer(name).kernel)
+    out_max = np.asarray(fe_max(images)["block3_conv1"])
+    out_avg = np.asarray(fe_avg(images)["block3_conv1"])
+    scale = np.abs(out_avg).max()
+    np.testing.assert_allclose(out_avg, _reference_vgg(fe_avg, images, np.mean), atol=1e-4 * scale)
+    np.testing.assert_allclose(out_max, _reference_vgg(fe_max, images, np.max), atol=1e-4 * scale)
+    assert np.abs(out_avg - out_max).max() > 0.05 * scale  # the two poolings really differ
 
 
 @pytest.mark.parametrize(
@@ -137,9 +154,15 @@ def test_resnet50_imagenet_used_whenever_in_cache(tmp_path, monkeypatch):
 def test_torchvision_vgg16_loads_with_torch_preprocessing():
     fe = FeatureExtractor("vgg16", ["block1_conv1"], weights="torchvision")
     assert fe.preprocessing == "torch"
-    # pretrained first-layer filters are not the random initialisation: mean |w| differs from Glorot's
-    w = fe.model.get_layer("block1_conv1").kernel.numpy()
-    assert w.shape == (3, 3, 3, 64) and 0.05 < np.abs(w).mean() < 1.0
+    # values only torchvision's VGG16_Weights.IMAGENET1K_V1 give (random weights have zero biases and mean |w|
+    # about 0.05): the centre tap of the first filter for R, G, B (so also the channel order and the
+    # (out, in, kh, kw) → (kh, kw, in, out) transposition) and the first biases
+    layer = fe.model.get_layer("block1_conv1")
+    w, b = layer.kernel.numpy(), layer.bias.numpy()
+    assert w.shape == (3, 3, 3, 64)
+    np.testing.assert_allclose(w[1, 1, :, 0], [0.35655147, -0.07032251, -0.08267727], atol=1e-6)
+    np.testing.assert_allclose(b[:3], [0.403388, 0.37779424, 0.46436158], atol=1e-6)
+    assert np.abs(w).mean() == pytest.approx(0.1830992, abs=1e-6)
 
 
 def test_batchnorm_folding_keeps_the_function():
@@ -173,3 +196,27 @@ def test_auto_weights_fall_back_to_random_with_a_warning(tmp_path, monkeypatch):
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / KERAS_WEIGHT_FILES["resnet50"]).write_bytes(b"stand-in")
     assert resolve_weights("resnet50", "auto")[0].endswith(KERAS_WEIGHT_FILES["resnet50"])
+
+
+def test_normalize_features_gives_every_layer_unit_mean_activation_on_the_bundled_images():
+    from pathlib import Path
+
+    from nst_lib import StyleConfig
+    from nst_lib.images import load_image
+    from nst_lib.objective import extractor_for
+
+    config = StyleConfig(weights=None, normalize_features=True, seed=2)
+    fe = extractor_for(config)
+    assert fe.normalize and len(fe.layers) == 6  # VGG19's content layer and five style layers
+    data = Path(__file__).resolve().parents[1] / "data"
+    paths = sorted(p for p in data.glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    means = {name: 0.0 for name in fe.layers}
+    for path in paths:
+        for name, out in fe(load_image(path, 128)[None]).items():
+            means[name] += float(np.mean(out)) / len(paths)
+    raw = FeatureExtractor("vgg19", fe.layers, weights=None, seed=2)  # the same network, not normalised
+    raw_means = {name: float(np.mean(out)) for name, out in raw(load_image(paths[0], 128)[None]).items()}
+    for name in fe.layers:
+        assert means[name] == pytest.approx(1.0, rel=1e-3), name
+        assert fe.scales[name] != pytest.approx(1.0, rel=0.05), name  # a real rescaling, not the identity
+    assert len({round(np.log10(v)) for v in raw_means.values()}) > 1  # raw layers differ by orders of magnitude

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from nst_lib.errors import ImageError
-from nst_lib.images import fit_size, grayscale, load_image, transfer_luminance
+from nst_lib.images import fit_size, grayscale, load_image, smallest_size, transfer_luminance
 from nst_lib.metrics import mean_saturation, ssim
 
 from .conftest import CONTENT
@@ -87,6 +87,24 @@ def test_absurd_size_is_downscaled_with_a_warning():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load_image(CONTENT, 64, max_pixels=200 * 150)
+
+
+def test_more_than_4x_upscaling_warns_naming_the_file(tmp_path):
+    tiny = tmp_path / "tiny.png"
+    Image.new("RGB", (4, 4), (200, 30, 30)).save(tiny)
+    with pytest.warns(UserWarning, match=r"tiny\.png: 4×4 px upscaled 128× to 512×512.*at most 16\)"):
+        assert load_image(tiny, 512).shape == (512, 512, 3)
+    with warnings.catch_warnings():  # exactly 4× (and any shrinking) is quiet
+        warnings.simplefilter("error")
+        load_image(tiny, 16)
+        load_image(CONTENT, 64)
+    with pytest.warns(UserWarning, match="upscaled 5×"):
+        load_image(np.zeros((3, 4, 3), np.uint8), 20)
+    # the smallest long side at which a 40×900 strip is 16 px high: 16/40 × 900 = 360, less rounding's half pixel
+    assert smallest_size((40, 900), 16) == 349
+    assert min(fit_size((40, 900), 349)) == 16 and min(fit_size((40, 900), 348)) == 15
+    assert smallest_size((900, 40), 16, scale=0.5) == 698  # a style at half the content's size needs twice as much
+    assert smallest_size((64, 64), 16) == 16
 
 
 def test_grayscale_has_no_saturation_and_luminance_transfer_keeps_chroma():

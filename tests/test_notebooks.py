@@ -1,10 +1,18 @@
-"""Notebooks: committed without outputs, one papermill parameters cell, and each executes in QUICK mode and
-writes its figures (slow: a kernel per notebook)."""
+"""Notebooks: committed without outputs, one papermill parameters cell, setup cells and Colab links generated from
+the repository URL in pyproject.toml, a setup cell that installs what is missing and fails in one line, and each
+notebook executes in QUICK mode, writes its figures and records finite numbers within their bounds (slow: a kernel
+per notebook)."""
 
 import json
+import re
 import shutil
+import subprocess
+import sys
+import types
 
 import pytest
+
+from nst_lib.workbench import notebook as nbmod
 
 from .conftest import ROOT
 
@@ -32,6 +40,33 @@ EXPECTED = {
     "10_resolution": ["resolution_grid", "resolution_crops", "resolution_cost"],
 }
 
+# the numbers each notebook reports (ENV.record): written with their bounds to numbers.json beside its figures
+NUMBERS = {
+    "04_optimisation_dynamics": [
+        "pair1_lbfgs_final_total",
+        "pair1_adam_final_total",
+        "identity_block4_conv2_ssim_step4",
+        "identity_block2_conv2_ssim_step4",
+        "grayscale_saturation",
+        "grayscale_ssim_to_gray",
+    ],
+    "06_style_vae": ["deterministic_cv", "variational_cv", "deterministic_max_share", "variational_max_share"],
+    "07_cyclegan": [
+        "cyclegan_g_x_ssim_to_photo",
+        "cyclegan_g_x_gram_distance",
+        "gatys_8_paintings_ssim_to_photo",
+        "gatys_8_paintings_gram_distance",
+        "photo_input_gram_distance",
+    ],
+    "08_cnn_vs_vqgan": [
+        "gatys_conv_block_3_ssim_to_content",
+        "gatys_conv_block_3_style_loss",
+        "vqgan_gram_prompt_vgg19_0_it_ssim_to_content",
+        "vqgan_gram_prompt_vgg19_4_it_style_loss",
+    ],
+    "09_stylegan": ["coarse_lowpass_distance", "fine_lowpass_distance"],
+}
+
 
 def test_the_notebooks_exist():
     assert [p.stem for p in NOTEBOOKS] == sorted(EXPECTED)
@@ -45,6 +80,134 @@ def test_committed_without_outputs_and_with_a_quick_parameter(path):
     params = [c for c in code if "parameters" in c["metadata"].get("tags", [])]
     assert len(params) == 1 and "QUICK =" in "".join(params[0]["source"])
     assert nb["cells"][0]["cell_type"] == "markdown" and "**Question" in "".join(nb["cells"][0]["source"])
+    assert "RESULTS_TO_DRIVE = False" in "".join(params[0]["source"])
+
+
+def test_setup_cells_and_colab_notes_are_generated_from_pyproject(tmp_path):
+    # a hand edit of a setup cell, or a changed URL in pyproject.toml without `--write`, fails here
+    assert nbmod.sync_notebooks() == {}, "run: python -m nst_lib.workbench.notebook --write"
+    url = nbmod.repository_url()
+    assert url == "https://github.com/nst-workbench/nst-workbench"
+    for path in NOTEBOOKS:
+        text = path.read_text()
+        assert f'\\"{url}\\"' in text and nbmod.colab_url(path.stem) in text  # the setup cell's REPO_URL
+    # the drift check really checks: a setup cell with another URL is reported and rewritten
+    other = "https://github.com/someone/nst-workbench"
+    copy = tmp_path / "00_quickstart.ipynb"
+    shutil.copy(NOTEBOOKS[0], copy)
+    assert nbmod.sync_notebook(copy, write=True, url=other) == ["first markdown cell: Colab note", "setup cell"]
+    assert nbmod.sync_notebook(copy, url=other) == [] and other in copy.read_text() and url not in copy.read_text()
+
+
+def test_readme_has_an_open_in_colab_badge_per_notebook_and_one_repository_url():
+    readme = (ROOT / "README.md").read_text()
+    for path in NOTEBOOKS:
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{path.stem}` |"))
+        assert nbmod.colab_badge(path.stem) in row, path.stem
+    url = nbmod.repository_url()
+    for text in (readme, *(p.read_text() for p in NOTEBOOKS)):
+        for found in re.findall(r"https://github\.com/[\w.-]+/nst-workbench", text):
+            assert found == url
+        assert "YOUR-ORG" not in text
+    # the installed package's metadata names the same repository (what a copy without pyproject.toml reads)
+    from importlib.metadata import metadata
+
+    assert f"Repository, {url}" in metadata(nbmod.DISTRIBUTION).get_all("Project-URL")
+
+
+def test_notebook_08_installs_the_clip_extra_and_the_others_nothing_more():
+    assert nbmod.extra_requirements("08_cnn_vs_vqgan") == ["keras-hub>=0.18"]
+    assert '{"keras_hub": "keras-hub>=0.18"}' in nbmod.setup_cell("08_cnn_vs_vqgan")
+    assert "NEEDS = {}" in nbmod.setup_cell("00_quickstart")
+
+
+def _setup_code(name):
+    """The setup cell up to the import of nst_lib's own setup (which would chdir and report the device)."""
+    return nbmod.setup_cell(name).split("\nfrom nst_lib.workbench.notebook import setup")[0]
+
+
+def _run_setup(name, monkeypatch, tmp_path, missing=("nst_lib",), drive=False):
+    """Execute a setup cell as a fresh runtime would see it: the modules in ``missing`` not installed, the working
+    directory outside any clone, pip calls recorded instead of run."""
+    import importlib.util
+
+    real_find_spec, real_run = importlib.util.find_spec, subprocess.run
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n in missing else real_find_spec(n, *a))
+    pips = []
+
+    def run(args, **kwargs):
+        if args[1:3] == ["-m", "pip"]:
+            pips.append([str(a) for a in args[3:]])
+            return subprocess.CompletedProcess(args, 0, "", "")
+        return real_run(args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", run)
+    monkeypatch.chdir(tmp_path)
+    scope = {"QUICK": True, "RESULTS_TO_DRIVE": drive}
+    try:
+        exec(_setup_code(name), scope)
+    finally:
+        sys.path[:] = [p for p in sys.path if not p.startswith(str(tmp_path))]
+    return scope, pips
+
+
+def test_setup_cell_clones_installs_and_adds_what_the_notebook_needs(monkeypatch, tmp_path):
+    origin = tmp_path / "origin"
+    (origin / "nst_lib").mkdir(parents=True)
+    (origin / "nst_lib" / "__init__.py").write_text("")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-C", str(origin)]
+    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "x"]):
+        subprocess.run(git + args, check=True)
+    monkeypatch.setenv("NST_REPO_URL", origin.as_uri())
+    work = tmp_path / "content"
+    work.mkdir()
+    scope, pips = _run_setup("08_cnn_vs_vqgan", monkeypatch, work, missing=("nst_lib", "keras_hub"))
+    clone = work / "nst-workbench"
+    assert (clone / "nst_lib" / "__init__.py").is_file() and scope["REPO_URL"] == origin.as_uri()
+    assert pips == [["install", "-q", "-e", str(clone)], ["install", "-q", "keras-hub>=0.18"]]
+
+
+def test_setup_cell_says_in_one_line_what_to_do_when_it_cannot_clone(monkeypatch, tmp_path):
+    monkeypatch.setenv("NST_REPO_URL", (tmp_path / "no-such-repository").as_uri())
+    with pytest.raises(Exception) as info:
+        _run_setup("00_quickstart", monkeypatch, tmp_path)
+    lines = info.value._render_traceback_()  # what IPython shows instead of a traceback
+    assert len(lines) == 1 and "\n" not in lines[0]
+    assert lines[0].startswith("nst setup: could not clone file://") and "NST_REPO_URL" in lines[0]
+
+
+def test_setup_cell_mounts_google_drive_on_request(monkeypatch, tmp_path):
+    # the setup cell sets NST_RESULTS_DIR itself: setenv first, so that the variable's absence is restored
+    # afterwards (a leaked value would send the later notebook runs' figures to the Drive folder)
+    monkeypatch.setenv("NST_RESULTS_DIR", "unset-after-this-test")
+    monkeypatch.delenv("NST_RESULTS_DIR")
+    with pytest.raises(Exception) as info:  # not on Colab: one line, no mount
+        _run_setup("00_quickstart", monkeypatch, tmp_path, missing=(), drive=True)
+    assert info.value._render_traceback_() == [
+        "nst setup: RESULTS_TO_DRIVE works on Colab only; elsewhere set NST_RESULTS_DIR to a folder"
+    ]
+    mounted = []
+    colab = types.ModuleType("google.colab")
+    colab.drive = types.SimpleNamespace(mount=mounted.append)
+    monkeypatch.setitem(sys.modules, "google", types.ModuleType("google"))
+    monkeypatch.setitem(sys.modules, "google.colab", colab)
+    _run_setup("00_quickstart", monkeypatch, tmp_path, missing=(), drive=True)
+    assert mounted == ["/content/drive"]
+    assert nbmod.results_dir() == nbmod.Path(nbmod.DRIVE_RESULTS)
+
+
+def test_setup_puts_results_and_figures_under_nst_results_dir(monkeypatch, tmp_path):
+    monkeypatch.setenv("NST_RESULTS_DIR", str(tmp_path / "drive"))
+    monkeypatch.chdir(tmp_path)
+    env = nbmod.setup("04_optimisation_dynamics", quick=True)
+    assert env.results == tmp_path / "drive"
+    assert env.fig_dir == tmp_path / "drive" / "quick_figures" / "04_optimisation_dynamics"
+    env.setting(size=48)
+    env.record("ssim", 0.5, 0, 1, "a number")
+    saved = json.loads(env.numbers_file.read_text())
+    assert saved["numbers"]["ssim"] == {"value": 0.5, "low": 0, "high": 1, "what": "a number"}
+    assert saved["settings"] == {"size": 48} and saved["mode"] == "QUICK" and "keras" in saved["machine"]
+    assert not nbmod.within(float("nan"), None, None) and not nbmod.within(1.5, 0, 1) and nbmod.within(1.0, 0, 1)
 
 
 @pytest.mark.slow
@@ -65,3 +228,28 @@ def test_notebook_runs_in_quick_mode_and_writes_its_figures(path, tmp_path):
     for stem in EXPECTED[path.stem]:
         for suffix in (".png", ".pdf"):
             assert (fig_dir / (stem + suffix)).is_file(), f"{path.stem} did not write {stem}{suffix}"
+    if path.stem in NUMBERS:  # the numbers it reports: recorded, finite and within the bounds the notebook states
+        saved = json.loads((fig_dir / "numbers.json").read_text())
+        assert saved["mode"] == "QUICK" and saved["machine"]["keras"] and saved["settings"]
+        missing = set(NUMBERS[path.stem]) - set(saved["numbers"])
+        assert not missing, f"{path.stem} did not record {sorted(missing)}"
+        for key, n in saved["numbers"].items():
+            assert nbmod.within(n["value"], n["low"], n["high"]), f"{path.stem}: {key} = {n}"
+
+
+def test_the_results_files_the_readme_cites_exist_and_hold_its_numbers():
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    cited = sorted(set(re.findall(r"benchmarks/results/[\w.-]+\.json", readme)))
+    assert "benchmarks/results/live_preview.json" in cited and "benchmarks/results/identity_from_noise.json" in cited
+    for rel in cited:  # each written by the code that measured it, with its machine and date
+        data = json.loads((ROOT / rel).read_text())
+        assert data.get("date") and data.get("machine", {}).get("cpu_count"), rel
+    live = json.loads((ROOT / "benchmarks/results/live_preview.json").read_text())
+    first = sorted(r["warm"]["first_update_s"] for r in live["changes"])
+    assert f"{first[0]:.1f}–{first[-1]:.1f} s after" in readme  # the README's range is the JSON's
+    assert f"–{live['worst_warm_converged_s']:.0f} s; target 10 s" in readme
+    identity = json.loads((ROOT / "benchmarks/results/identity_from_noise.json").read_text())
+    for row in identity["rows"]:
+        if row["test"] == "identity":
+            quoted = " / ".join(f"{v:.2f}" for v in row["ssim_at_step"].values())
+            assert quoted in readme, quoted

@@ -220,6 +220,35 @@ def test_path_evenness_of_known_paths():
     assert path_evenness(detour)["straightness"] == pytest.approx(2 / (2 * math.sqrt(2)))
 
 
+def test_interpolation_evenness_scores_every_content_and_pair_and_averages(monkeypatch):
+    from types import SimpleNamespace
+
+    from nst_lib.models import style_vae
+
+    # a stand-in model whose stylisation along z_a → z_b is a grey level t^p (p from the pair): with the image's
+    # mean as its descriptor, p = 1 is an even path and p = 3 a lopsided one, whose scores are known
+    class Model:
+        perceptual, config = "net", SimpleNamespace(style_layers=("a", "b"))
+
+        def interpolate(self, content, z_a, z_b, steps):
+            t = np.linspace(0, 1, steps)
+            return t, np.stack([np.full((2, 2, 3), content + 100 * ti ** z_a[0]) for ti in t])
+
+    def mean_level(images, net, layers):
+        assert net == "net" and layers == ("a", "b")  # the model's own network and style layers
+        return np.asarray(images, np.float64).mean(axis=(1, 2, 3))[:, None]
+
+    monkeypatch.setattr(style_vae, "gram_descriptors", mean_level)
+    pairs = [(np.array([1.0]), None), (np.array([3.0]), None)]
+    result = style_vae.interpolation_evenness(Model(), [0.0, 10.0], pairs, steps=5)
+    even, lopsided = path_evenness(np.linspace(0, 1, 5)[:, None]), path_evenness(np.linspace(0, 1, 5)[:, None] ** 3)
+    assert result["paths"] == 4 and result["from_start"].shape == (4, 5)
+    for key in ("cv", "max_share", "straightness"):
+        assert result[key] == pytest.approx((even[key] + lopsided[key]) / 2), key
+    np.testing.assert_allclose(result["from_start"][0], np.linspace(0, 1, 5))  # content 0, even pair
+    np.testing.assert_allclose(result["from_start"][3], np.linspace(0, 1, 5) ** 3)  # content 10, lopsided pair
+
+
 # --- deception survey -----------------------------------------------------------------------------------
 def test_wilson_interval_known_values():
     # k = 0: the interval is [0, z²/(n + z²)]

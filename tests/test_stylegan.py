@@ -27,11 +27,51 @@ def test_modulation_uses_w():
     assert not np.allclose(out[0], out[1], atol=1e-4)  # two w, same noise → different images
     stats = lambda x: (x.mean(axis=(0, 1)), x.std(axis=(0, 1)))  # noqa: E731
     assert not np.allclose(np.concatenate(stats(out[0])), np.concatenate(stats(out[1])), atol=1e-3)
-    # the AdaIN statistics follow w: a layer's output mean/std per channel equal the affine map of its w
     ws2 = ws.copy()
     ws2[:, -1] = 0.0  # only the last layer's style changes
     out2 = np.asarray(m.synthesis(ws2, noise=same_noise))
     assert not np.allclose(out2, out, atol=1e-5)
+
+
+def test_adain_statistics_equal_the_affine_map_of_w(monkeypatch):
+    # Karras et al. 2019 eq. 1: every layer's output has, per image and channel, mean y_b and standard deviation
+    # y_s · σ(x)/√(σ(x)² + ε) ≈ y_s, where (y_s − 1, y_b) = A(w) is that layer's affine map of its own w
+    from nst_lib.models import stylegan
+
+    m = StyleGAN(**TINY)
+    ws = np.asarray(m.w(m.latents(2 * m.config.num_layers, seed=5), psi=1.0), np.float32)
+    ws = ws.reshape(2, m.config.num_layers, -1)  # a different w on every layer of both images
+    seen = []
+    real_adain = stylegan.adain
+    monkeypatch.setattr(stylegan, "adain", lambda x, s, b: seen.append((x, real_adain(x, s, b))) or seen[-1][1])
+    m.synthesis(ws, noise=m.noise(2, 0))
+    assert len(seen) == m.config.num_layers
+    for i, (x, y) in enumerate(seen):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        style = np.asarray(m.synthesis.affines[i](ws[:, i]), np.float64)
+        ch = m.synthesis.channels[i]
+        y_s, y_b = 1.0 + style[:, :ch], style[:, ch:]
+        var_x = x.var(axis=(1, 2))
+        np.testing.assert_allclose(y.mean(axis=(1, 2)), y_b, atol=1e-4, err_msg=f"layer {i}")
+        expected_std = np.abs(y_s) * np.sqrt(var_x / (var_x + 1e-5))
+        np.testing.assert_allclose(y.std(axis=(1, 2)), expected_std, rtol=1e-3, atol=1e-4, err_msg=f"layer {i}")
+    last = np.asarray(seen[-1][1])
+    assert np.abs(last[0].mean(axis=(0, 1)) - last[1].mean(axis=(0, 1))).max() > 0.1  # two w, two sets of stats
+
+
+def test_interpolate_walks_the_straight_line_in_w():
+    m = StyleGAN(**TINY)
+    z = m.latents(2, seed=7)
+    path = m.interpolate(z[0], z[1], steps=5, psi=1.0)
+    assert path.shape == (5, 16, 16, 3) and path.dtype == np.uint8
+    ends = m.render(z, psi=1.0)  # each end's own w, the same noise: the path starts and ends there
+    np.testing.assert_array_equal(path[0], ends[0])
+    np.testing.assert_array_equal(path[-1], ends[1])
+    w = m.w(z, psi=1.0)
+    middle = np.repeat(((w[0] + w[1]) / 2)[None, None], m.config.num_layers, 1)
+    np.testing.assert_array_equal(path[2], m.synthesize(middle, noise=m.noise(1, 0))[0])  # t = 0.5: the midpoint
+    steps = [np.abs(path[i + 1].astype(float) - path[i]).mean() for i in range(4)]
+    assert min(steps) > 0  # every step moves
 
 
 def test_noise_inputs_change_local_detail_only():

@@ -273,3 +273,28 @@ def test_dead_codes_are_restarted_onto_encoder_outputs(rng):
     flat = z_e.reshape(-1, 2)
     assert all(any(np.allclose(book[k], v) for v in flat) for k in (1, 2, 3))  # the others sit on encodings now
     assert np.allclose(np.asarray(layer.usage)[1:], 1.0)
+
+
+def test_load_clip_without_keras_hub_warns_and_falls_back(monkeypatch):
+    import sys
+
+    import tensorflow as tf
+
+    from nst_lib.errors import NSTError
+    from nst_lib.models.guidance import load_clip
+
+    monkeypatch.setitem(sys.modules, "keras_hub", None)  # `import keras_hub` raises ImportError
+    with pytest.raises(NSTError, match=r"pip install 'nst-workbench\[clip\]'"):
+        load_clip(allow_random=False)
+    with pytest.warns(UserWarning, match=r"keras-hub is not installed.*untrained stand-in CLIP"):
+        clip = load_clip()
+    assert not clip.pretrained
+    text = np.asarray(clip.encode_text(["a starry night", "a starry night", "tübingen"]))
+    assert text.shape == (3, 32) and np.allclose(np.linalg.norm(text, axis=1), 1.0, atol=1e-5)
+    assert np.allclose(text[0], text[1]) and not np.allclose(text[0], text[2])
+    images = tf.Variable(np.random.default_rng(0).uniform(0, 1, (2, 48, 40, 3)).astype("float32"))
+    with tf.GradientTape() as tape:  # guidance needs gradients to reach the image
+        e = clip.encode_image(images)
+        loss = tf.reduce_sum(e * text[:1])
+    grad = tape.gradient(loss, images)
+    assert e.shape == (2, 32) and grad is not None and float(tf.reduce_max(tf.abs(grad))) > 0

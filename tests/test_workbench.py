@@ -1,6 +1,7 @@
 """Figure grids, sweeps and the widget panel (driven without a browser), with random weights at tiny sizes."""
 
 import json
+import time
 
 import numpy as np
 import pytest
@@ -92,7 +93,33 @@ def test_sweep_rejects_unknown_fields_before_running(tmp_path):
 def panel(tmp_path):
     from nst_lib.workbench.widgets import StylePanel
 
-    return StylePanel(StyleConfig(weights=None, size=64, steps=6, snapshot_every=0), preview_every=2, out=tmp_path)
+    config = StyleConfig(weights=None, size=64, steps=6, snapshot_every=0)
+    panel = StylePanel(config, preview_every=2, out=tmp_path, live=False, preview_size=48, preview_steps=8)
+    yield panel
+    panel.stop()  # never leave a background optimisation behind
+    panel.wait(timeout=60)
+
+
+def test_ipywidgets_is_the_version_ci_asked_for():
+    # .ci/run runs the panel's and the survey's tests again with ipywidgets 7.7 (Colab's) on PYTHONPATH
+    import os
+
+    import ipywidgets
+
+    expected = os.environ.get("NST_EXPECT_IPYWIDGETS")
+    if expected is None:
+        pytest.skip("NST_EXPECT_IPYWIDGETS not set")
+    assert ipywidgets.__version__.startswith(expected + "."), ipywidgets.__version__
+
+
+@pytest.mark.parametrize("arch", ["vgg16", "vgg19"])
+def test_layer_checkboxes_are_the_networks_own_conv_layers(arch):
+    from nst_lib.features import build_base, valid_layer_names
+    from nst_lib.workbench.widgets import candidate_layers
+
+    convs = [n for n in valid_layer_names(build_base(arch, None)) if "_conv" in n]
+    assert candidate_layers(arch) == convs
+    assert ("block5_conv3" in convs) and (("block3_conv4" in convs) == (arch == "vgg19"))
 
 
 def test_panel_defaults_come_from_style_config(panel):
@@ -103,6 +130,8 @@ def test_panel_defaults_come_from_style_config(panel):
     )
     assert panel.arch.options == ("vgg16", "vgg19", "resnet50")
     assert panel.alpha.value == d.content_weight and panel.beta.value == pytest.approx(d.style_weight)
+    # the weight sliders report a value when released, not while dragged: each release is one preview
+    assert not any(s.continuous_update for s in (panel.alpha, panel.beta, panel.tv))
 
 
 def test_panel_sliders_set_the_config_and_arch_changes_the_layers(panel):
@@ -113,34 +142,97 @@ def test_panel_sliders_set_the_config_and_arch_changes_the_layers(panel):
     assert config.style_weight == pytest.approx(1e-1) and config.content_weight == pytest.approx(10.0)
     assert config.arch == "resnet50" and config.content_layers == ("conv4_block6_out",)
     assert "conv5_block3_out" in config.style_layers
+    panel.arch.value = "vgg16"
+    assert [b.description for b in panel.layer_boxes.children][-1] == "block5_conv3"
+    assert panel._job is None  # live mode off: moving sliders started nothing
 
 
-def test_panel_run_updates_preview_and_export_writes_a_run_folder(panel):
+def test_render_updates_the_preview_and_writes_a_run_folder(panel, tmp_path):
     assert panel.export_button.disabled
-    panel.run(wait=True)
+    panel.render(wait=True)
     first = panel.preview.value
-    assert first[:4] == b"\x89PNG" and panel.progress.value == 6 and "completed" in panel.status.value
-    panel.beta.value = 1.0  # move the beta slider: a new run gives a different preview
-    panel.run(wait=True)
-    assert panel.preview.value != first
-    run_dir = panel.export()
-    for name in ("output.png", "config.json", "losses.csv", "loss_curve.png"):
+    assert first[:4] == b"\x89PNG" and panel.progress.value == 6 and "render completed" in panel.status.value
+    run_dir = panel.run_dir
+    assert run_dir.parent == tmp_path and str(run_dir) in panel.message.value
+    record = json.loads((run_dir / "config.json").read_text())
+    assert record["status"] == "completed" and record["config"]["size"] == 64
+    for name in ("output.png", "losses.csv", "inputs/content.png", "checkpoint.npz"):
         assert (run_dir / name).is_file(), name
-    assert json.loads((run_dir / "config.json").read_text())["config"]["style_weight"] == pytest.approx(1.0)
+    panel.beta.value = 1.0  # a new render with another beta gives another image
+    panel.render(wait=True)
+    assert panel.preview.value != first and panel.run_dir != run_dir
+    exported = panel.export()
+    for name in ("output.png", "config.json", "losses.csv", "loss_curve.png"):
+        assert (exported / name).is_file(), name
+    assert json.loads((exported / "config.json").read_text())["config"]["style_weight"] == pytest.approx(1.0)
 
 
-def test_panel_stop_button_stops_the_run(panel):
+def test_releasing_a_weight_slider_starts_a_warm_started_preview(panel, monkeypatch):
+    from nst_lib.workbench import widgets
+
+    calls = []
+
+    def recording_stylize(*args, **kwargs):
+        calls.append(kwargs)
+        return widgets_stylize(*args, **kwargs)
+
+    widgets_stylize = widgets.stylize
+    monkeypatch.setattr(widgets, "stylize", recording_stylize)
+    panel.live.value = True
+    panel.beta.value = 1e-2  # released: a preview starts without any button
+    panel.wait(timeout=120)
+    assert len(calls) == 1 and calls[0]["out"] is None and calls[0]["initial"] is None  # nothing on show yet: cold
+    first = panel.result
+    assert max(first.image.shape[:2]) == 48 and first.config.pyramid_levels == 1
+    shown = panel.preview.value
+    assert shown[:4] == b"\x89PNG" and panel.run_dir is None  # a preview writes no run folder
+    panel.tv.value = 10.0
+    panel.wait(timeout=120)
+    assert len(calls) == 2 and np.array_equal(calls[1]["initial"], first.image)  # warm: from the image on show
+    assert panel.result.config.tv_weight == pytest.approx(10.0) and panel.preview.value != shown
+    panel.content.index = (panel.content.index + 1) % len(panel.content.options)
+    panel.alpha.value = 2.0
+    panel.wait(timeout=120)
+    assert calls[2]["initial"] is None  # other inputs: no warm start from a picture of something else
+
+
+def test_a_new_preview_cancels_the_one_under_way(panel):
+    panel.preview_steps, panel.settle_tol = 2000, 0.0  # long, and never settles by itself
+    first = panel.start_preview()
+    deadline = time.monotonic() + 120
+    while panel.progress.value < 2 and time.monotonic() < deadline:
+        first.thread.join(0.05)
+    second = panel.start_preview()
+    first.thread.join(timeout=120)  # stops after its current step
+    assert not first.running() and len(first.result.history) < 100 and first.result.status == "stopped"
+    while panel.progress.value < 1 and time.monotonic() < deadline:
+        second.thread.join(0.05)  # the second one has taken over the widgets
+    panel.stop()
+    panel.wait(timeout=120)
+    assert second.result.status == "stopped" and panel.result is second.result and panel.stop_button.disabled
+
+
+def test_a_preview_stops_once_its_loss_has_settled(panel):
+    from nst_lib.workbench.widgets import settled
+
+    assert not settled([10, 9, 8], window=2, tol=0.01) and settled([10, 5, 5.0, 4.99], window=2, tol=0.01)
+    panel.preview_steps, panel.settle_window, panel.settle_tol = 500, 3, 1e9  # any fall counts as settled
+    job = panel.start_preview(wait=True)
+    assert job.converged and len(job.result.history) == 4 and "preview converged" in panel.status.value
+
+
+def test_panel_stop_button_stops_the_render(panel):
     panel.steps.value = 1000
-    panel.run()
+    panel.render()
     panel.stop()
     panel.wait(timeout=120)
     assert panel.result.status == "stopped" and len(panel.result.history) < 1000
-    assert not panel.run_button.disabled
+    assert not panel.render_button.disabled
 
 
 def test_panel_reports_bad_input_in_the_panel(panel, tmp_path):
     bad = tmp_path / "bad.png"
     bad.write_text("no image")
     panel.content.options = {"bad": bad}
-    panel.run(wait=True)
+    panel.render(wait=True)
     assert "bad.png: not an image file" in panel.message.value

@@ -13,7 +13,8 @@ entries. Prompts (each holds its target and weight, with the pure ``spherical_di
 
 CLIP is keras-hub's (``load_clip``: preset ``clip_vit_base_patch32`` when its weights can be loaded, e.g. on
 Colab). Where they cannot, ``load_clip`` returns — with a warning — a small *randomly initialised* CLIP of the
-same keras-hub classes (``tiny_clip``): the code path runs and is tested, the images mean nothing.
+same keras-hub classes (``tiny_clip``), or without keras-hub a random stand-in (``random_clip``): the code path
+runs and is tested, the images mean nothing.
 
 Each run is a folder: config.json, inputs/, snapshots/iter_NNNNN.png at the requested iterations (seed 000
 Figs 6–8: 0, 50, 500), losses.csv, checkpoint.npz (z, Adam state) every ``checkpoint_every`` iterations and
@@ -135,22 +136,65 @@ def tiny_clip(seed: int = 0, image_size: int = 32, dim: int = 32) -> ClipModel:
     return ClipModel(backbone, tokenizer, 16, "tiny random CLIP (untrained)", pretrained=False)
 
 
+class _CharTokenizer:
+    """Characters to ids (3–63; 0 pads, 1 starts, 2 ends): the stand-in CLIP's tokenizer."""
+
+    pad_token_id, start_token_id, end_token_id = 0, 1, 2
+
+    def __call__(self, texts):
+        return [[3 + ord(c) % 61 for c in text.lower()] for text in texts]
+
+
+class _RandomClipEncoders:
+    """Random projections in place of CLIP's encoders, for when keras-hub is not installed: the mean of
+    character embeddings for text, an 8×8-patch convolution averaged over the image for images. Same calls
+    as a CLIPBackbone (``get_text_embeddings``, ``get_vision_embeddings``, ``vision_encoder.image_shape``),
+    differentiable in the image, meaningless embeddings."""
+
+    def __init__(self, seed: int = 0, image_size: int = 32, dim: int = 32):
+        from types import SimpleNamespace
+
+        self.vision_encoder = SimpleNamespace(image_shape=(image_size, image_size, 3))
+        self.table = keras.initializers.RandomNormal(0.0, 1.0, seed=seed)((64, dim))
+        self.patches = keras.initializers.GlorotUniform(seed=seed + 1)((8, 8, 3, dim))
+
+    def get_text_embeddings(self, ids):
+        ids = ops.convert_to_tensor(ids)
+        mask = ops.cast(ids > 2, "float32")[..., None]  # characters only: no padding, start or end
+        return ops.sum(ops.take(self.table, ids, axis=0) * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
+
+    def get_vision_embeddings(self, images):
+        return ops.mean(ops.conv(images, self.patches, strides=8), axis=(1, 2))
+
+
+def random_clip(seed: int = 0, image_size: int = 32, dim: int = 32) -> ClipModel:
+    """An untrained stand-in CLIP that needs no keras-hub (``_RandomClipEncoders``): what ``load_clip`` falls
+    back to when keras-hub is missing, so the code path still runs."""
+    return ClipModel(_RandomClipEncoders(seed, image_size, dim), _CharTokenizer(), 16, "random stand-in CLIP", False)
+
+
 def load_clip(preset: str = "clip_vit_base_patch32", allow_random: bool = True) -> ClipModel:
-    """keras-hub's pretrained CLIP ``preset``; when it cannot be loaded (no network, no Kaggle access) and
-    ``allow_random``, the untrained ``tiny_clip`` with a warning that says so."""
-    kh = _keras_hub()
+    """keras-hub's pretrained CLIP ``preset``; when it cannot be loaded (keras-hub missing, no network, no Kaggle
+    access) and ``allow_random``, an untrained CLIP with a warning that says so: ``tiny_clip`` (keras-hub's own
+    classes) or, without keras-hub, ``random_clip``."""
     try:
+        kh = _keras_hub()
         backbone = kh.models.CLIPBackbone.from_preset(preset)
         tokenizer = kh.models.CLIPTokenizer.from_preset(preset)
-    except Exception as err:  # noqa: BLE001 - any download/format failure means: no real weights here
+    except Exception as err:  # noqa: BLE001 - any import/download/format failure means: no real weights here
         if not allow_random:
+            if isinstance(err, NSTError):
+                raise
             raise NSTError(f"CLIP preset {preset!r} could not be loaded: {err}") from err
+        missing = isinstance(err, NSTError)  # keras-hub is not installed
+        reason = "keras-hub is not installed: pip install 'nst-workbench[clip]'" if missing else type(err).__name__
         warnings.warn(
-            f"CLIP preset {preset!r} could not be loaded ({type(err).__name__}); using an untrained tiny CLIP: "
-            "the code runs, but text and CLIP image prompts are meaningless without real weights (run on Colab)",
+            f"CLIP preset {preset!r} could not be loaded ({reason}); using an untrained "
+            f"{'stand-in' if missing else 'tiny'} CLIP: the code runs, but text and CLIP image prompts are "
+            "meaningless without real weights (run on Colab)",
             stacklevel=2,
         )
-        return tiny_clip()
+        return random_clip() if missing else tiny_clip()
     return ClipModel(backbone, tokenizer, 77, preset, pretrained=True)
 
 

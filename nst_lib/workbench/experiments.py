@@ -35,24 +35,54 @@ def style_reconstruction(style: ImageLike, layers: Sequence[str], config: StyleC
     return stylize(style, style, cfg, **{"out": None, **kw}).image
 
 
-def identity_test(content: ImageLike, config: StyleConfig, **kw) -> dict:
-    """f(C, C): returns the output and its SSIM (luminance) to C."""
+class _SSIMTrack:
+    """A stylize callback: SSIM (luminance) of the image to ``reference`` at the given steps."""
+
+    def __init__(self, reference: np.ndarray, at: Sequence[int]):
+        self.reference, self.at, self.values = reference, set(at), {}
+
+    def __call__(self, info) -> bool:
+        if info.step in self.at:
+            self.values[info.step] = ssim(info.image(), self.reference)
+        return False
+
+
+def identity_test(content: ImageLike, config: StyleConfig, checkpoints: Sequence[int] = (), **kw) -> dict:
+    """f(C, C) = C? Stylise C with itself as the style from ``config.init`` and return the output, its SSIM
+    (luminance) to C, the steps taken and the SSIM at each step in ``checkpoints``.
+
+    Only a start from white noise (``init="noise"``, seed 003) tests the claim: from the content image the
+    content and style losses are 0 at the first step, so only the TV term moves the image (a TV-blur test)."""
     c = load_image(content, config.size, config.max_pixels)
-    out = stylize(c, c, config, **{"out": None, **kw}).image
-    return {"image": out, "ssim": ssim(out, c)}
+    track = _SSIMTrack(c, checkpoints)
+    result = stylize(c, c, config, **{"out": None, **kw, "callbacks": [track, *kw.get("callbacks", ())]})
+    return {
+        "image": result.image,
+        "ssim": ssim(result.image, c),
+        "steps": len(result.history),
+        "init": config.init,
+        "ssim_at": track.values,
+    }
 
 
-def grayscale_test(content: ImageLike, config: StyleConfig, **kw) -> dict:
-    """f(C, g(C)): returns the output, its mean saturation next to C's, and its SSIM to g(C)."""
+def grayscale_test(content: ImageLike, config: StyleConfig, checkpoints: Sequence[int] = (), **kw) -> dict:
+    """f(C, g(C)) = g(C)? Returns the output, its mean saturation next to C's, its SSIM to g(C), the steps taken
+    and the SSIM to g(C) at each step in ``checkpoints`` (from ``config.init``: use "noise", as for the
+    identity test)."""
     c = load_image(content, config.size, config.max_pixels)
     g = grayscale(c)
-    out = stylize(c, g, config, **{"out": None, **kw}).image
+    track = _SSIMTrack(g, checkpoints)
+    result = stylize(c, g, config, **{"out": None, **kw, "callbacks": [track, *kw.get("callbacks", ())]})
+    out = result.image
     return {
         "image": out,
         "gray": g,
         "saturation": mean_saturation(out),
         "content_saturation": mean_saturation(c),
         "ssim_to_gray": ssim(out, g),
+        "steps": len(result.history),
+        "init": config.init,
+        "ssim_at": track.values,
     }
 
 

@@ -1,18 +1,21 @@
-"""An ipywidgets panel for interactive style transfer (plain ipywidgets, so it works in Colab and JupyterLab
-without custom widget managers). Defaults and choices come from ``StyleConfig``.
+"""An ipywidgets panel for interactive style transfer (plain ipywidgets 7.7 or 8, so it works in Colab and
+JupyterLab without custom widget managers). Defaults and choices come from ``StyleConfig``.
 
     from nst_lib.workbench.widgets import StylePanel
     panel = StylePanel(); panel            # in a notebook cell
 
-The optimisation runs in a background thread, so the Stop button and the live preview work while it runs.
-Runs are not saved until Export, which writes the current image, its config and the loss curve to a new
-run folder.
+Live mode (on by default): releasing the α, β or TV slider re-optimises at a preview size (256 px), warm-started
+from the image on show, in a background thread; the preview updates after the first step and then every few
+steps, and a slider moved again cancels the preview under way. **Render** runs the full-size stylisation with the
+current settings as a recorded run (a run folder under ``out``); **Stop** ends whatever runs; **Export** writes the
+image on show, its config and its loss curve to a new folder.
 """
 
 from __future__ import annotations
 
 import io
 import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,13 +30,16 @@ from ..transfer import save_result, stylize
 from .viz import loss_curves, save_figure
 
 DATA = Path(__file__).resolve().parents[2] / "data"
-VGG_LAYERS = [f"block{b}_conv{i}" for b, n in ((1, 2), (2, 2), (3, 4), (4, 4), (5, 4)) for i in range(1, n + 1)]
+# convolutions per block: VGG16 has three in blocks 3-5, VGG19 four (Simonyan & Zisserman 2015, Table 1, D and E)
+VGG_BLOCKS = {"vgg16": (2, 2, 3, 3, 3), "vgg19": (2, 2, 4, 4, 4)}
 RESNET_LAYERS = ["conv1_relu", "conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"]
 
 
 def candidate_layers(arch: str) -> list[str]:
-    """Layers offered as checkboxes: every VGG conv layer; the stage outputs of ResNet50."""
-    return RESNET_LAYERS if arch == "resnet50" else VGG_LAYERS[: 12 if arch == "vgg16" else None]
+    """Layers offered as checkboxes: every conv layer of a VGG; the stage outputs of ResNet50."""
+    if arch == "resnet50":
+        return list(RESNET_LAYERS)
+    return [f"block{b}_conv{i}" for b, n in enumerate(VGG_BLOCKS[arch], 1) for i in range(1, n + 1)]
 
 
 def bundled_images(kind: str) -> dict[str, Path]:
@@ -45,34 +51,85 @@ def _choices(name: str) -> list:
     return list(StyleConfig.choices(name))
 
 
+def _upload_item(upload) -> dict | None:
+    """The uploaded file of a FileUpload: ipywidgets 8 holds a tuple of dicts, 7 a dict {name: dict}."""
+    if not upload.value:
+        return None
+    return upload.value[0] if isinstance(upload.value, (list, tuple)) else next(iter(upload.value.values()))
+
+
+@dataclass
+class Job:
+    """One optimisation of the panel: a live preview or a render, with its own stop flag."""
+
+    kind: str  # "preview" or "render"
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    result: object = None
+    converged: bool = False
+
+    def running(self) -> bool:
+        return self.thread is not None and self.thread.is_alive()
+
+
 class _PanelCallback(Callback):
-    def __init__(self, panel: StylePanel):
-        self.panel = panel
+    """Progress, the preview image (after the first step, then every ``preview_every``) and stopping: on Stop, when
+    a newer job replaced this one, or, for a preview, once the loss has settled."""
+
+    def __init__(self, panel: StylePanel, job: Job):
+        self.panel, self.job, self.totals = panel, job, []
 
     def on_step(self, info: StepInfo):
-        p = self.panel
+        p, job = self.panel, self.job
+        if job is not p._job:  # cancelled and replaced: leave the widgets to the new job
+            return True
+        self.totals.append(info.losses["total"])
         p.progress.value = info.step
         p.status.value = (
-            f"step {info.step}/{info.steps}  loss {info.losses['total']:.4g}  "
+            f"{job.kind} step {info.step}/{info.steps}  loss {info.losses['total']:.4g}  "
             f"(content {info.losses['content']:.3g}, style {info.losses['style']:.3g})"
         )
-        if info.step % p.preview_every == 0 or info.step == info.steps:
-            p.image = info.image()
-            p.preview.value = png_bytes(p.image)
-        return p._stop.is_set()
+        if info.step == 1 or info.step % p.preview_every == 0 or info.step == info.steps:
+            p._show(info.image(), job)
+        if job.kind == "preview" and settled(self.totals, p.settle_window, p.settle_tol):
+            job.converged = True
+            p._show(info.image(), job)
+            return True
+        return job.stop.is_set()
+
+
+def settled(totals: list[float], window: int, tol: float) -> bool:
+    """The loss fell by less than ``tol`` (relative) over the last ``window`` steps: a preview has converged."""
+    if len(totals) <= window:
+        return False
+    before, now = totals[-1 - window], totals[-1]
+    return before - now <= tol * abs(now)
 
 
 class StylePanel:
-    """Content/style pickers, architecture, layers, log-scale alpha/beta sliders, TV weight, size, steps,
-    optimiser, seed, Run/Stop/Export, a live preview and a loss readout."""
+    """Content/style pickers, architecture, layers, log-scale α/β sliders, TV weight, size, steps, optimiser, seed,
+    live preview, Render/Stop/Export, a preview image and a loss readout."""
 
-    def __init__(self, config: StyleConfig | None = None, preview_every: int = 10, out: str | Path = "results"):
+    def __init__(
+        self,
+        config: StyleConfig | None = None,
+        preview_every: int = 5,
+        out: str | Path = "results",
+        live: bool = True,
+        preview_size: int = 256,
+        preview_steps: int = 100,
+        settle_window: int = 10,
+        settle_tol: float = 0.01,
+    ):
         import ipywidgets as w
 
         self.defaults = config or StyleConfig()
         self.preview_every, self.out = preview_every, Path(out)
+        self.preview_size, self.preview_steps = preview_size, preview_steps
+        self.settle_window, self.settle_tol = settle_window, settle_tol
         d = self.defaults
         contents, styles = bundled_images("content"), bundled_images("style")
+        wide = {"description_width": "initial"}
         self.content = w.Dropdown(options=contents, description="content")
         self.style = w.Dropdown(options=styles, description="style")
         if "vangogh_starry_night" in styles:
@@ -80,44 +137,41 @@ class StylePanel:
         self.content_upload = w.FileUpload(accept="image/*", multiple=False, description="upload content")
         self.style_upload = w.FileUpload(accept="image/*", multiple=False, description="upload style")
         self.arch = w.Dropdown(options=_choices("arch"), value=d.arch, description="network")
-        self.content_layer = w.Dropdown(description="content layer")
+        self.content_layer = w.Dropdown(description="content layer", style=wide)
         self.layer_boxes = w.VBox()
-        # log-scale sliders: four decades either side of the default
-        self.alpha = w.FloatLogSlider(
-            value=d.content_weight, base=10, min=-4, max=4, step=0.1, description="α content", readout_format=".1e"
-        )
+        # log-scale sliders, four decades either side of the default; they report a new value when released
+        # (continuous_update=False), which is what starts a live preview
+        log = dict(base=10, readout_format=".1e", continuous_update=False)
+        self.alpha = w.FloatLogSlider(value=d.content_weight, min=-4, max=4, step=0.1, description="α content", **log)
         beta_exp = float(np.log10(d.style_weight))
         self.beta = w.FloatLogSlider(
-            value=d.style_weight,
-            base=10,
-            min=beta_exp - 4,
-            max=beta_exp + 4,
-            step=0.1,
-            description="β style",
-            readout_format=".1e",
+            value=d.style_weight, min=beta_exp - 4, max=beta_exp + 4, step=0.1, description="β style", **log
         )
-        self.tv = w.FloatLogSlider(
-            value=max(d.tv_weight, 1e-6), base=10, min=-6, max=3, step=0.25, description="TV", readout_format=".1e"
-        )
+        self.tv = w.FloatLogSlider(value=max(d.tv_weight, 1e-6), min=-6, max=3, step=0.25, description="TV", **log)
         self.size = w.IntSlider(value=d.size, min=32, max=max(1024, d.size), step=16, description="size")
         self.steps = w.IntSlider(value=d.steps, min=1, max=max(1000, 4 * d.steps), step=1, description="steps")
         self.optimizer = w.Dropdown(options=_choices("optimizer"), value=d.optimizer, description="optimiser")
         self.seed = w.IntText(value=d.seed, description="seed")
-        self.run_button = w.Button(description="Run", button_style="success", icon="play")
+        self.live = w.Checkbox(value=live, description=f"live preview ({preview_size} px)", indent=False)
+        self.render_button = w.Button(description="Render", button_style="success", icon="play")
         self.stop_button = w.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
         self.export_button = w.Button(description="Export", icon="save", disabled=True)
         self.progress = w.IntProgress(value=0, min=0, max=d.steps, description="progress")
-        self.status = w.Label(value="ready")
+        self.status = w.Label(value="ready: move a weight slider for a live preview, or press Render")
         self.preview = w.Image(format="png", width=min(d.size, 512))
         self.message = w.HTML()
-        self.image: np.ndarray | None = None
-        self.result = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.image: np.ndarray | None = None  # the image on show
+        self.result = None  # the StyleResult of the last finished job
+        self.run_dir: Path | None = None  # the last render's run folder
+        self._job: Job | None = None
+        self._shown_inputs = None  # the inputs of the image on show: a warm start needs the same ones
+        self._lock = threading.Lock()
 
         self.arch.observe(lambda change: self._set_layers(change["new"]), names="value")
         self._set_layers(d.arch, d.content_layers, d.style_layers)
-        self.run_button.on_click(lambda _: self.run())
+        for slider in (self.alpha, self.beta, self.tv):
+            slider.observe(self._weight_changed, names="value")
+        self.render_button.on_click(lambda _: self.render())
         self.stop_button.on_click(lambda _: self.stop())
         self.export_button.on_click(lambda _: self.export())
         controls = w.VBox(
@@ -135,7 +189,8 @@ class StylePanel:
                 self.steps,
                 self.optimizer,
                 self.seed,
-                w.HBox([self.run_button, self.stop_button, self.export_button]),
+                self.live,
+                w.HBox([self.render_button, self.stop_button, self.export_button]),
             ]
         )
         self.widget = w.HBox([controls, w.VBox([self.preview, self.progress, self.status, self.message])])
@@ -157,6 +212,7 @@ class StylePanel:
 
     # --- state -----------------------------------------------------------------------------------
     def config(self) -> StyleConfig:
+        """The full-size configuration the controls describe (what Render runs)."""
         style_layers = tuple(b.description for b in self.layer_boxes.children if b.value)
         return self.defaults.replace(
             arch=self.arch.value,
@@ -172,57 +228,142 @@ class StylePanel:
             seed=int(self.seed.value),
         )
 
+    def preview_config(self) -> StyleConfig:
+        """The live preview's configuration: the same settings at the preview size, one scale (a warm start needs
+        no coarse-to-fine schedule), at most ``preview_steps`` steps, nothing saved."""
+        config = self.config()
+        return config.replace(
+            size=min(self.preview_size, config.size), steps=self.preview_steps, pyramid_levels=1, snapshot_every=0
+        )
+
     def _input(self, dropdown, upload):
-        if upload.value:
-            item = upload.value[0] if isinstance(upload.value, (list, tuple)) else next(iter(upload.value.values()))
+        item = _upload_item(upload)
+        if item is not None:
             return Image.open(io.BytesIO(bytes(item["content"])))
         return dropdown.value
 
-    # --- actions ---------------------------------------------------------------------------------
-    def run(self, wait: bool = False) -> None:
-        """Start a run in a background thread (``wait=True`` blocks until it ends: tests, scripts)."""
-        if self._thread is not None and self._thread.is_alive():
-            return
-        config = self.config()
-        self._stop.clear()
-        self.progress.max, self.progress.value = config.steps, 0
-        self.run_button.disabled, self.stop_button.disabled, self.export_button.disabled = True, False, True
-        self.message.value = ""
-        content, style = self._input(self.content, self.content_upload), self._input(self.style, self.style_upload)
-        self._thread = threading.Thread(target=self._work, args=(content, style, config), daemon=True)
-        self._thread.start()
-        if wait:
-            self._thread.join()
+    def _inputs_key(self):
+        def key(dropdown, upload):
+            item = _upload_item(upload)
+            return (
+                ("upload", len(bytes(item["content"])), hash(bytes(item["content"]))) if item else str(dropdown.value)
+            )
 
-    def _work(self, content, style, config) -> None:
+        return key(self.content, self.content_upload), key(self.style, self.style_upload)
+
+    # --- actions ---------------------------------------------------------------------------------
+    def _weight_changed(self, change) -> None:
+        job = self._job
+        if not self.live.value:
+            return
+        if job is not None and job.kind == "render" and job.running():
+            self.message.value = "rendering: the live preview resumes after the render (or press Stop)"
+            return
+        self.start_preview()
+
+    def start_preview(self, wait: bool = False) -> Job:
+        """Re-optimise at the preview size with the current settings, warm-started from the image on show when it
+        is of the same inputs, cancelling any preview under way (what releasing a weight slider does)."""
+        warm = self.image if self._shown_inputs == self._inputs_key() else None
+        return self._start("preview", self.preview_config(), None, warm, wait)
+
+    def render(self, wait: bool = False) -> Job:
+        """The full-size stylisation with the current settings as a recorded run: a run folder under ``out``
+        (``run_dir`` once it ends). Cancels a preview under way."""
+        if self._job is not None and self._job.kind == "render" and self._job.running():
+            return self._job
+        return self._start("render", self.config(), self.out, None, wait)
+
+    def _start(self, kind: str, config: StyleConfig, out, initial, wait: bool) -> Job:
+        content, style = self._input(self.content, self.content_upload), self._input(self.style, self.style_upload)
+        job = Job(kind)
+        with self._lock:
+            previous, self._job = self._job, job
+            if previous is not None:
+                previous.stop.set()
+            self.progress.max, self.progress.value = config.steps, 0
+            self.stop_button.disabled, self.export_button.disabled = False, True
+            self.render_button.disabled = kind == "render"
+            self.message.value = ""
+            job.thread = threading.Thread(
+                target=self._work,
+                args=(job, previous, content, style, config, out, initial, self._inputs_key()),
+                daemon=True,
+            )
+            job.thread.start()
+        if wait:
+            job.thread.join()
+        return job
+
+    def _work(self, job: Job, previous: Job | None, content, style, config, out, initial, inputs) -> None:
+        if previous is not None and previous.thread is not None:
+            previous.thread.join()  # one optimisation at a time: the cancelled one stops after its current step
+        if job.stop.is_set():
+            return
         try:
-            self.result = stylize(content, style, config, out=None, progress=False, callbacks=[_PanelCallback(self)])
-            self.image = self.result.image
-            self.preview.value = png_bytes(self.image)
-            self.status.value = f"{self.result.status}: {len(self.result.history)} steps, " + (
-                f"loss {self.result.history[-1]['total']:.4g}" if self.result.history else "no step"
+            job.result = stylize(
+                content,
+                style,
+                config,
+                out=out,
+                name=_run_name(self) if out is not None else None,
+                progress=False,
+                initial=initial,
+                callbacks=[_PanelCallback(self, job)],
             )
         except NSTError as exc:
-            self.message.value = f"<span style='color:#b00'>{exc}</span>"
+            if job is self._job:
+                self.message.value = f"<span style='color:#b00'>{exc}</span>"
         finally:
-            self.run_button.disabled, self.stop_button.disabled = False, True
+            self._finish(job, inputs)
+
+    def _show(self, image: np.ndarray, job: Job) -> None:
+        if job is self._job:
+            self.image = image
+            self.preview.value = png_bytes(image)
+
+    def _finish(self, job: Job, inputs) -> None:
+        with self._lock:
+            if job is not self._job:  # replaced by a newer job, which owns the widgets now
+                return
+            result = job.result
+            if result is not None:
+                self.result = result
+                self._shown_inputs = inputs
+                self._show(result.image, job)
+                steps = len(result.history)
+                loss = f"loss {result.history[-1]['total']:.4g}" if result.history else "no step"
+                state = "converged" if job.converged else result.status
+                self.status.value = f"{job.kind} {state}: {steps} steps at {max(result.image.shape[:2])} px, {loss}"
+                if job.kind == "render":
+                    self.run_dir = result.run_dir
+                    self.message.value = f"rendered to {result.run_dir}"
+            self.render_button.disabled, self.stop_button.disabled = False, True
             self.export_button.disabled = self.result is None
 
     def stop(self) -> None:
-        self._stop.set()
+        """Stop the preview or render under way (after its current step)."""
+        if self._job is not None:
+            self._job.stop.set()
 
     def wait(self, timeout: float | None = None) -> None:
-        if self._thread is not None:
-            self._thread.join(timeout)
+        """Block until the current job ends (tests, scripts)."""
+        job = self._job
+        if job is not None and job.thread is not None:
+            job.thread.join(timeout)
 
     def export(self) -> Path:
-        """Write the current image, its config and the loss curve to a new run folder."""
+        """Write the image on show, its config and the loss curve to a new run folder."""
         if self.result is None:
-            raise RuntimeError("nothing to export: press Run first")
-        content_name = Path(str(self.content.value)).stem if not self.content_upload.value else "upload"
-        style_name = Path(str(self.style.value)).stem if not self.style_upload.value else "upload"
+            raise RuntimeError("nothing to export: move a slider or press Render first")
         inputs = {"content": str(self.content.value), "styles": [str(self.style.value)]}
-        path = save_result(self.result, self.out, f"panel_{content_name}_x_{style_name}", inputs)
+        path = save_result(self.result, self.out, _run_name(self), inputs)
         save_figure(loss_curves({"run": self.result.history}, title="loss"), path / "loss_curve.png", formats=("png",))
         self.message.value = f"exported to {path}"
         return path
+
+
+def _run_name(panel: StylePanel) -> str:
+    content = Path(str(panel.content.value)).stem if not panel.content_upload.value else "upload"
+    style = Path(str(panel.style.value)).stem if not panel.style_upload.value else "upload"
+    return f"panel_{content}_x_{style}"
