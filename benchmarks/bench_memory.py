@@ -158,7 +158,7 @@ def main() -> None:
                 "optimizer": "lbfgs",
                 "steps": args.steps,
                 "schedule": "one scale",
-                "budget": "default: a quarter of RAM",
+                "budget": "default: a quarter of RAM, at most 4 GB (evaluation 3/4, optimiser 1/4)",
                 "ram_mb": round(ram_mb),
             },
             "rows": rows,

@@ -147,8 +147,12 @@ def quality(args) -> None:
 
 
 def adam(args) -> None:
-    """Time for the default schedule's full-size loss to reach what the TF tutorial's Adam reaches in 1000 steps."""
+    """Time for the default schedule to reach the loss the TF tutorial's Adam reaches in 1000 steps, at 256 px.
+
+    At 256 px the default schedule has two scales (128 and 256 px); its coarse scale runs as configured, its final
+    scale runs until its loss reaches Adam's (at most 2000 steps), so the time to quality counts both scales."""
     from nst_lib import StyleConfig, stylize
+    from nst_lib.transfer import schedule
 
     size = 256
     adam_cfg = StyleConfig.preset("tf_tutorial", size=size, snapshot_every=0)
@@ -170,26 +174,35 @@ def adam(args) -> None:
     )
     target = adam_run.history[-1]["total"]
     adam_seconds = adam_run.history[-1]["time_s"]
-    scheduled = stylize(CONTENT, STYLE, base, out=None, progress=True)
-    last = max(r["level"] for r in scheduled.history)
-    clock, previous, level, reached = 0.0, 0.0, 0, None
+    scales = schedule(base, size)
+    last = len(scales) - 1
+    extended = base.replace(first_scale_steps=scales[0].steps, steps=2000) if last == 1 else base
+
+    def reached_target(info):
+        return info.level == last and info.losses["total"] <= target
+
+    scheduled = stylize(CONTENT, STYLE, extended, out=None, progress=True, callbacks=[reached_target])
+    clock, previous, level, reached, steps_at_last = 0.0, 0.0, 0, None, 0
     for r in scheduled.history:  # time_s restarts at each scale: add up the increments
         if r["level"] != level:
             level, previous = r["level"], 0.0
         clock += r["time_s"] - previous
         previous = r["time_s"]
-        if r["level"] == last and r["total"] <= target and reached is None:
-            reached = clock
+        if r["level"] == last:
+            steps_at_last += 1
+            if r["total"] <= target and reached is None:
+                reached = clock
     write(
         f"schedule_adam{args.tag}",
         {
             "size": size,
+            "schedule": [(s.long_side, s.steps) for s in scales],
             "adam_steps": 1000,
             "adam_loss": target,
             "adam_seconds": adam_seconds,
-            "schedule_seconds_to_adam_loss": reached,
+            "schedule_seconds_to_adam_loss": None if reached is None else round(reached, 1),
+            "schedule_final_scale_steps_to_adam_loss": steps_at_last if reached is not None else None,
             "ratio": None if reached is None else round(reached / adam_seconds, 3),
-            "schedule_final_loss": scheduled.history[-1]["total"],
             "target": "<= 0.15",
         },
     )

@@ -50,8 +50,10 @@ KERAS_WEIGHT_FILES = {
 TORCHVISION_VGG16_FILE = "vgg16_torchvision_imagenet1k_v1_notop_keras.h5"
 
 # Activations kept for the backward pass, their gradients and the framework's temporaries, relative to the
-# activations alone; calibrated from the measured peak memory of whole-image evaluations (benchmarks/bench_memory.py).
-ACTIVATION_OVERHEAD = 3.0
+# activations alone. Calibrated on bench_memory.py's whole-image peaks (benchmarks/results/memory.json): VGG19 grows by
+# 2387 B per pixel, of which ~530 are the 20 L-BFGS pairs (480 B) and image-sized arrays, so ~1850 B for the
+# evaluation; 2.0 gives VGG19 2560 B per pixel, a ~40 % margin (3.0 gave 3840: tiles smaller than needed).
+ACTIVATION_OVERHEAD = 2.0
 
 _CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
 _TORCH_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)

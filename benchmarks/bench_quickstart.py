@@ -1,0 +1,56 @@
+"""The Quickstart's job as a new user runs it: `nst stylize` on the bundled Tübingen photo and The Starry Night with
+the defaults, in a fresh process. Records the run's wall time, its schedule and its peak memory (from the run
+folder's record), and with --figure copies the output to the README's figure.
+
+    python benchmarks/bench_quickstart.py [--figure]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import CONTENT, ROOT, STYLE, write  # noqa: E402
+
+FIGURE = ROOT / "results" / "figures" / "quickstart_tubingen_starry_night.png"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--figure", action="store_true", help="copy the output to the README's Quickstart figure")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as out:
+        command = ["nst", "stylize", str(CONTENT.relative_to(ROOT)), str(STYLE.relative_to(ROOT)), "--out", out]
+        t0 = time.perf_counter()
+        subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - t0
+        (run_dir,) = [p for p in Path(out).iterdir() if (p / "config.json").is_file()]
+        record = json.loads((run_dir / "config.json").read_text())
+        if args.figure:
+            shutil.copyfile(run_dir / "output.png", FIGURE)
+    config = record["config"]
+    write(
+        "quickstart",
+        {
+            "command": "nst stylize data/content/tubingen_neckarfront.jpg data/style/vangogh_starry_night.jpg",
+            "wall_seconds_with_start_up": round(wall, 1),
+            "run_seconds": record["timings"]["total"],
+            "timings": record["timings"],
+            "schedule": record.get("schedule"),
+            "steps": record.get("steps_done"),
+            "peak_memory_mb": record.get("peak_memory_mb"),
+            "settings": {k: config[k] for k in ("arch", "weights", "size", "steps", "optimizer", "pyramid_levels")},
+            "device": record.get("device"),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
