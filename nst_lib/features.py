@@ -50,10 +50,11 @@ KERAS_WEIGHT_FILES = {
 TORCHVISION_VGG16_FILE = "vgg16_torchvision_imagenet1k_v1_notop_keras.h5"
 
 # Activations kept for the backward pass, their gradients and the framework's temporaries, relative to the
-# activations alone. Calibrated on bench_memory.py's whole-image peaks (benchmarks/results/memory.json): VGG19 grows by
-# 2387 B per pixel, of which ~530 are the 20 L-BFGS pairs (480 B) and image-sized arrays, so ~1850 B for the
-# evaluation; 2.0 gives VGG19 2560 B per pixel, a ~40 % margin (3.0 gave 3840: tiles smaller than needed).
-ACTIVATION_OVERHEAD = 2.0
+# activations alone. bench_memory.py's whole-image peaks (benchmarks/results/memory.json) grow by 2387 B per pixel for
+# VGG19, of which ~530 are the 20 L-BFGS pairs and image-sized arrays; 3.0 (3840 B per pixel) looks generous for the
+# backward tiles, but the forward-only tiles of pass 1 (twice the side) come on top: a 4K run with 2.0 peaked at 8.6 GB,
+# with 3.0 a 4K step at 5.6 GB (README "Speed and memory").
+ACTIVATION_OVERHEAD = 3.0
 
 _CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
 _TORCH_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
