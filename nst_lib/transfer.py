@@ -85,8 +85,8 @@ def schedule(config: StyleConfig, long_side: int, fits: Callable[[int], bool] | 
     """The scales of a stylisation, coarse to fine, the last at ``long_side``: ``pyramid_levels`` of them (each
     ``pyramid_ratio`` smaller than the next), or, with ``pyramid_levels=None``, as many as fit between
     ``pyramid_min_size`` and ``long_side``. The coarsest runs ``first_scale_steps`` (default 2 × ``steps``), every
-    other ``steps``. Coarse
-    scales for which ``fits(long_side)`` is false (an input too small there for the network's layers) are left out."""
+    other ``steps``. Coarse scales for which ``fits(long_side)`` is false (an input too small there for the network's
+    layers) are left out."""
     n = config.pyramid_levels
     if n is None:
         ratio = long_side / config.pyramid_min_size
@@ -174,11 +174,20 @@ class _Recorder(Callback):
 
 class _Engine:
     def __init__(
-        self, config: StyleConfig, content: np.ndarray, styles: list[np.ndarray], run: Run | None, min_side: int = 1
+        self,
+        config: StyleConfig,
+        content: np.ndarray,
+        styles: list[np.ndarray],
+        run: Run | None,
+        min_side: int = 1,
+        initial: np.ndarray | None = None,
+        source_hws: list[tuple[int, int]] | None = None,
     ):
         self.config, self.content, self.styles, self.run = config, content, styles, run
-        # the inputs' sizes before loading resized them (their aspect ratios, for the smallest size that fits)
-        self.source_hws = [content.shape[:2], *(s.shape[:2] for s in styles)]
+        self.initial = initial  # a warm start for the first scale
+        # the inputs' sizes before loading resized them (their aspect ratios, for the smallest size that fits); a
+        # resumed run has only the resized inputs, whose aspect ratios are the same
+        self.source_hws = source_hws or [content.shape[:2], *(s.shape[:2] for s in styles)]
 
         def fits(long_side: int) -> bool:  # every input keeps the deepest layer at least one position wide there
             content_hw, style_hws = self.level_shapes(long_side)
@@ -188,7 +197,6 @@ class _Engine:
         self.history: list[dict] = []
         self.snapshots: list[tuple[int, np.ndarray]] = []
         self.tiles: dict[int, int] = {}  # level → tiles its evaluations used (1: the whole image)
-        self.initial: np.ndarray | None = None  # a warm start for the first scale
 
     def snapshot_name(self, level: int, step: int) -> str:
         return f"step_{step:05d}.png" if len(self.scales) == 1 else f"L{level}_step_{step:05d}.png"
@@ -392,10 +400,7 @@ def _execute(
 ) -> StyleResult:
     with timer("build"):
         extractor = extractor_for(config)
-    engine = _Engine(config, content_img, style_imgs, run, extractor.min_side)
-    engine.initial = initial
-    if source_hws is not None:
-        engine.source_hws = source_hws
+    engine = _Engine(config, content_img, style_imgs, run, extractor.min_side, initial, source_hws)
     if start is not None:
         engine.history = start["history"]
         engine.snapshots = run.numbered_images("snapshots", "*step_*.png")

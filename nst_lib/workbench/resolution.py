@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from ..config import StyleConfig
 from ..errors import NSTError
@@ -109,9 +110,10 @@ def _completed(folder: Path) -> Run | None:
 def _read(run: Run, size: int, mode: str) -> ResolutionRun:
     record = run.record
     peak = (record.get("peak_memory_mb") or {}).get("host")
-    shape = load_image(run.path / "output.png").shape[:2]
+    with Image.open(run.path / "output.png") as png:  # the header only: a 4K output is not decoded here
+        width, height = png.size
     return ResolutionRun(
-        size, mode, run.path, float(record["timings"]["total"]), peak, tuple(shape), list(record.get("schedule", []))
+        size, mode, run.path, float(record["timings"]["total"]), peak, (height, width), list(record.get("schedule", []))
     )
 
 
@@ -157,7 +159,8 @@ def resolution_study(
                 }
                 if progress:
                     print(f"resolution study: {size} px, style {mode}", flush=True)
-                env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), *sys.path])}
+                paths = [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]
+                env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
                 subprocess.run([sys.executable, "-c", _CHILD, json.dumps(spec)], check=True, env=env)
                 run = _completed(folder)
                 if run is None:
@@ -166,45 +169,33 @@ def resolution_study(
     return runs
 
 
-def resolution_grid(runs: Sequence[ResolutionRun], display: int = 384, title: str | None = None):
-    """Outputs by style mode (rows) and size (columns), each shown downscaled to ``display`` px wide."""
+def _by_mode_and_size(runs: Sequence[ResolutionRun], cell, title: str):
+    """A figure of ``cell(run)`` with the style modes as rows and the sizes as columns (blank where a case is
+    missing)."""
     modes = list(dict.fromkeys(r.mode for r in runs))
     sizes = sorted({r.size for r in runs})
     by = {(r.mode, r.size): r for r in runs}
-    cells = []
-    for mode in modes:
-        row = []
-        for size in sizes:
-            r = by.get((mode, size))
-            if r is None:
-                row.append(None)
-                continue
-            img = r.image()
-            row.append(resize(img, (max(1, round(img.shape[0] * display / img.shape[1])), display)))
-        cells.append(row)
-    return image_grid(
-        cells, [f"style {m}" for m in modes], [f"{s} px" for s in sizes], title=title or "The same config by size"
-    )
+    cells = [[None if (mode, size) not in by else cell(by[mode, size]) for size in sizes] for mode in modes]
+    return image_grid(cells, [f"style {m}" for m in modes], [f"{s} px" for s in sizes], title=title)
+
+
+def resolution_grid(runs: Sequence[ResolutionRun], display: int = 384, title: str | None = None):
+    """Outputs by style mode (rows) and size (columns), each shown downscaled to ``display`` px wide."""
+
+    def downscaled(run: ResolutionRun) -> np.ndarray:
+        img = run.image()
+        return resize(img, (max(1, round(img.shape[0] * display / img.shape[1])), display))
+
+    return _by_mode_and_size(runs, downscaled, title or "The same config by size")
 
 
 def detail_crops(runs: Sequence[ResolutionRun], crop: int = 256, centre: tuple[float, float] = (0.35, 0.5)):
     """100 % crops: ``crop`` × ``crop`` output pixels around the same relative point of every output, so the
     detail each size adds (or the texture scale it keeps) is seen at the pixel level."""
-    modes = list(dict.fromkeys(r.mode for r in runs))
-    sizes = sorted({r.size for r in runs})
-    by = {(r.mode, r.size): r for r in runs}
-    cells = []
-    for mode in modes:
-        row = []
-        for size in sizes:
-            r = by.get((mode, size))
-            row.append(None if r is None else centre_crop(r.image(), crop, centre))
-        cells.append(row)
-    return image_grid(
-        cells,
-        [f"style {m}" for m in modes],
-        [f"{s} px" for s in sizes],
-        title=f"100 % crops ({crop} × {crop} output pixels at the same point)",
+    return _by_mode_and_size(
+        runs,
+        lambda run: centre_crop(run.image(), crop, centre),
+        f"100 % crops ({crop} × {crop} output pixels at the same point)",
     )
 
 
