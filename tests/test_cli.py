@@ -52,6 +52,14 @@ def test_stylize_end_to_end_on_bundled_data(tmp_path, capsys):
     assert "output.png" in capsys.readouterr().out
 
 
+def test_the_summary_counts_the_steps_of_every_scale(tmp_path, capsys):
+    argv = ["stylize", str(CONTENT), str(STYLE), "--out", str(tmp_path), *FAST, "--size", "64", "--pyramid-levels", "2"]
+    assert main(argv) == 0
+    # 2 × 3 steps at 32 px, then 3 at 64 px: the summary counts all nine, not the last scale's three
+    out = capsys.readouterr().out
+    assert "output.png  (9 steps over 2 scales, " in out
+
+
 def test_resume_command(tmp_path):
     assert main(["stylize", str(CONTENT), str(STYLE), "--out", str(tmp_path), *FAST]) == 0
     (run_dir,) = tmp_path.iterdir()

@@ -178,11 +178,13 @@ def _resources(pairs: list[str] | None) -> dict[str, float] | None:
 
 
 def _report(result) -> int:
-    steps = result.history[-1]["step"] if result.history else 0
+    steps = len(result.history)  # one row per step, over every scale (a row's "step" counts within its scale)
     if result.status in ("interrupted", "stopped"):
         print(f"nst: {result.status} after {steps} steps; resume with: nst resume {result.run_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
-    print(f"{result.run_dir}/output.png  ({steps} steps, {result.timings['total']:.1f} s)")
+    scales = len({row["level"] for row in result.history})
+    over = f" over {scales} scales" if scales > 1 else ""
+    print(f"{result.run_dir}/output.png  ({steps} steps{over}, {result.timings['total']:.1f} s)")
     return 0
 
 
