@@ -23,7 +23,10 @@ Loss terms as in ``losses`` (see its docstring for what α and β mean under eac
 
 from __future__ import annotations
 
+import hashlib
 import math
+import weakref
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -38,8 +41,11 @@ from .features import LAYER_PRESETS, FeatureExtractor, get_extractor
 from .images import ImageLike, load_image, resize
 from .losses import content_loss, gram_matrix, normalize_weights, style_layer_loss, tv_loss, tv_loss_and_grad
 
-# A forward-only tile's side relative to a forward-and-backward tile's (see Objective.forward_tiles).
-FORWARD_TILE_FACTOR = 2
+# A forward-only tile's side relative to a forward-and-backward tile's (Objective.forward_tiles). Forward-only
+# passes need about a quarter of the memory per pixel, but the allocator keeps what pass 1 used while pass 2 runs:
+# measured on a tiled 1920 × 1080 run, twice the side (4× the area) added 0.4 GB to a 1 GB budget's peak, and
+# within a fixed budget equal tiles leave the most room to both passes.
+FORWARD_TILE_FACTOR = 1
 
 # The memory budget's defaults when StyleConfig.memory_budget_mb is None. The budget covers the loss evaluation's
 # activations and image-sized arrays and the optimiser's state; the network, the framework and the process's own
@@ -137,24 +143,39 @@ def tile_size_for(config: StyleConfig, extractor: FeatureExtractor, height: int,
 
 def plan_tiles(height: int, width: int, tile_size: int, halo: int, stride: int) -> list[Tile]:
     """Tiles of at most ``tile_size`` per side whose interiors partition the image on the ``stride`` grid, each
-    widened by ``halo`` (clipped at the image's edges). Interiors are as equal as the grid allows."""
+    input window covering its interior widened by ``halo`` (clipped at the image's edges). Interiors are as equal as
+    the grid allows, and every window has the same shape: one compiled function and one set of the backend's cached
+    kernels serve them all (each new shape costs a trace and, on CPU, a copy of the network's weights)."""
     core = tile_size - 2 * halo
     if core < stride:
         raise ConfigError(f"tile_size {tile_size} leaves no interior inside a {halo}-px halo")
 
-    def cuts(length: int) -> list[tuple[int, int]]:
+    def windows(length: int, core: int) -> list[tuple[int, int, int, int]]:
+        """(window start, window end, interior start, interior end) along one axis."""
         cells = math.ceil(length / stride)  # interior boundaries stay on the stride grid
-        n = max(1, math.ceil(cells / (core // stride)))
+        n = max(1, math.ceil(cells / max(1, core // stride)))
         edges = [min(length, round(i * cells / n) * stride) for i in range(n + 1)]
         edges[-1] = length
-        return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+        cuts = [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+        if len(cuts) == 1:
+            return [(0, length, 0, length)]
+        starts = [max(0, a - halo) // stride * stride for a, _ in cuts]  # on the grid: features align
+        need = max(min(length, b + halo) - s for s, (_, b) in zip(starts, cuts))
+        # one window length for all, ≡ length (mod stride): a window ending at the image's edge starts on the grid
+        span = min(length, need + (length - need) % stride)
+        return [(min(s, length - span), min(s, length - span) + span, a, b) for s, (a, b) in zip(starts, cuts)]
 
-    tiles = []
-    for y0, y1 in cuts(height):
-        for x0, x1 in cuts(width):
-            top, bottom = max(0, y0 - halo), min(height, y1 + halo)
-            tiles.append(Tile(top, bottom, max(0, x0 - halo), min(width, x1 + halo), y0, y1, x0, x1))
-    return tiles
+    def axis(length: int) -> list[tuple[int, int, int, int]]:
+        out = windows(length, core)
+        if len(out) > 1 and out[0][1] - out[0][0] > tile_size and core - stride >= stride:
+            out = windows(length, core - stride)  # the rounding took a window past tile_size: narrower interiors
+        return out
+
+    return [
+        Tile(top, bottom, left, right, y0, y1, x0, x1)
+        for top, bottom, y0, y1 in axis(height)
+        for left, right, x0, x1 in axis(width)
+    ]
 
 
 # --- the objective ----------------------------------------------------------------------------------------------
@@ -185,25 +206,35 @@ class Objective:
         self.tile_size = tile_size
         h, w = self.shape[:2]
         self.tiles = plan_tiles(h, w, tile_size, extractor.halo, extractor.stride) if tile_size else None
-        # forward-only passes (the Grams of pass 1, the targets) keep no activations for a backward pass: tiles
-        # twice as large per side fit the same memory and waste less on halos
+        # forward-only passes (the Grams of pass 1, the targets): tiles FORWARD_TILE_FACTOR times as large per side
         forward_size = min(FORWARD_TILE_FACTOR * tile_size, max(h, w)) // extractor.stride * extractor.stride
         self.forward_tiles = (
             plan_tiles(h, w, max(forward_size, tile_size), extractor.halo, extractor.stride) if tile_size else None
         )
         if tile_size:
-            self._tile_grams = backend.compile_forward(self._tile_grams_fn)
-            self._tile_pass = backend.value_and_grad(self._tile_objective)
-        self.content_targets = self._content_targets(content)
-        # targets: once per scale, never per step
-        grams = [self._grams(s) for s in styles]
-        self.style_targets = [np.stack([g[layer] for g in grams]) for layer in self.style_layers]
+            backend.return_large_buffers()
+        self.graph = _loss_graph(extractor, self.content_layers, self.style_layers, self.layer_weights, config)
+        # the weights are inputs of the compiled functions, not constants in them: a new α, β or TV weight reuses
+        # the traced code (what a live preview does after every slider move)
+        self.weights = np.array([config.content_weight, config.style_weight, config.tv_weight], np.float32)
+        # targets: once per scale, never per step; small ones remembered for the next Objective on the same inputs
+        small = content.nbytes + sum(s.nbytes for s in styles) <= _TARGETS_MAX_BYTES
+        key = (self.graph, _digest(content), tuple(_digest(s) for s in styles)) if small else None
+        cached = _TARGETS.get(key)
+        if cached is None:
+            self.content_targets = self._content_targets(content)
+            grams = [self._grams(s) for s in styles]
+            self.style_targets = [np.stack([g[layer] for g in grams]) for layer in self.style_layers]
+            if key is not None:
+                _remember(key, (self.content_targets, self.style_targets))
+        else:
+            self.content_targets, self.style_targets = cached
         if self.tiles is None:
-            self._whole = backend.value_and_grad(self._whole_objective)
             self._whole_args = (
                 [ops.convert_to_tensor(t) for t in self.content_targets],
                 [ops.convert_to_tensor(t) for t in self.style_targets],
                 ops.convert_to_tensor(self.blend),
+                ops.convert_to_tensor(self.weights),
             )
 
     # --- targets ------------------------------------------------------------------------------------------
@@ -214,14 +245,8 @@ class Objective:
         h, w = content.shape[:2]
         shapes = self.extractor.feature_shapes(h, w)
         out = [np.zeros((1, *shapes[layer]), np.float32) for layer in self.content_layers]
-
-        def content_features(x, params):
-            feats = self.extractor.apply(params, x)
-            return [feats[layer] for layer in self.content_layers]
-
-        features = backend.compile_forward(content_features)
         for tile in self.forward_tiles:
-            feats = features(_crop(content, tile)[None], self.extractor.params)
+            feats = self.graph.content_features(_crop(content, tile)[None], self.extractor.params)
             for target, layer, f in zip(out, self.content_layers, feats):
                 (gy0, gy1, ly0), (gx0, gx1, lx0) = self._interior(tile, layer, h, w)
                 target[0, gy0:gy1, gx0:gx1] = backend.to_numpy(f)[0, ly0 : ly0 + gy1 - gy0, lx0 : lx0 + gx1 - gx0]
@@ -240,7 +265,10 @@ class Objective:
             }
         tiles = plan_tiles(h, w, forward_size, self.extractor.halo, self.extractor.stride)
         grams, positions = self._accumulate_grams(image, tiles)
-        return {layer: grams[layer] / (positions[layer] if self.normalized else 1.0) for layer in self.style_layers}
+        return {
+            layer: (grams[layer] / (positions[layer] if self.normalized else 1.0)).astype(np.float32)
+            for layer in self.style_layers
+        }
 
     def _accumulate_grams(self, image: np.ndarray, tiles: list[Tile]) -> tuple[dict, dict]:
         """Raw Grams Σ FᵀF over the tiles' interiors (float64) and each layer's number of positions M."""
@@ -249,7 +277,7 @@ class Objective:
         grams = {layer: 0.0 for layer in self.style_layers}
         for tile in tiles:
             masks = self._masks(tile, self.style_layers, h, w)
-            result = self._tile_grams(_crop(image, tile)[None], self.extractor.params, masks)
+            result = self.graph.tile_grams(_crop(image, tile)[None], self.extractor.params, masks)
             for layer, g in zip(self.style_layers, result):
                 grams[layer] = grams[layer] + backend.to_numpy(g).astype(np.float64)
         positions = {layer: shapes[layer][0] * shapes[layer][1] for layer in self.style_layers}
@@ -277,51 +305,6 @@ class Objective:
             masks.append(mask)
         return masks
 
-    # --- compiled functions ------------------------------------------------------------------------------
-    def _weighted_terms(self, x, feats, content_targets, style_targets, blend):
-        c = self.config
-        lc = 0.0
-        for layer, target in zip(self.content_layers, content_targets):
-            lc = lc + (c.content_weight / len(self.content_layers)) * content_loss(feats[layer], target, c.content_loss)
-        ls = 0.0
-        for w, layer, targets in zip(self.layer_weights, self.style_layers, style_targets):
-            f = feats[layer]
-            shape = ops.shape(f)
-            gram = gram_matrix(f, normalize=self.normalized)
-            ls = ls + float(w) * style_layer_loss(gram, targets, shape[3], shape[1] * shape[2], c.gram_norm, blend)
-        return lc, c.style_weight * ls, c.tv_weight * tv_loss(x)
-
-    def _whole_objective(self, x, params, content_targets, style_targets, blend, scale):
-        lc, ls, lt = self._weighted_terms(x, self.extractor.apply(params, x), content_targets, style_targets, blend)
-        total = lc + ls + lt
-        return total * scale, (total, lc, ls, lt)
-
-    def _tile_grams_fn(self, x, params, masks):
-        feats = self.extractor.apply(params, x)
-        out = []
-        for layer, mask in zip(self.style_layers, masks):
-            f = feats[layer] * mask[None]
-            out.append(gram_matrix(f, normalize=False)[0])
-        return out
-
-    def _tile_objective(self, x, params, style_masks, quadratics, content_masks, content_targets, scale):
-        feats = self.extractor.apply(params, x)
-        s = 0.0
-        for layer, mask, k in zip(self.style_layers, style_masks, quadratics):
-            f = feats[layer] * mask[None]
-            n = ops.shape(f)[3]
-            flat = ops.reshape(f, (-1, n))
-            s = s + ops.sum(ops.matmul(flat, k) * flat)
-        lc = 0.0
-        c = self.config
-        for layer, mask, target in zip(self.content_layers, content_masks, content_targets):
-            diff2 = ops.sum(ops.square(feats[layer] - target) * mask[None])
-            if c.content_loss == "gatys":
-                lc = lc + (0.5 * c.content_weight / len(self.content_layers)) * diff2
-            else:  # 'mean' over every element of the whole image's feature map
-                lc = lc + (c.content_weight / len(self.content_layers) / self._content_sizes[layer]) * diff2
-        return (s + lc) * scale, lc
-
     # --- evaluation ----------------------------------------------------------------------------------------
     def evaluate(self, image: np.ndarray) -> Evaluation:
         image = np.asarray(image, np.float32).reshape(self.shape)
@@ -336,7 +319,8 @@ class Objective:
     def _evaluate_whole(self, image: np.ndarray) -> Evaluation:
         x = ops.convert_to_tensor(image[None])
         while True:
-            aux, g = self._whole(x, self.extractor.params, *self._whole_args, ops.convert_to_tensor(self.loss_scale))
+            scale = ops.convert_to_tensor(self.loss_scale)
+            aux, g = self.graph.whole(x, self.extractor.params, *self._whole_args, scale)
             g = backend.to_numpy(g)[0] / self.loss_scale
             if self.loss_scale <= 1.0 or np.isfinite(g).all():
                 break
@@ -362,8 +346,19 @@ class Objective:
             d = np.tensordot(self.blend, 2.0 * diff / scale, axes=1)  # dE/dG (dE/dĜ for normalised Grams)
             quadratics.append((c.style_weight * float(w_l) * d / (m if self.normalized else 1.0)).astype(np.float32))
         ls *= c.style_weight
+        # each content layer's weight on its tile's Σ (F - P)²: ½ α / layers ('gatys'), α / layers / the whole
+        # feature map's size ('mean')
         shapes = self.extractor.feature_shapes(h, w)
-        self._content_sizes = {la: float(np.prod(shapes[la])) for la in self.content_layers}
+        per_layer = c.content_weight / len(self.content_layers)
+        coefs = ops.convert_to_tensor(
+            np.array(
+                [
+                    0.5 * per_layer if c.content_loss == "gatys" else per_layer / np.prod(shapes[la])
+                    for la in self.content_layers
+                ],
+                np.float32,
+            )
+        )
         # pass 2: each tile's interior's share of the gradient, with the content loss of the interior
         while True:
             grad = np.zeros((h, w, 3), np.float32)
@@ -376,13 +371,14 @@ class Objective:
                     local = np.zeros((1, *local_shape), np.float32)
                     local[0, ly0 : ly0 + gy1 - gy0, lx0 : lx0 + gx1 - gx0] = full[0, gy0:gy1, gx0:gx1]
                     targets.append(local)
-                part, g = self._tile_pass(
+                part, g = self.graph.tile_pass(
                     _crop(image, tile)[None],
                     self.extractor.params,
                     self._masks(tile, self.style_layers, h, w),
                     quadratics,
                     self._masks(tile, self.content_layers, h, w),
                     targets,
+                    coefs,
                     ops.convert_to_tensor(self.loss_scale),
                 )
                 grad[tile.top : tile.bottom, tile.left : tile.right] += backend.to_numpy(g)[0] / self.loss_scale
@@ -394,6 +390,99 @@ class Objective:
         lt *= c.tv_weight
         grad += c.tv_weight * tv_grad
         return Evaluation(lc + ls + lt, lc, ls, lt, grad, tiles=len(self.tiles))
+
+
+# --- the compiled functions, shared ----------------------------------------------------------------------------
+class _LossGraph:
+    """The compiled loss functions of one loss definition (network, layers, layer weights, normalisations), shared
+    by every Objective that uses it. The targets, the α/β/TV weights and the image are inputs, so a new scale, new
+    targets or a moved slider reuse code already traced (TensorFlow) or compiled for the shape (JAX)."""
+
+    def __init__(self, extractor, content_layers, style_layers, layer_weights, gram_norm, content_loss):
+        self.extractor = extractor
+        self.content_layers, self.style_layers = list(content_layers), list(style_layers)
+        self.layer_weights = [float(w) for w in layer_weights]
+        self.gram_norm, self.content_loss = gram_norm, content_loss
+        self.normalized = gram_norm != "gatys"
+        self.whole = backend.value_and_grad(self._whole_objective)
+        self.tile_grams = backend.compile_forward(self._tile_grams)
+        self.tile_pass = backend.value_and_grad(self._tile_objective)
+        self.content_features = backend.compile_forward(self._content_features)
+
+    def _whole_objective(self, x, params, content_targets, style_targets, blend, weights, scale):
+        feats = self.extractor.apply(params, x)
+        lc = 0.0
+        for layer, target in zip(self.content_layers, content_targets):
+            lc = lc + content_loss(feats[layer], target, self.content_loss) / len(self.content_layers)
+        ls = 0.0
+        for w, layer, targets in zip(self.layer_weights, self.style_layers, style_targets):
+            f = feats[layer]
+            shape = ops.shape(f)
+            gram = gram_matrix(f, normalize=self.normalized)
+            ls = ls + w * style_layer_loss(gram, targets, shape[3], shape[1] * shape[2], self.gram_norm, blend)
+        lc, ls, lt = weights[0] * lc, weights[1] * ls, weights[2] * tv_loss(x)
+        total = lc + ls + lt
+        return total * scale, (total, lc, ls, lt)
+
+    def _tile_grams(self, x, params, masks):
+        feats = self.extractor.apply(params, x)
+        return [
+            gram_matrix(feats[layer] * mask[None], normalize=False)[0] for layer, mask in zip(self.style_layers, masks)
+        ]
+
+    def _tile_objective(self, x, params, style_masks, quadratics, content_masks, content_targets, coefs, scale):
+        feats = self.extractor.apply(params, x)
+        s = 0.0
+        for layer, mask, k in zip(self.style_layers, style_masks, quadratics):
+            f = feats[layer] * mask[None]
+            flat = ops.reshape(f, (-1, ops.shape(f)[3]))
+            s = s + ops.sum(ops.matmul(flat, k) * flat)
+        lc = 0.0
+        for i, (layer, mask, target) in enumerate(zip(self.content_layers, content_masks, content_targets)):
+            lc = lc + coefs[i] * ops.sum(ops.square(feats[layer] - target) * mask[None])
+        return (s + lc) * scale, lc
+
+    def _content_features(self, x, params):
+        feats = self.extractor.apply(params, x)
+        return [feats[layer] for layer in self.content_layers]
+
+
+_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # extractor → {definition: _LossGraph}
+
+
+def _loss_graph(extractor, content_layers, style_layers, layer_weights, config: StyleConfig) -> _LossGraph:
+    definition = (
+        tuple(content_layers),
+        tuple(style_layers),
+        tuple(float(w) for w in layer_weights),
+        config.gram_norm,
+        config.content_loss,
+    )
+    graphs = _GRAPHS.setdefault(extractor, {})
+    if definition not in graphs:
+        graphs[definition] = _LossGraph(extractor, *definition)
+    return graphs[definition]
+
+
+# Targets of recent small problems (a preview's inputs), so a slider move recomputes no features: at most
+# _TARGETS_KEPT entries, of inputs and targets of at most _TARGETS_MAX_BYTES each (a large run's are never kept).
+_TARGETS: OrderedDict = OrderedDict()
+_TARGETS_KEPT = 4
+_TARGETS_MAX_BYTES = 64 * 2**20
+
+
+def _digest(image: np.ndarray) -> tuple:
+    image = np.ascontiguousarray(image, np.float32)
+    return image.shape, hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest()
+
+
+def _remember(key, targets) -> None:
+    content_targets, style_targets = targets
+    if sum(t.nbytes for t in [*content_targets, *style_targets]) > _TARGETS_MAX_BYTES:
+        return
+    _TARGETS[key] = targets
+    while len(_TARGETS) > _TARGETS_KEPT:
+        _TARGETS.popitem(last=False)
 
 
 def _crop(image: np.ndarray, tile: Tile) -> np.ndarray:

@@ -107,10 +107,11 @@ class LBFGS:
         return x_new
 
     def state_dict(self) -> dict[str, Any]:
-        n = 0 if self.g is None else self.g.size
+        """The whole state; the curvature pairs as one array each (``s_000``, ``y_000``, …), not stacked: a
+        stacked copy of a 4K image's history would take another gigabyte while the checkpoint is written."""
+        pairs = {f"s_{i:03d}": s for i, s in enumerate(self.s)} | {f"y_{i:03d}": y for i, y in enumerate(self.y)}
         return {
-            "s": np.stack(self.s) if self.s else np.zeros((0, n), np.float32),
-            "y": np.stack(self.y) if self.y else np.zeros((0, n), np.float32),
+            **pairs,
             "rho": np.asarray(self.rho, np.float64),
             "f": np.asarray(np.nan if self.f is None else self.f),
             "g": np.zeros(0, np.float32) if self.g is None else self.g,
@@ -119,8 +120,12 @@ class LBFGS:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.s, self.y = list(state["s"]), list(state["y"])
         self.rho = [float(r) for r in state["rho"]]
+        if "s" in state:  # checkpoints written before the pairs were stored one by one
+            self.s, self.y = list(state["s"]), list(state["y"])
+        else:
+            self.s = [state[f"s_{i:03d}"] for i in range(len(self.rho))]
+            self.y = [state[f"y_{i:03d}"] for i in range(len(self.rho))]
         self.g = state["g"] if state["g"].size else None
         self.f = None if self.g is None else float(state["f"])
         self.parts = dict(zip(("content", "style", "tv"), (float(v) for v in state["parts"])))

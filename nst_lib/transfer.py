@@ -286,12 +286,15 @@ class _Engine:
                     self._keep_last_good(exc, to_image)
                     raise
             x_img = loop.x.reshape(content.shape)
-            previous = optimizer.state_dict()
+            # Adam's moments go on to the next scale; L-BFGS's pairs cannot (kept, they would hold a gigabyte at 4K)
+            previous = optimizer.state_dict() if isinstance(optimizer, Adam) else None
             final = to_image(loop.x)
             self.checkpoint(level, loop.steps_done, optimizer, loop.x)
             if loop.interrupted or loop.stopped:
                 status = "interrupted" if loop.interrupted else "stopped"
                 break
+            # the finished scale's optimiser state and targets go before the next scale builds its own
+            problem = optimizer = recorder = loop = None
         return final, status
 
     def _keep_last_good(self, exc, to_image) -> None:

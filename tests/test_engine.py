@@ -313,6 +313,7 @@ def test_every_preset_builds_and_cites_its_values():
 
 
 def test_style_targets_are_computed_once_not_per_step(small_pair, monkeypatch):
+    from nst_lib import objective
     from nst_lib.features import FeatureExtractor
 
     content, style = small_pair
@@ -327,10 +328,37 @@ def test_style_targets_are_computed_once_not_per_step(small_pair, monkeypatch):
     counts = []
     for steps in (2, 12):
         calls.clear()
+        objective._TARGETS.clear()  # not the targets remembered from the previous run
         stylize(content, [style, style[:, ::-1]], out=None, steps=steps, progress=False, **FAST)
         counts.append(len(calls))
     # content target + two style targets + tracing the loss function: the same for 2 and 12 steps
     assert counts[0] == counts[1] <= 1 + 2 + 2
+
+
+def test_new_weights_on_the_same_inputs_reuse_the_targets_and_the_compiled_loss(small_pair, monkeypatch):
+    from nst_lib import objective
+    from nst_lib.features import FeatureExtractor
+    from nst_lib.objective import Objective, extractor_for
+
+    content, style = small_pair
+    config = StyleConfig(**FAST)
+    extractor = extractor_for(config)
+    objective._TARGETS.clear()
+    first = Objective(extractor, config, content, [style])
+    image = np.random.default_rng(0).uniform(0, 255, content.shape).astype(np.float32)
+    base = first.evaluate(image)
+    calls = []
+    original = FeatureExtractor.__call__
+    monkeypatch.setattr(FeatureExtractor, "__call__", lambda self, x: calls.append(1) or original(self, x))
+    moved = config.replace(style_weight=config.style_weight * 10, tv_weight=config.tv_weight * 3)
+    second = Objective(extractor, moved, content, [style])
+    assert calls == [] and second.graph is first.graph  # no features recomputed, the traced loss shared
+    e = second.evaluate(image)
+    # the weights are inputs, not constants traced into the first objective's graph
+    np.testing.assert_allclose([e.content, e.style, e.tv], [base.content, 10 * base.style, 3 * base.tv], rtol=1e-5)
+    # different inputs are not confused with remembered ones
+    third = Objective(extractor, config, content[:, ::-1].copy(), [style])
+    assert len(calls) >= 1 and not np.allclose(third.content_targets[0], first.content_targets[0])
 
 
 @pytest.mark.parametrize("init", ["content", "style", "noise"])
