@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -166,9 +165,13 @@ def plan_tiles(height: int, width: int, tile_size: int, halo: int, stride: int) 
         return [(min(s, length - span), min(s, length - span) + span, a, b) for s, (a, b) in zip(starts, cuts)]
 
     def axis(length: int) -> list[tuple[int, int, int, int]]:
+        if length <= tile_size:  # one window spans the axis: no halo to recompute
+            return [(0, length, 0, length)]
         out = windows(length, core)
-        if len(out) > 1 and out[0][1] - out[0][0] > tile_size and core - stride >= stride:
+        if out[0][1] - out[0][0] > tile_size and core - stride >= stride:
             out = windows(length, core - stride)  # the rounding took a window past tile_size: narrower interiors
+        if out[0][1] - out[0][0] > tile_size:  # a tile with room for one stride only: windows of their own sizes
+            out = [(max(0, a - halo), min(length, b + halo), a, b) for _, _, a, b in out]
         return out
 
     return [
@@ -219,7 +222,7 @@ class Objective:
         self.weights = np.array([config.content_weight, config.style_weight, config.tv_weight], np.float32)
         # targets: once per scale, never per step; small ones remembered for the next Objective on the same inputs
         small = content.nbytes + sum(s.nbytes for s in styles) <= _TARGETS_MAX_BYTES
-        key = (self.graph, _digest(content), tuple(_digest(s) for s in styles)) if small else None
+        key = (self.graph, bool(tile_size), _digest(content), tuple(_digest(s) for s in styles)) if small else None
         cached = _TARGETS.get(key)
         if cached is None:
             self.content_targets = self._content_targets(content)
@@ -228,6 +231,7 @@ class Objective:
             if key is not None:
                 _remember(key, (self.content_targets, self.style_targets))
         else:
+            _TARGETS.move_to_end(key)
             self.content_targets, self.style_targets = cached
         if self.tiles is None:
             self._whole_args = (
@@ -447,9 +451,6 @@ class _LossGraph:
         return [feats[layer] for layer in self.content_layers]
 
 
-_GRAPHS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # extractor → {definition: _LossGraph}
-
-
 def _loss_graph(extractor, content_layers, style_layers, layer_weights, config: StyleConfig) -> _LossGraph:
     definition = (
         tuple(content_layers),
@@ -458,7 +459,7 @@ def _loss_graph(extractor, content_layers, style_layers, layer_weights, config: 
         config.gram_norm,
         config.content_loss,
     )
-    graphs = _GRAPHS.setdefault(extractor, {})
+    graphs = extractor.__dict__.setdefault("_loss_graphs", {})  # they live and die with their extractor
     if definition not in graphs:
         graphs[definition] = _LossGraph(extractor, *definition)
     return graphs[definition]

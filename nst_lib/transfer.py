@@ -250,7 +250,7 @@ class _Engine:
             step0 = 0
             if start and level == start_level:
                 x = start["x"].reshape(-1).astype(np.float32)
-                optimizer.load_state_dict(start["optimizer"])
+                optimizer.load_state_dict(start.pop("optimizer"))  # not kept beyond its scale
                 step0 = start["step"]
             elif x_img is None:
                 if self.initial is not None:

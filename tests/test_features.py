@@ -53,7 +53,7 @@ def test_weights_are_frozen_and_no_weight_gradient_is_built():
     image = np.random.default_rng(0).uniform(0, 255, (16, 16, 3)).astype(np.float32)
     problem = Objective(fe, config, image, [image])
     x = tf.constant(image[None])
-    graph = problem._whole.compiled.get_concrete_function(x, None, *problem._whole_args, tf.constant(1.0)).graph
+    graph = problem.graph.whole.compiled.get_concrete_function(x, None, *problem._whole_args, tf.constant(1.0)).graph
     # ops the returned values depend on; TF builds a Conv2D's filter gradient as dead code that the
     # function runtime prunes, so what matters is that no output needs one
     needed, stack = set(), [t.op for t in graph.outputs]

@@ -51,7 +51,7 @@ def test_each_tile_interior_has_the_whole_images_features_and_a_smaller_halo_wou
     presets = LAYER_PRESETS[arch]
     extractor = get_extractor(arch, presets["content"] + presets["style"], weights=None)
     halo, stride = extractor.halo, extractor.stride
-    core = 2 * halo  # interiors of two halos: 2 × 2 tiles, the last ones cut off the stride grid on purpose
+    core = 2 * halo + 2 * stride  # 2 × 2 tiles, the last ones cut off the stride grid on purpose
     h, w = 2 * core - stride + 5, 2 * core - stride + 9
     image = rng.uniform(0, 255, (h, w, 3)).astype(np.float32)
     tiles = plan_tiles(h, w, 2 * halo + core, halo, stride)
@@ -104,13 +104,13 @@ def _compare(whole, tiled, grad_tol, loss_tol):
     ids=["size-mean", "gatys", "mean-avgpool"],
 )
 def test_tiled_equals_untiled_for_every_normalisation(overrides, small_pair, rng):
-    config = StyleConfig(arch="vgg16", weights=None, size=160, style_blend_weights=(3, 1), **overrides)
-    content = load_image(CONTENT, 160)
+    config = StyleConfig(arch="vgg16", weights=None, size=200, style_blend_weights=(3, 1), **overrides)
+    content = load_image(CONTENT, 200)  # 200 × 150: 5 × 4 tiles
     styles = [load_image(STYLE, 160), load_image(STYLE, 96)[:, ::-1]]
     image = rng.uniform(0, 255, content.shape).astype(np.float32)
     extractor = extractor_for(config)
     whole = Objective(extractor, config, content, styles, 0).evaluate(image)
-    tiled = Objective(extractor, config, content, styles, 2 * extractor.halo + 32).evaluate(image)
+    tiled = Objective(extractor, config, content, styles, 2 * extractor.halo + 48).evaluate(image)
     _compare(whole, tiled, 1e-4, 1e-5)
 
 
@@ -118,11 +118,11 @@ def test_forward_passes_over_many_tiles_accumulate_the_same_grams_and_targets(mo
     from nst_lib import objective
 
     monkeypatch.setattr(objective, "FORWARD_TILE_FACTOR", 1)  # pass 1 and the targets over the small tiles too
-    config = StyleConfig(arch="vgg16", weights=None, size=160)
-    content, style = load_image(CONTENT, 160), load_image(STYLE, 256)  # a style image larger than a tile
+    config = StyleConfig(arch="vgg16", weights=None, size=200)
+    content, style = load_image(CONTENT, 200), load_image(STYLE, 256)  # a style image larger than a tile
     image = rng.uniform(0, 255, content.shape).astype(np.float32)
     extractor = extractor_for(config)
-    tiled_objective = Objective(extractor, config, content, [style], 2 * extractor.halo + 32)
+    tiled_objective = Objective(extractor, config, content, [style], 2 * extractor.halo + 48)
     assert len(tiled_objective.forward_tiles) > 1
     whole = Objective(extractor, config, content, [style], 0)
     for a, b in zip(whole.style_targets, tiled_objective.style_targets):
@@ -165,7 +165,7 @@ def test_a_tiled_stylisation_follows_the_untiled_one(small_pair):
     content, style = load_image(CONTENT, 192), load_image(STYLE, 192)
     kw = dict(weights=None, size=192, steps=4, snapshot_every=0, out=None, progress=False, arch="vgg16")
     whole = stylize(content, style, tile_size=0, **kw)
-    tiled = stylize(content, style, tile_size=176, **kw)  # 4 × 3 tiles
+    tiled = stylize(content, style, tile_size=176, **kw)  # 4 tiles side by side (the 144 px height fits in one)
     for a, b in zip(whole.history, tiled.history):
         assert b["total"] == pytest.approx(a["total"], rel=1e-4)
     assert np.abs(whole.image.astype(int) - tiled.image.astype(int)).max() <= 2
@@ -179,7 +179,7 @@ def test_a_tiled_multi_scale_run_stopped_at_its_last_scale_resumes_exactly(tmp_p
               pyramid_min_size=96, tile_size=176, snapshot_every=0, progress=False)  # fmt: skip
     full = stylize(content, style, out=tmp_path / "a", **kw)
     record = json.loads((full.run_dir / "config.json").read_text())
-    assert [(s["long_side"], s["tiles"]) for s in record["schedule"]] == [(96, 1), (192, 12)]  # 4 × 3 at 192 px
+    assert [(s["long_side"], s["tiles"]) for s in record["schedule"]] == [(96, 1), (192, 4)]  # 4 × 1 at 192 px
     cut = stylize(content, style, out=tmp_path / "b", callbacks=[lambda i: i.level == 1 and i.step == 1], **kw)
     assert cut.status == "stopped" and len(cut.history) == 4
     resumed = resume(cut.run_dir, progress=False)
