@@ -52,8 +52,8 @@ TORCHVISION_VGG16_FILE = "vgg16_torchvision_imagenet1k_v1_notop_keras.h5"
 # Activations kept for the backward pass, their gradients and the framework's temporaries, relative to the
 # activations alone. bench_memory.py's whole-image peaks (benchmarks/results/memory.json) grow by 2387 B per pixel for
 # VGG19, of which ~530 are the 20 L-BFGS pairs and image-sized arrays; 3.0 (3840 B per pixel) looks generous for the
-# backward tiles, but the forward-only tiles of pass 1 (twice the side) come on top: a 4K run with 2.0 peaked at 8.6 GB,
-# with 3.0 a 4K step at 5.6 GB (README "Speed and memory").
+# backward tiles, but pass 1's forward-only memory, which the allocator keeps, comes on top: with 3.0 a whole 4K run
+# peaked at 6.1 GB (results/figures/4k/run_record.json; with 2.0 and larger forward tiles, 8.6 GB).
 ACTIVATION_OVERHEAD = 3.0
 
 _CAFFE_MEAN_BGR = np.array([103.939, 116.779, 123.68], dtype=np.float32)
