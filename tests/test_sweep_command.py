@@ -151,6 +151,8 @@ def test_ctrl_c_on_a_ray_sweep_leaves_started_cells_resumable(tmp_path, capsys):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # a shell without job control starts background jobs with SIGINT ignored, and the child would inherit that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 240
     while not list((tmp_path / "sweep").glob("*/checkpoint.npz")) and time.monotonic() < deadline:
