@@ -212,7 +212,9 @@ class Objective:
         # forward-only passes (the Grams of pass 1, the targets): tiles FORWARD_TILE_FACTOR times as large per side
         forward_size = min(FORWARD_TILE_FACTOR * tile_size, max(h, w)) // extractor.stride * extractor.stride
         self.forward_tiles = (
-            plan_tiles(h, w, max(forward_size, tile_size), extractor.halo, extractor.stride) if tile_size else None
+            plan_tiles(h, w, forward_size, extractor.halo, extractor.stride)
+            if forward_size > tile_size
+            else self.tiles  # the same tiles (the default factor 1): not planned twice
         )
         if tile_size:
             backend.return_large_buffers()
