@@ -253,3 +253,47 @@ def test_the_results_files_the_readme_cites_exist_and_hold_its_numbers():
         if row["test"] == "identity":
             quoted = " / ".join(f"{v:.2f}" for v in row["ssim_at_step"].values())
             assert quoted in readme, quoted
+
+
+# the numbers the README's captions quote from the notebooks' full runs, in the form the README writes them: each
+# must be the one in numbers.json beside the figure, written by the run that drew it
+CAPTION_NUMBERS = {
+    "06_style_vae": [
+        ("variational_cv", "variation {:.2f} against"),
+        ("deterministic_cv", "against {:.2f};"),
+        ("variational_max_share", "largest step {:.0f} %", 100),
+        ("deterministic_max_share", "against {:.0f} % of", 100),
+    ],
+    "07_cyclegan": [
+        ("cyclegan_g_x_ssim_to_photo", "SSIM {:.2f}"),
+        ("gatys_8_paintings_ssim_to_photo", "against {:.2f} for Gatys"),
+        ("cyclegan_g_x_gram_distance", "paintings {:.1f} against"),
+        ("gatys_8_paintings_gram_distance", "against {:.1f};"),
+        ("photo_input_gram_distance", "the photos: {:.1f}"),
+        ("cyclegan_g_x_seconds_per_image", "in {:.2f} s per image"),
+        ("gatys_starry_night_seconds_per_image", "Gatys' {:.0f}–"),
+        ("gatys_8_paintings_seconds_per_image", "–{:.0f} s."),
+    ],
+    "08_cnn_vs_vqgan": [
+        ("vqgan_gram_prompt_vgg19_0_it_ssim_to_content", "photo {:.2f} →"),
+        ("vqgan_gram_prompt_vgg19_50_it_ssim_to_content", "→ {:.2f} →"),
+        ("vqgan_gram_prompt_vgg19_500_it_ssim_to_content", "→ {:.2f};"),
+        ("vqgan_gram_prompt_vgg19_500_it_style_loss", "→ {:.2f})"),
+        ("gatys_conv_block_3_style_loss", "({:.2f}) at SSIM"),
+        ("gatys_conv_block_3_ssim_to_content", "at SSIM {:.2f}"),
+    ],
+    "09_stylegan": [
+        ("coarse_lowpass_distance", "stays {:.0f} grey levels"),
+        ("fine_lowpass_distance", "everything ({:.1f})"),
+    ],
+}
+
+
+def test_the_readme_captions_quote_the_notebooks_full_runs():
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    for name, quotes in CAPTION_NUMBERS.items():
+        saved = json.loads((ROOT / "results" / "figures" / name / "numbers.json").read_text())
+        assert saved["mode"] == "full" and f"results/figures/{name}/numbers.json" in readme, name
+        for key, form, *scale in quotes:  # a scale of 100 quotes a share in per cent
+            quoted = form.format(saved["numbers"][key]["value"] * (scale[0] if scale else 1))
+            assert quoted in readme, f"{name}: the README should quote {key} as {quoted!r}"
