@@ -5,8 +5,10 @@ from the content image). Targets: first update <= 2 s, converged <= 10 s.
 The panel runs headless (no browser): setting a slider's value is what releasing it sends, and the preview image
 widget's updates are timed as they are set. Each change starts from the converged preview of the default settings
 (the image on show); warm and cold alternate, repeated, medians reported. "Converged" is the panel's own rule (the
-loss fell by less than 1 % over the last 10 steps, at most 100 steps); its loss is compared with a 300-step cold
-run of the new settings, the optimum the preview approximates.
+loss fell by less than 1 % over the last 10 steps, at most 100 steps); the preview's final image is scored by the
+float32 loss and compared with a 300-step float32 cold run of the new settings, the optimum the preview
+approximates. The preview computes at the panel's ``preview_precision`` (``--precision``; default ``auto``:
+bfloat16 on a CPU with bfloat16 units).
 
     python benchmarks/bench_live.py [--size 256] [--repeats 3]
 """
@@ -31,15 +33,16 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=256, help="the preview size")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--reference-steps", type=int, default=300)
+    parser.add_argument("--precision", default="auto", help="the panel's preview_precision")
     args = parser.parse_args()
 
-    from nst_lib import StyleConfig, stylize
-    from nst_lib.features import weights_available
+    from nst_lib import StyleConfig, evaluate, stylize
+    from nst_lib.features import resolve_precision, weights_available
     from nst_lib.workbench.widgets import StylePanel
 
     weights = "imagenet" if weights_available("vgg19") else None
     config = StyleConfig(weights=weights)
-    panel = StylePanel(config, live=True, preview_size=args.size, out="/nonexistent")  # previews write nothing
+    panel = StylePanel(config, live=True, preview_size=args.size, out="/nonexistent", preview_precision=args.precision)
     panel.content.value = CONTENT
     panel.style.value = STYLE
     updates: list[float] = []
@@ -58,7 +61,10 @@ def main() -> None:
             "converged_s": round(end - t0, 3),
             "converged": job.converged,
             "steps": len(job.result.history),
-            "final_loss": job.result.history[-1]["total"],
+            "final_loss": job.result.history[-1]["total"],  # at the preview's precision
+            "final_loss_float32": evaluate(
+                job.result.image, CONTENT, STYLE, job.result.config.replace(precision="float32")
+            ).total,
             "timings": job.result.timings,
         }
 
@@ -90,7 +96,7 @@ def main() -> None:
         reference = stylize(
             CONTENT,
             STYLE,
-            panel.preview_config().replace(steps=args.reference_steps, **{_field(name): value}),
+            panel.preview_config().replace(steps=args.reference_steps, precision="float32", **{_field(name): value}),
             out=None,
             progress=False,
         )
@@ -102,7 +108,7 @@ def main() -> None:
                 "converged_s": statistics.median(s["converged_s"] for s in samples),
                 "steps": statistics.median(s["steps"] for s in samples),
                 "converged_by_rule": all(s["converged"] for s in samples),
-                "loss_over_reference": round(statistics.median(s["final_loss"] for s in samples) / best, 3),
+                "loss_over_reference": round(statistics.median(s["final_loss_float32"] for s in samples) / best, 3),
                 "samples": samples,
             }
         print(name, value, {m: {k: row[m][k] for k in ("first_update_s", "converged_s", "steps")} for m in runs})
@@ -119,6 +125,7 @@ def main() -> None:
                 "content": CONTENT.name,
                 "style": STYLE.name,
                 "config": "StyleConfig defaults (VGG19, L-BFGS) at the preview size, one scale",
+                "preview_precision": {"asked": args.precision, "resolved": resolve_precision(args.precision)},
                 "preview_every": panel.preview_every,
                 "settle": f"loss fell < {panel.settle_tol:g} (relative) over {panel.settle_window} steps",
                 "preview_steps": panel.preview_steps,

@@ -157,6 +157,22 @@ def gpu_available() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+def cpu_has_bf16_matmul() -> bool:
+    """The CPU has bfloat16 matrix units (Intel AMX, ``amx_bf16`` in /proc/cpuinfo; Linux only, False elsewhere).
+    ``NST_CPU_BF16=0`` or ``=1`` overrides the detection."""
+    forced = os.environ.get("NST_CPU_BF16")
+    if forced in ("0", "1"):
+        return forced == "1"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return "amx_bf16" in line.split()
+    except OSError:
+        pass
+    return False
+
+
 def device_name() -> str:
     """'GPU: <model>' or 'CPU: <processor>' for run records."""
     if name() == "jax":

@@ -29,7 +29,7 @@ CONTENT_LOSSES = ("mean", "gatys")
 GRAM_NORMS = ("size", "gatys", "mean")
 POOLINGS = ("max", "avg")
 PREPROCESSINGS = ("caffe", "torch")
-PRECISIONS = ("float32", "mixed", "auto")
+PRECISIONS = ("float32", "mixed", "bfloat16", "auto")
 
 
 def option(default: Any, help: str = "", *, source: str = "", choices: tuple | None = None) -> Any:
@@ -144,7 +144,10 @@ class StyleConfig(Config):
     )
     pooling: str = option("max", "pooling layers; 'avg' is Gatys' swap of max for average pooling", choices=POOLINGS)
     precision: str = option(
-        "float32", "'mixed': float16 network with float32 losses (GPU); 'auto': mixed on a GPU", choices=PRECISIONS
+        "float32",
+        "'mixed': float16 network with float32 losses (GPU); 'bfloat16': bfloat16 network with float32 losses "
+        "(CPUs with AMX); 'auto': mixed on a GPU, bfloat16 on such a CPU, else float32",
+        choices=PRECISIONS,
     )
     normalize_features: bool = option(
         False, "scale each layer to unit mean activation on the bundled images (Gatys' normalised network)"

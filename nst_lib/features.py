@@ -333,8 +333,12 @@ class FeatureExtractor:
         self.arch, self.weights, self.pooling = arch, weights, pooling
         self.preprocessing = preprocessing or default_pre
         self.weights_source = keras_weights
-        self.mixed = precision == "mixed"
-        base = build_base(arch, keras_weights, "mixed_float16" if self.mixed else None, seed)
+        precision = resolve_precision(precision)
+        if precision not in _POLICIES:
+            raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(_POLICIES)} or 'auto'")
+        self.precision = precision
+        self.mixed = precision == "mixed"  # float16: the objective scales its loss so the gradient stays in range
+        base = build_base(arch, keras_weights, _POLICIES[precision], seed)
         self.layers = list(dict.fromkeys(resolve_layer_name(n, base) for n in layers))
         if not self.layers:
             raise ConfigError("no layers requested")
@@ -396,7 +400,7 @@ class FeatureExtractor:
     def apply(self, params, images) -> dict:
         """``{layer: features}`` of float32 RGB images in [0, 255], with the weights ``params`` (``self.params``)."""
         outputs = self._raw(images, params)
-        if self.mixed:  # Grams sum over thousands of positions: float16 would overflow
+        if self.precision != "float32":  # Grams sum over thousands of positions: float32 from here on
             outputs = {name: ops.cast(out, "float32") for name, out in outputs.items()}
         if self.normalize:
             return {name: out * self.scales[name] for name, out in outputs.items()}
@@ -415,7 +419,7 @@ class FeatureExtractor:
     def bytes_per_pixel(self) -> float:
         """Estimated memory of one forward and backward pass per input pixel: every activation up to the deepest
         layer (kept for the backward pass) with its gradient, in the compute dtype."""
-        itemsize = 2 if self.mixed else 4
+        itemsize = 4 if self.precision == "float32" else 2
         total = 0.0
         for layer in self.model.layers:
             shape = getattr(layer, "output", None)
@@ -430,6 +434,10 @@ class FeatureExtractor:
             f"FeatureExtractor(arch={self.arch!r}, weights={self.weights!r}, pooling={self.pooling!r}, "
             f"preprocessing={self.preprocessing!r}, layers={self.layers})"
         )
+
+
+# the Keras dtype policy of each precision: the network computes in it, the losses in float32
+_POLICIES = {"float32": None, "mixed": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
 
 def build_base(arch: str, keras_weights: str | None, dtype_policy: str | None = None, seed: int | None = None):
@@ -481,10 +489,16 @@ _CACHE: dict[tuple, FeatureExtractor] = {}
 
 
 def resolve_precision(precision: str) -> str:
-    """'auto' is 'mixed' (float16 compute, float32 losses) on a GPU and 'float32' elsewhere."""
+    """'auto' is 'mixed' (float16 network, float32 losses) on a GPU, 'bfloat16' (bfloat16 network, float32
+    losses) on a CPU with bfloat16 matrix units (Intel AMX) under TensorFlow, whose oneDNN convolutions use
+    them (``benchmarks/bench_precision.py`` measures the gain), and 'float32' elsewhere."""
     if precision != "auto":
         return precision
-    return "mixed" if backend.gpu_available() else "float32"
+    if backend.gpu_available():
+        return "mixed"
+    if backend.name() == "tensorflow" and backend.cpu_has_bf16_matmul():
+        return "bfloat16"
+    return "float32"
 
 
 def get_extractor(

@@ -418,7 +418,8 @@ def _execute(
                 {"level": s.level, "long_side": s.long_side, "steps": s.steps, "tiles": engine.tiles.get(s.level)}
                 for s in engine.scales
             ]
-            run.end(status, steps_done=steps_done, timings=timings, schedule=scales)
+            # 'auto' precision resolves by machine: the record says what this run computed in
+            run.end(status, steps_done=steps_done, timings=timings, schedule=scales, precision=extractor.precision)
     return StyleResult(
         image=image,
         history=engine.history,

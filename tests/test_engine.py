@@ -407,13 +407,56 @@ def test_mixed_precision_computes_in_float16_and_still_optimises(small_pair):
     fe = get_extractor("vgg19", ["block2_conv1"], None, precision="mixed")
     assert fe.model.layers[1].compute_dtype == "float16"
     assert fe(np.zeros((1, 16, 16, 3), np.float32))["block2_conv1"].dtype == "float32"
-    assert resolve_precision("auto") in ("float32", "mixed")
+    assert resolve_precision("auto") in ("float32", "mixed", "bfloat16")
     content, style = small_pair
     full = stylize(content, style, out=None, steps=12, progress=False, **FAST)
     mixed = stylize(content, style, out=None, steps=12, progress=False, precision="mixed", **FAST)
     losses = mixed.losses("total")
     assert np.all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0]
     assert losses[-1] == pytest.approx(full.losses("total")[-1], rel=0.3)
+
+
+def test_bfloat16_network_with_float32_losses_agrees_with_float32_and_optimises(small_pair):
+    from nst_lib.images import resize
+    from nst_lib.objective import Objective, extractor_for
+
+    content, style = (resize(im, (40, 48)) for im in small_pair)
+    config = StyleConfig(**FAST, content_layers=("block2_conv1",), style_layers=("block1_conv1", "block2_conv1"))
+    low = Objective(extractor_for(config.replace(precision="bfloat16")), config, content, [style])
+    exact = Objective(extractor_for(config), config, content, [style])
+    assert low.extractor.model.layers[1].compute_dtype == "bfloat16" and low.extractor.precision == "bfloat16"
+    assert low.extractor(content[None])["block2_conv1"].dtype == "float32"  # Grams and losses in float32
+    assert low.loss_scale == 1.0  # bfloat16 has float32's range: no loss scaling
+    x = np.random.default_rng(0).uniform(0, 255, content.shape).astype(np.float32)
+    e, ref = low.evaluate(x), exact.evaluate(x)
+    error = np.linalg.norm(e.grad.astype(np.float64) - ref.grad) / np.linalg.norm(ref.grad)
+    # close (8 bits of mantissa), but not float32: an extractor that ignored the precision would agree exactly
+    assert 0 < error < 0.05 and e.total == pytest.approx(ref.total, rel=0.02)
+    run = stylize(content, style, out=None, steps=12, progress=False, precision="bfloat16", **FAST)
+    losses = run.losses("total")
+    assert np.all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0]
+
+
+@pytest.mark.parametrize(
+    ("gpu", "amx", "backend_name", "expected"),
+    [
+        (True, True, "tensorflow", "mixed"),
+        (False, True, "tensorflow", "bfloat16"),
+        (False, False, "tensorflow", "float32"),
+        (False, True, "jax", "float32"),  # XLA's CPU bfloat16 convolutions were slower than float32 (bench_precision)
+    ],
+)
+def test_auto_precision_is_mixed_on_a_gpu_and_bfloat16_only_where_the_cpu_has_bfloat16_units(
+    monkeypatch, gpu, amx, backend_name, expected
+):
+    from nst_lib import backend
+    from nst_lib.features import resolve_precision
+
+    monkeypatch.setattr(backend, "gpu_available", lambda: gpu)
+    monkeypatch.setattr(backend, "name", lambda: backend_name)
+    monkeypatch.setenv("NST_CPU_BF16", "1" if amx else "0")
+    assert resolve_precision("auto") == expected
+    assert resolve_precision("float32") == "float32"
 
 
 @pytest.mark.parametrize("tiled", [False, True])

@@ -246,8 +246,8 @@ def test_the_results_files_the_readme_cites_exist_and_hold_its_numbers():
         assert data.get("date") and data.get("machine", {}).get("cpu_count"), rel
     live = json.loads((ROOT / "benchmarks/results/live_preview.json").read_text())
     first = sorted(r["warm"]["first_update_s"] for r in live["changes"])
-    assert f"{first[0]:.1f}–{first[-1]:.1f} s after" in readme  # the README's range is the JSON's
-    assert f"–{live['worst_warm_converged_s']:.0f} s; target 10 s" in readme
+    assert f"{first[0]:.2f}–{first[-1]:.2f} s after" in readme  # the README's range is the JSON's
+    assert f"–{live['worst_warm_converged_s']:.1f} s; target 10 s" in readme
     identity = json.loads((ROOT / "benchmarks/results/identity_from_noise.json").read_text())
     for row in identity["rows"]:
         if row["test"] == "identity":

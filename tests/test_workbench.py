@@ -155,7 +155,7 @@ def test_render_updates_the_preview_and_writes_a_run_folder(panel, tmp_path):
     run_dir = panel.run_dir
     assert run_dir.parent == tmp_path and str(run_dir) in panel.message.value
     record = json.loads((run_dir / "config.json").read_text())
-    assert record["status"] == "completed" and record["config"]["size"] == 64
+    assert record["status"] == "completed" and record["config"]["size"] == 64 and record["precision"] == "float32"
     for name in ("output.png", "losses.csv", "inputs/content.png", "checkpoint.npz"):
         assert (run_dir / name).is_file(), name
     panel.beta.value = 1.0  # a new render with another beta gives another image
@@ -184,6 +184,8 @@ def test_releasing_a_weight_slider_starts_a_warm_started_preview(panel, monkeypa
     assert len(calls) == 1 and calls[0]["out"] is None and calls[0]["initial"] is None  # nothing on show yet: cold
     first = panel.result
     assert max(first.image.shape[:2]) == 48 and first.config.pyramid_levels == 1
+    # the preview computes at the panel's preview precision; the render keeps the config's
+    assert first.config.precision == panel.preview_precision == "auto" and panel.config().precision == "float32"
     shown = panel.preview.value
     assert shown[:4] == b"\x89PNG" and panel.run_dir is None  # a preview writes no run folder
     panel.tv.value = 10.0

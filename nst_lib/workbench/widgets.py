@@ -6,9 +6,11 @@ JupyterLab without custom widget managers). Defaults and choices come from ``Sty
 
 Live mode (on by default): releasing the α, β or TV slider re-optimises at a preview size (256 px), warm-started
 from the image on show, in a background thread; the preview updates after the first step and then every few
-steps, and a slider moved again cancels the preview under way. **Render** runs the full-size stylisation with the
-current settings as a recorded run (a run folder under ``out``); **Stop** ends whatever runs; **Export** writes the
-image on show, its config and its loss curve to a new folder.
+steps, and a slider moved again cancels the preview under way. The preview computes at ``preview_precision``
+(``"auto"``: bfloat16 on a CPU with bfloat16 units, float16 on a GPU; see ``StyleConfig.precision``).
+**Render** runs the full-size stylisation with the current settings, at the config's precision, as a recorded run
+(a run folder under ``out``); **Stop** ends whatever runs; **Export** writes the image on show, its config and its
+loss curve to a new folder.
 """
 
 from __future__ import annotations
@@ -120,6 +122,7 @@ class StylePanel:
         preview_steps: int = 100,
         settle_window: int = 10,
         settle_tol: float = 0.01,
+        preview_precision: str = "auto",
     ):
         import ipywidgets as w
 
@@ -127,6 +130,8 @@ class StylePanel:
         self.preview_every, self.out = preview_every, Path(out)
         self.preview_size, self.preview_steps = preview_size, preview_steps
         self.settle_window, self.settle_tol = settle_window, settle_tol
+        # a preview is a sketch of the render: a faster, less exact network pays there (benchmarks/bench_precision.py)
+        self.preview_precision = preview_precision
         d = self.defaults
         contents, styles = bundled_images("content"), bundled_images("style")
         wide = {"description_width": "initial"}
@@ -229,11 +234,16 @@ class StylePanel:
         )
 
     def preview_config(self) -> StyleConfig:
-        """The live preview's configuration: the same settings at the preview size, one scale (a warm start needs
-        no coarse-to-fine schedule), at most ``preview_steps`` steps, nothing saved."""
+        """The live preview's configuration: the same settings at the preview size, one scale (a warm start at the
+        preview size starts close to the new optimum, an upsampled coarse pass far above it), at most ``preview_steps``
+        steps, at ``preview_precision``, nothing saved."""
         config = self.config()
         return config.replace(
-            size=min(self.preview_size, config.size), steps=self.preview_steps, pyramid_levels=1, snapshot_every=0
+            size=min(self.preview_size, config.size),
+            steps=self.preview_steps,
+            pyramid_levels=1,
+            snapshot_every=0,
+            precision=self.preview_precision,
         )
 
     def _input(self, dropdown, upload):

@@ -1,0 +1,152 @@
+"""bfloat16 against float32 on this CPU: the network in bfloat16 (Keras 'mixed_bfloat16': weights kept in
+float32, convolutions in bfloat16), the Grams and losses in float32 (``precision="bfloat16"``).
+
+Per size and backend, in one process each: the L-BFGS step time of both precisions (interleaved, medians), the
+agreement of the loss terms and the pixel gradient with float32's on an image that is neither content nor style,
+and (TensorFlow) the quality of a whole run: ``steps`` L-BFGS steps from the content image at each precision, both
+outputs then scored by the float32 loss. Decides ``precision="auto"`` on a CPU (bfloat16 where it pays) and the
+live preview's speed.
+
+    python benchmarks/bench_precision.py [--sizes 256 512] [--steps 12] [--run-steps 100]
+                                         [--backends tensorflow jax]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import CONTENT, STYLE, median_time, write  # noqa: E402
+
+
+def bench(size: int, steps: int, run_steps: int) -> dict:
+    import numpy as np
+
+    from nst_lib import StyleConfig, backend, evaluate, stylize
+    from nst_lib.features import weights_available
+    from nst_lib.images import load_image
+    from nst_lib.objective import Objective, extractor_for
+    from nst_lib.optim import make_optimizer
+
+    weights = "imagenet" if weights_available("vgg19") else None
+    base = StyleConfig(weights=weights, size=size, pyramid_levels=1, snapshot_every=0)
+    content, style = load_image(CONTENT, size), load_image(STYLE, size)
+    rng = np.random.default_rng(0)
+    probe = np.clip(content + rng.normal(0, 40, content.shape), 0, 255).astype(np.float32)  # neither input
+
+    problems, evals, state, optimizers = {}, {}, {}, {}
+    for precision in ("float32", "bfloat16"):
+        config = base.replace(precision=precision)
+        problems[precision] = Objective(extractor_for(config), config, content, [style])
+        evals[precision] = problems[precision].evaluate(probe)
+        optimizers[precision] = make_optimizer(config)
+        state[precision] = content.reshape(-1).astype(np.float32)
+    ref, low = evals["float32"], evals["bfloat16"]
+    cosine = float(np.sum(ref.grad * low.grad) / np.linalg.norm(ref.grad) / np.linalg.norm(low.grad))
+
+    def stepper(precision):
+        def one_step():
+            state[precision] = optimizers[precision].step(state[precision], problems[precision])
+
+        return one_step
+
+    for _ in range(3):  # compile, and get past L-BFGS' first scaled-gradient steps
+        for precision in problems:
+            stepper(precision)()
+    times = {p: [] for p in problems}
+    for _ in range(steps):  # interleaved: machine drift hits both alike
+        for precision in problems:
+            times[precision].append(median_time(stepper(precision), repeats=1, warmup=0))
+    step = {p: statistics.median(t) for p, t in times.items()}
+    row = {
+        "backend": backend.name(),
+        "size": size,
+        "image_hw": list(content.shape[:2]),
+        "weights": weights or "random",
+        "step_s": {p: round(s, 4) for p, s in step.items()},
+        "float32_over_bfloat16_step": round(step["float32"] / step["bfloat16"], 2),
+        "agreement_on_a_noisy_photo": {
+            "gradient_relative_l2": float(np.linalg.norm(low.grad - ref.grad) / np.linalg.norm(ref.grad)),
+            "gradient_cosine": cosine,
+            **{
+                f"{term}_relative_error": abs(getattr(low, term) - getattr(ref, term)) / abs(getattr(ref, term))
+                for term in ("total", "content", "style", "tv")
+            },
+        },
+    }
+    if run_steps and backend.name() == "tensorflow":
+        finals = {}
+        for precision in problems:
+            result = stylize(
+                CONTENT, STYLE, base.replace(precision=precision, steps=run_steps), out=None, progress=False
+            )
+            finals[precision] = {
+                "seconds": round(result.timings["optimise"], 2),
+                "float32_loss_of_output": evaluate(result.image, CONTENT, STYLE, base).total,
+            }
+        row["run"] = {
+            "steps": run_steps,
+            "init": "content",
+            "by_precision": finals,
+            "bfloat16_over_float32_loss": round(
+                finals["bfloat16"]["float32_loss_of_output"] / finals["float32"]["float32_loss_of_output"], 4
+            ),
+            "float32_over_bfloat16_seconds": round(finals["float32"]["seconds"] / finals["bfloat16"]["seconds"], 2),
+        }
+    print(row, file=sys.stderr, flush=True)
+    return row
+
+
+def worker(args) -> None:
+    from nst_lib import backend
+
+    rows = [bench(s, args.steps, args.run_steps) for s in args.sizes]
+    print(json.dumps({"versions": backend.versions(), "rows": rows}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
+    parser.add_argument("--steps", type=int, default=12, help="L-BFGS steps timed per precision")
+    parser.add_argument("--run-steps", type=int, default=100, help="steps of the quality runs (0 = none)")
+    parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        return worker(args)
+    from nst_lib import backend
+
+    rows, versions = [], {}
+    for name in args.backends:
+        cmd = [sys.executable, __file__, "--worker", "--steps", str(args.steps), "--run-steps", str(args.run_steps)]
+        cmd += ["--sizes", *map(str, args.sizes)]
+        out = subprocess.run(cmd, env={**os.environ, "KERAS_BACKEND": name}, capture_output=True, text=True)
+        if out.returncode:
+            sys.exit(f"bench_precision: the {name} run failed:\n{out.stderr[-3000:]}")
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        rows += result["rows"]
+        versions[name] = result["versions"]
+    write(
+        "precision_cpu",
+        {
+            "cpu_has_bf16_matmul": backend.cpu_has_bf16_matmul(),
+            "settings": {
+                "arch": "vgg19",
+                "optimizer": "lbfgs",
+                "steps_timed": args.steps,
+                "load_average_1_5_15_min": os.getloadavg(),
+            },
+            "versions_by_backend": versions,
+            "rows": rows,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
