@@ -14,15 +14,13 @@ live preview's speed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CONTENT, STYLE, median_time, write  # noqa: E402
+from common import CONTENT, STYLE, median_time, report_rows, run_per_backend, write  # noqa: E402
 
 
 def bench(size: int, steps: int, run_steps: int) -> dict:
@@ -104,10 +102,7 @@ def bench(size: int, steps: int, run_steps: int) -> dict:
 
 
 def worker(args) -> None:
-    from nst_lib import backend
-
-    rows = [bench(s, args.steps, args.run_steps) for s in args.sizes]
-    print(json.dumps({"versions": backend.versions(), "rows": rows}))
+    report_rows([bench(s, args.steps, args.run_steps) for s in args.sizes])
 
 
 def main() -> None:
@@ -122,16 +117,8 @@ def main() -> None:
         return worker(args)
     from nst_lib import backend
 
-    rows, versions = [], {}
-    for name in args.backends:
-        cmd = [sys.executable, __file__, "--worker", "--steps", str(args.steps), "--run-steps", str(args.run_steps)]
-        cmd += ["--sizes", *map(str, args.sizes)]
-        out = subprocess.run(cmd, env={**os.environ, "KERAS_BACKEND": name}, capture_output=True, text=True)
-        if out.returncode:
-            sys.exit(f"bench_precision: the {name} run failed:\n{out.stderr[-3000:]}")
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        rows += result["rows"]
-        versions[name] = result["versions"]
+    worker_args = ["--steps", str(args.steps), "--run-steps", str(args.run_steps), "--sizes", *map(str, args.sizes)]
+    rows, versions = run_per_backend(__file__, worker_args, args.backends)
     write(
         "precision_cpu",
         {

@@ -13,15 +13,12 @@ is imported); the rows of all of them land in one results file.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CONTENT, STYLE, median_time, write  # noqa: E402
+from common import CONTENT, STYLE, median_time, report_rows, run_per_backend, write  # noqa: E402
 
 
 def bench(arch: str, size: int, steps: int) -> dict:
@@ -89,10 +86,7 @@ def bench(arch: str, size: int, steps: int) -> dict:
 
 
 def worker(args) -> None:
-    from nst_lib import backend
-
-    rows = [bench(a, s, args.steps) for a in args.archs for s in args.sizes]
-    print(json.dumps({"versions": backend.versions(), "rows": rows}))
+    report_rows([bench(a, s, args.steps) for a in args.archs for s in args.sizes])
 
 
 def main() -> None:
@@ -105,16 +99,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         return worker(args)
-    rows, versions = [], {}
-    for name in args.backends:
-        cmd = [sys.executable, __file__, "--worker", "--steps", str(args.steps), "--sizes", *map(str, args.sizes)]
-        cmd += ["--archs", *args.archs]
-        out = subprocess.run(cmd, env={**os.environ, "KERAS_BACKEND": name}, capture_output=True, text=True)
-        if out.returncode:
-            sys.exit(f"bench_step: the {name} run failed:\n{out.stderr[-3000:]}")
-        result = json.loads(out.stdout.strip().splitlines()[-1])
-        rows += result["rows"]
-        versions[name] = result["versions"]
+    worker_args = ["--steps", str(args.steps), "--sizes", *map(str, args.sizes), "--archs", *args.archs]
+    rows, versions = run_per_backend(__file__, worker_args, args.backends)
     payload = {"target": "step / floor <= 1.2 on CPU", "optimizer": "lbfgs", "steps_timed": args.steps}
     write("step_time", {**payload, "versions_by_backend": versions, "rows": rows})
 

@@ -6,6 +6,8 @@ import json
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -48,3 +50,25 @@ def write(name: str, payload: dict) -> Path:
     path.write_text(json.dumps(payload, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def report_rows(rows: list[dict]) -> None:
+    """A per-backend worker's result: its rows and versions as the last line of stdout (``run_per_backend``)."""
+    from nst_lib import backend
+
+    print(json.dumps({"versions": backend.versions(), "rows": rows}))
+
+
+def run_per_backend(script: str, worker_args: list[str], backends: list[str]) -> tuple[list[dict], dict]:
+    """Run ``script --worker worker_args`` once per Keras backend, each in its own process (KERAS_BACKEND is read
+    when Keras is imported); the rows of all of them, and each backend's versions."""
+    rows, versions = [], {}
+    for name in backends:
+        cmd = [sys.executable, script, "--worker", *worker_args]
+        out = subprocess.run(cmd, env={**os.environ, "KERAS_BACKEND": name}, capture_output=True, text=True)
+        if out.returncode:
+            sys.exit(f"{Path(script).stem}: the {name} run failed:\n{out.stderr[-3000:]}")
+        result = json.loads(out.stdout.strip().splitlines()[-1])
+        rows += result["rows"]
+        versions[name] = result["versions"]
+    return rows, versions

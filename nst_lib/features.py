@@ -337,7 +337,6 @@ class FeatureExtractor:
         if precision not in _POLICIES:
             raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(_POLICIES)} or 'auto'")
         self.precision = precision
-        self.mixed = precision == "mixed"  # float16: the objective scales its loss so the gradient stays in range
         base = build_base(arch, keras_weights, _POLICIES[precision], seed)
         self.layers = list(dict.fromkeys(resolve_layer_name(n, base) for n in layers))
         if not self.layers:
@@ -373,6 +372,11 @@ class FeatureExtractor:
             for name in self.layers:
                 sums[name] += float(ops.mean(feats[name]))
         return {name: len(paths) / max(total, 1e-12) for name, total in sums.items()}
+
+    @property
+    def mixed(self) -> bool:
+        """float16 network: the objective scales its loss so the gradient stays in float16's range."""
+        return self.precision == "mixed"
 
     @property
     def min_side(self) -> int:

@@ -200,7 +200,6 @@ class Objective:
         self.content_layers = [resolve[n] for n in content_layers]
         self.style_layers = [resolve[n] for n in style_layers]
         self.shape = tuple(content.shape)
-        self.normalized = config.gram_norm != "gatys"
         self.layer_weights = normalize_weights(config.style_layer_weights, len(style_layers), "style_layer_weights")
         self.blend = normalize_weights(config.style_blend_weights, len(styles), "style_blend_weights")
         # float16 backward passes underflow on small gradients: scale the loss up, the gradient back down, and halve
@@ -219,6 +218,7 @@ class Objective:
         if tile_size:
             backend.return_large_buffers()
         self.graph = _loss_graph(extractor, self.content_layers, self.style_layers, self.layer_weights, config)
+        self.normalized = self.graph.normalized  # Grams divided by their positions (not Gatys' raw sums)
         # the weights are inputs of the compiled functions, not constants in them: a new α, β or TV weight reuses
         # the traced code (what a live preview does after every slider move)
         self.weights = np.array([config.content_weight, config.style_weight, config.tv_weight], np.float32)
