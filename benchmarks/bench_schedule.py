@@ -150,8 +150,11 @@ def adam(args) -> None:
     """Time for the default schedule to reach the loss the TF tutorial's Adam reaches in 1000 steps, at 256 px.
 
     At 256 px the default schedule has two scales (128 and 256 px); its coarse scale runs as configured, its final
-    scale runs until its loss reaches Adam's (at most 2000 steps), so the time to quality counts both scales."""
-    from nst_lib import StyleConfig, stylize
+    scale runs until its loss reaches Adam's (at most 2000 steps), so the time to quality counts both scales.
+    ``--adam-precision`` computes Adam at another precision than the schedule (the tutorial computes in float32);
+    both losses are the network's at its own precision, so compare like with like unless that is the question."""
+    from nst_lib import StyleConfig, evaluate, stylize
+    from nst_lib.features import resolve_precision
     from nst_lib.transfer import schedule
 
     size = 256
@@ -168,11 +171,16 @@ def adam(args) -> None:
             adam_epsilon=adam_cfg.adam_epsilon,
             steps=1000,
             pyramid_levels=1,
+            precision=args.adam_precision or base.precision,
         ),
         out=None,
         progress=True,
     )
     target = adam_run.history[-1]["total"]
+
+    def float32_loss(result) -> float:
+        return evaluate(result.image, CONTENT, STYLE, result.config.replace(precision="float32")).total
+
     adam_seconds = adam_run.history[-1]["time_s"]
     scales = schedule(base, size)
     last = len(scales) - 1
@@ -197,12 +205,18 @@ def adam(args) -> None:
         {
             "size": size,
             "schedule": [(s.long_side, s.steps) for s in scales],
+            "precision": {
+                "schedule": resolve_precision(base.precision),
+                "adam": resolve_precision(adam_run.config.precision),
+            },
             "adam_steps": 1000,
             "adam_loss": target,
             "adam_seconds": adam_seconds,
             "schedule_seconds_to_adam_loss": None if reached is None else round(reached, 1),
             "schedule_final_scale_steps_to_adam_loss": steps_at_last if reached is not None else None,
             "ratio": None if reached is None else round(reached / adam_seconds, 3),
+            # the stopping image scored in float32, over Adam's loss scored the same way (checks mixed precisions)
+            "float32_loss_at_stop_over_adam": round(float32_loss(scheduled) / float32_loss(adam_run), 4),
             "target": "<= 0.15",
         },
     )
@@ -216,6 +230,7 @@ def main() -> None:
     )
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--overrides", default="{}", help="quality/adam: StyleConfig overrides (JSON) of the schedule")
+    parser.add_argument("--adam-precision", default=None, help="adam: Adam's precision (default: the schedule's)")
     parser.add_argument("--tag", default="", help="suffix of the results file")
     parser.add_argument("--save-images", default=None, help="quality: a folder for both outputs")
     args = parser.parse_args()

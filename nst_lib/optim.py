@@ -37,12 +37,25 @@ class LBFGS:
     One instance lives for the whole run, so its curvature history is never restarted between callbacks,
     snapshots or chunks. Invariant to the scale of the loss: the first step moves the largest-gradient pixel
     by ``learning_rate`` grey levels, later steps use the two-loop recursion's sᵀy/yᵀy scaling.
+
+    ``noise`` is the loss's relative evaluation noise (0 in float32; a bfloat16 network's rounding makes the loss
+    jitter by ~2e-5 of its value between neighbouring images). Late in a run the true decrease per step falls to
+    that size, so the Armijo test is relaxed by 2 · noise · |f| (Shi, Xie, Byrd & Nocedal 2022, noise-tolerant
+    quasi-Newton); without it every step backtracked to the limit. A line search that still fails does not move:
+    it drops the curvature pairs (the likely cause) and the next step starts again from the gradient.
     """
 
     name = "lbfgs"
 
-    def __init__(self, learning_rate: float = 1.0, history: int = 100, c1: float = 1e-4, max_backtracks: int = 10):
-        self.lr, self.m, self.c1, self.max_backtracks = learning_rate, history, c1, max_backtracks
+    def __init__(
+        self,
+        learning_rate: float = 1.0,
+        history: int = 100,
+        c1: float = 1e-4,
+        max_backtracks: int = 10,
+        noise: float = 0.0,
+    ):
+        self.lr, self.m, self.c1, self.max_backtracks, self.noise = learning_rate, history, c1, max_backtracks, noise
         self.s: list[np.ndarray] = []
         self.y: list[np.ndarray] = []
         self.rho: list[float] = []
@@ -86,15 +99,22 @@ class LBFGS:
             self.s, self.y, self.rho = [], [], []
             d, t = -g, self._first_step(g)
             gtd = float(np.dot(g, d))
+        slack = 2.0 * self.noise * abs(self.f)
+        accepted = False
         for _ in range(self.max_backtracks + 1):
             x_new = np.clip(x + t * d, PIXEL_MIN, PIXEL_MAX)
             f_new, parts_new, g_new = fg(x_new)
             self.evaluations += 1
-            if _finite(f_new) and f_new <= self.f + self.c1 * t * gtd:
+            if _finite(f_new) and f_new <= self.f + self.c1 * t * gtd + slack:
+                accepted = True
                 break
             t *= 0.5
-        if not _finite(f_new):
-            raise NonFiniteLossError(f"the loss became {f_new} and backtracking could not recover")
+        if not accepted:
+            if not _finite(f_new):
+                raise NonFiniteLossError(f"the loss became {f_new} and backtracking could not recover")
+            # no acceptable point along d: stay (a worse image is never taken) and restart from the gradient
+            self.s, self.y, self.rho = [], [], []
+            return x
         s, y = x_new - x, g_new - g
         sy, yy = float(np.dot(s, y)), float(np.dot(y, y))
         if sy > 1e-10 * yy and yy > 0:  # relative: scaling the loss must not change which pairs are kept
@@ -186,11 +206,13 @@ class Adam:
         self.t, self.evaluations = int(state["t"]), int(state["evaluations"])
 
 
-def make_optimizer(config, pairs: int | None = None) -> LBFGS | Adam:
-    """The optimiser a StyleConfig names; ``pairs`` overrides ``lbfgs_history`` (fewer pairs for huge images)."""
+def make_optimizer(config, pairs: int | None = None, noise: float = 0.0) -> LBFGS | Adam:
+    """The optimiser a StyleConfig names; ``pairs`` overrides ``lbfgs_history`` (fewer pairs for huge images);
+    ``noise`` is the loss's relative evaluation noise at the network's precision (L-BFGS's line search allows for
+    it; Adam does not compare losses)."""
     lr = config.learning_rate or DEFAULT_LEARNING_RATES[config.optimizer]
     if config.optimizer == "lbfgs":
-        return LBFGS(lr, history=pairs or config.lbfgs_history)
+        return LBFGS(lr, history=pairs or config.lbfgs_history, noise=noise)
     if config.optimizer == "adam":
         return Adam(lr, beta1=config.adam_beta1, epsilon=config.adam_epsilon)
     raise ConfigError(f"unknown optimizer {config.optimizer!r}")

@@ -246,7 +246,7 @@ class _Engine:
                     extractor, scale_config(config, scale, self.scales[-1]), content_opt, styles_opt, tile
                 )
                 self.tiles[level] = len(problem.tiles) if problem.tiles else 1
-            optimizer = make_optimizer(config, pairs=lbfgs_pairs(config, content.size))
+            optimizer = make_optimizer(config, pairs=lbfgs_pairs(config, content.size), noise=extractor.loss_noise)
             step0 = 0
             if start and level == start_level:
                 x = start["x"].reshape(-1).astype(np.float32)
