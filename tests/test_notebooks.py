@@ -258,6 +258,24 @@ def test_the_results_files_the_readme_cites_exist_and_hold_its_numbers():
 # the numbers the README's captions quote from the notebooks' full runs, in the form the README writes them: each
 # must be the one in numbers.json beside the figure, written by the run that drew it
 CAPTION_NUMBERS = {
+    "04_optimisation_dynamics": [
+        ("pair1_lbfgs_final_total", "ends at a loss of {:,.0f} against"),
+        ("pair1_adam_final_total", "against Adam's {:,.0f} (Tübingen"),
+        ("pair2_lbfgs_final_total", "Night; {:,.0f} against"),
+        ("pair2_adam_final_total", "against {:,.0f} for Astronaut"),
+        ("pair1_lbfgs_seconds", "taking {:.0f} s and"),
+        ("pair1_adam_seconds", "and {:.0f} s for the 1000 steps"),
+        ("identity_block4_conv2_ssim_step100", "SSIM(f(C, C), C) is {:.2f} /"),
+        ("identity_block4_conv2_ssim_step300", " / {:.2f} / "),
+        ("identity_block4_conv2_ssim_step1000", " / {:.2f} after 100 / 300 / 1000 steps"),
+        ("identity_block2_conv2_ssim_step100", "and {:.2f} / "),
+        ("identity_block2_conv2_ssim_step1000", " / {:.2f} with block2_conv2;"),
+        ("identity_default_schedule_ssim", "300 steps) reaches {:.2f}."),
+        ("identity_default_schedule_steps", "256 px, {:.0f} steps)"),
+        ("grayscale_ssim_to_gray", "reaches SSIM {:.2f} to g(C)"),
+        ("grayscale_saturation", "saturation falls to {:.2f} against"),
+        ("grayscale_content_saturation", "the photo's {:.2f}:"),
+    ],
     "06_style_vae": [
         ("variational_cv", "variation {:.2f} against"),
         ("deterministic_cv", "against {:.2f};"),
