@@ -5,9 +5,9 @@ from the content image). Targets: first update <= 2 s, converged <= 10 s.
 The panel runs headless (no browser): setting a slider's value is what releasing it sends, and the preview image
 widget's updates are timed as they are set. Each change starts from the converged preview of the default settings
 (the image on show); warm and cold alternate, repeated, medians reported. "Converged" is the panel's own rule (the
-loss fell by less than 1 % over the last 10 steps, at most 100 steps); the preview's final image is scored by the
-float32 loss and compared with a 300-step float32 cold run of the new settings, the optimum the preview
-approximates. The preview computes at the panel's ``preview_precision`` (``--precision``; default ``auto``:
+loss fell by less than 1 % over the last 10 steps, at most ``preview_steps``, 150); the preview's final image is
+scored by the float32 loss and compared with a 300-step float32 cold run of the new settings, the optimum the
+preview approximates. The preview computes at the panel's ``preview_precision`` (``--precision``; default ``auto``:
 bfloat16 on a CPU with bfloat16 units).
 
     python benchmarks/bench_live.py [--size 256] [--repeats 3]

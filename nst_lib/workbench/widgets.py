@@ -119,7 +119,7 @@ class StylePanel:
         out: str | Path = "results",
         live: bool = True,
         preview_size: int = 256,
-        preview_steps: int = 100,
+        preview_steps: int = 150,  # enough to settle: β ×10 from the default settles after ~115 steps (bench_live.py)
         settle_window: int = 10,
         settle_tol: float = 0.01,
         preview_precision: str = "auto",
