@@ -87,7 +87,7 @@ def measure_step(size, steps: int, precision: str = "float32", weights="imagenet
         return [*extractor.apply(params, x).values(), *extractor.apply(params, x + 1.0).values()]
 
     floor_fn = backend.compile_forward(two_forward)
-    optimizer = make_optimizer(config)
+    optimizer = make_optimizer(config, noise=extractor.loss_noise)  # as the engine builds it
     state = {"x": content.reshape(-1).astype(np.float32)}
 
     def step():

@@ -43,7 +43,7 @@ def bench(size: int, steps: int, run_steps: int) -> dict:
         config = base.replace(precision=precision)
         problems[precision] = Objective(extractor_for(config), config, content, [style])
         evals[precision] = problems[precision].evaluate(probe)
-        optimizers[precision] = make_optimizer(config)
+        optimizers[precision] = make_optimizer(config, noise=problems[precision].extractor.loss_noise)
         state[precision] = content.reshape(-1).astype(np.float32)
     ref, low = evals["float32"], evals["bfloat16"]
     cosine = float(np.sum(ref.grad * low.grad) / np.linalg.norm(ref.grad) / np.linalg.norm(low.grad))
