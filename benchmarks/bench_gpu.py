@@ -35,7 +35,8 @@ FULL = {
     "tile_size": 1024,
     "timed_steps": 10,
 }
-# one case of each kind (each is a process paying JAX's start-up and compilation): CI runs it; the W×H size form
+# CI runs this: one case of each kind, since each is a process paying JAX's start-up and compilation; the memory
+# case is given as W×H so that form of size stays tested
 SMOKE = {
     "step_sizes": [64],
     "precision_size": 64,
