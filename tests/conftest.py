@@ -35,3 +35,32 @@ def small_pair():
     from nst_lib.images import load_image
 
     return load_image(CONTENT, 48), load_image(STYLE, 48)
+
+
+# `python -m pytest -n 2` (the README's test command) spreads the suite over two processes in these groups: one per
+# test file, so that a file's module-scoped fixtures are built once; one per test for the notebooks' and the
+# generative models' long independent runs, so that neither file ends the suite alone on one process; and one for
+# both files that start a local Ray, so that two Rays never share the cores.
+OWN_GROUP = {
+    "test_notebook_runs_in_quick_mode_and_writes_its_figures",
+    "test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result",
+}
+RAY_FILES = {"test_ray_sweep.py", "test_sweep_command.py"}
+
+
+def xdist_group_of(nodeid: str) -> str:
+    path, _, name = nodeid.partition("::")
+    if name.split("[")[0] in OWN_GROUP:
+        return nodeid
+    return "ray" if Path(path).name in RAY_FILES else path
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: without -n (or without pytest-xdist) it is never called
+def pytest_xdist_make_scheduler(config, log):
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid):
+            return xdist_group_of(nodeid)
+
+    return GroupScheduling(config, log)

@@ -212,10 +212,12 @@ def test_setup_puts_results_and_figures_under_nst_results_dir(monkeypatch, tmp_p
 
 @pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs_in_quick_mode_and_writes_its_figures(path, tmp_path):
+def test_notebook_runs_in_quick_mode_and_writes_its_figures(path, tmp_path, monkeypatch):
     papermill = pytest.importorskip("papermill", reason="papermill not installed (pip install -e '.[dev]')")
-    fig_dir = ROOT / "results" / "quick_figures" / path.stem
-    shutil.rmtree(fig_dir, ignore_errors=True)
+    # runs, sweeps and figures in a fresh folder (the kernel inherits the variable): a run or sweep cell left in
+    # results/ by an earlier run would be reused, and the notebook would no longer be tested from scratch
+    monkeypatch.setenv("NST_RESULTS_DIR", str(tmp_path / "results"))
+    fig_dir = tmp_path / "results" / "quick_figures" / path.stem
     papermill.execute_notebook(
         str(path),
         str(tmp_path / path.name),
