@@ -39,13 +39,16 @@ def small_pair():
 
 # `python -m pytest -n 2` (the README's test command) spreads the suite over two processes in these groups: one per
 # test file, so that a file's module-scoped fixtures are built once; one per test for the notebooks' and the
-# generative models' long independent runs, so that neither file ends the suite alone on one process; and one for
-# both files that start a local Ray, so that two Rays never share the cores.
+# generative models' long independent runs; and one for both files that start a local Ray, so that two Rays never
+# share the cores. The groups are handed out in collection order, longest first (below), so that the suite does not
+# end with one process running a long group while the other waits.
 OWN_GROUP = {
     "test_notebook_runs_in_quick_mode_and_writes_its_figures",
     "test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result",
 }
 RAY_FILES = {"test_ray_sweep.py", "test_sweep_command.py"}
+# files holding a test of a minute or more (`--durations` on two processes): handed out right after the one-test groups
+LONG_FILES = RAY_FILES | {"test_backends.py", "test_real_weights.py", "test_browser.py", "test_distributed.py"}
 
 
 def xdist_group_of(nodeid: str) -> str:
@@ -55,12 +58,26 @@ def xdist_group_of(nodeid: str) -> str:
     return "ray" if Path(path).name in RAY_FILES else path
 
 
+def _longest_first(item) -> int:
+    if getattr(item, "originalname", "") in OWN_GROUP:
+        return 0
+    return 1 if item.path.name in LONG_FILES else 2
+
+
+def pytest_collection_modifyitems(items):
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker collects, all in the same order
+        items.sort(key=_longest_first)  # stable: a file's tests keep their order
+
+
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: without -n (or without pytest-xdist) it is never called
 def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "load":  # an explicit --dist mode is the user's choice
+        return None
     from xdist.scheduler import LoadScopeScheduling
 
     class GroupScheduling(LoadScopeScheduling):
         def _split_scope(self, nodeid):
             return xdist_group_of(nodeid)
 
+    config.option.loadscopereorder = False  # keep the order above (the default sorts groups by their number of tests)
     return GroupScheduling(config, log)
