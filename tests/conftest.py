@@ -51,15 +51,19 @@ RAY_FILES = {"test_ray_sweep.py", "test_sweep_command.py"}
 LONG_FILES = RAY_FILES | {"test_backends.py", "test_real_weights.py", "test_browser.py", "test_distributed.py"}
 
 
+def _runs_alone(nodeid: str) -> bool:
+    return nodeid.partition("::")[2].split("[")[0] in OWN_GROUP
+
+
 def xdist_group_of(nodeid: str) -> str:
-    path, _, name = nodeid.partition("::")
-    if name.split("[")[0] in OWN_GROUP:
+    if _runs_alone(nodeid):
         return nodeid
+    path = nodeid.partition("::")[0]
     return "ray" if Path(path).name in RAY_FILES else path
 
 
 def _longest_first(item) -> int:
-    if getattr(item, "originalname", "") in OWN_GROUP:
+    if _runs_alone(item.nodeid):
         return 0
     return 1 if item.path.name in LONG_FILES else 2
 
