@@ -3,6 +3,7 @@
     python benchmarks/bench_schedule.py identity   # f(C, C) from white noise on a held-out 128×192 photo: SSIM to C
     python benchmarks/bench_schedule.py quality    # 1024 px Tübingen × Starry Night: schedule vs single scale
     python benchmarks/bench_schedule.py adam       # 256 px: time to reach the TF tutorial Adam's 1000-step loss
+    python benchmarks/bench_schedule.py average    # 256 px: would an average of the iterates beat the last one?
 
 Each run records wall time and a machine-independent cost: Σ over loss evaluations of the pixels evaluated (an
 evaluation's time grows with its pixels), so schedules compare fairly even on a busy machine. Real VGG19 weights.
@@ -67,6 +68,23 @@ class Meter:
             "megapixel_evaluations": round(self.pixels / 1e6, 3),
             "seconds": round(time.perf_counter() - t0, 1),
         }
+
+
+def tutorial_adam(base, **overrides):
+    """``base``'s loss optimised as the TF tutorial optimises its own: Adam with its step size, β1 and ε, 1000 steps
+    at one scale."""
+    from nst_lib import StyleConfig
+
+    tutorial = StyleConfig.preset("tf_tutorial", size=base.size)
+    return base.replace(
+        optimizer="adam",
+        learning_rate=tutorial.learning_rate,
+        adam_beta1=tutorial.adam_beta1,
+        adam_epsilon=tutorial.adam_epsilon,
+        steps=1000,
+        pyramid_levels=1,
+        **overrides,
+    )
 
 
 def identity(args) -> None:
@@ -158,21 +176,12 @@ def adam(args) -> None:
     from nst_lib.transfer import schedule
 
     size = 256
-    adam_cfg = StyleConfig.preset("tf_tutorial", size=size, snapshot_every=0)
     base = StyleConfig(size=size, snapshot_every=0, **json.loads(args.overrides))
     # the comparison is on the default loss (the tutorial's settings only choose the optimiser's path)
     adam_run = stylize(
         CONTENT,
         STYLE,
-        base.replace(
-            optimizer="adam",
-            learning_rate=adam_cfg.learning_rate,
-            adam_beta1=adam_cfg.adam_beta1,
-            adam_epsilon=adam_cfg.adam_epsilon,
-            steps=1000,
-            pyramid_levels=1,
-            precision=args.adam_precision or base.precision,
-        ),
+        tutorial_adam(base, precision=args.adam_precision or base.precision),
         out=None,
         progress=True,
     )
@@ -222,19 +231,74 @@ def adam(args) -> None:
     )
 
 
+# exponential moving averages of the iterates compared (crowsonkb/style-transfer-pytorch outputs one, decay 0.99)
+AVERAGE_DECAYS = (0.9, 0.95, 0.99)
+
+
+def average(args) -> None:
+    """Iterate averaging, measured before building it: each run keeps exponential moving averages of its iterates
+    (restarted at each scale, as the run's own image is) beside the run, without feeding them back, and scores the
+    final scale's averages against the run's output, both as uint8 images and in float32. An average that scores
+    worse than the output it averages would also hand each next scale a worse start: the first test it must pass."""
+    import numpy as np
+
+    from nst_lib import StyleConfig, evaluate, stylize
+    from nst_lib.optim import Callback
+
+    class Averages(Callback):
+        def __init__(self):
+            self.level, self.means = None, {}
+
+        def on_step(self, info):
+            if info.level != self.level:  # a new scale: its first iterate starts the averages
+                self.level, self.means = info.level, {d: info.x.astype(np.float64) for d in AVERAGE_DECAYS}
+            else:
+                for d, mean in self.means.items():
+                    mean *= d
+                    mean += (1 - d) * info.x
+            return False
+
+    size = 256
+    base = StyleConfig(size=size, snapshot_every=0, **json.loads(args.overrides))
+    runs = {
+        "L-BFGS, the default schedule": base,
+        "Adam, the default schedule": base.replace(optimizer="adam"),
+        "Adam with the TF tutorial's step size, 1000 steps at one scale": tutorial_adam(base),
+    }
+    rows = []
+    for name, config in runs.items():
+        averages = Averages()
+        t0 = time.perf_counter()
+        result = stylize(CONTENT, STYLE, config, out=None, progress=False, callbacks=[averages])
+        scoring = result.config.replace(precision="float32")
+
+        def loss(image, scoring=scoring):
+            return evaluate(image.astype(np.float32), CONTENT, STYLE, scoring).total
+
+        output = loss(result.image)
+        row = {"run": name, "steps": len(result.history), "seconds": round(time.perf_counter() - t0, 1)}
+        row["output_loss"] = output
+        for d, mean in averages.means.items():
+            image = np.clip(mean.reshape(result.image.shape), 0, 255).round().astype(np.uint8)
+            row[f"average_{d}_loss_over_output"] = round(loss(image) / output, 4)
+        rows.append(row)
+        print(row, flush=True)
+    write("schedule_average", {"size": size, "decays": list(AVERAGE_DECAYS), "rows": rows})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["identity", "quality", "adam"])
+    parser.add_argument("part", choices=["identity", "quality", "adam", "average"])
     parser.add_argument(
         "--only", nargs="*", help="identity: only schedules whose name is one of these (their rows replace the file's)"
     )
     parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--overrides", default="{}", help="quality/adam: StyleConfig overrides (JSON) of the schedule")
+    parser.add_argument("--overrides", default="{}", help="StyleConfig overrides (JSON) of the runs")
     parser.add_argument("--adam-precision", default=None, help="adam: Adam's precision (default: the schedule's)")
     parser.add_argument("--tag", default="", help="suffix of the results file")
     parser.add_argument("--save-images", default=None, help="quality: a folder for both outputs")
     args = parser.parse_args()
-    {"identity": identity, "quality": quality, "adam": adam}[args.part](args)
+    {"identity": identity, "quality": quality, "adam": adam, "average": average}[args.part](args)
 
 
 if __name__ == "__main__":
