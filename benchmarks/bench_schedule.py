@@ -70,6 +70,14 @@ class Meter:
         }
 
 
+def float32_loss(image, config) -> float:
+    """The loss of ``image`` (uint8 or float) stylising CONTENT with STYLE under ``config``, computed in float32: one
+    scale for outputs computed at different precisions."""
+    from nst_lib import evaluate
+
+    return evaluate(image, CONTENT, STYLE, config.replace(precision="float32")).total
+
+
 def tutorial_adam(base, **overrides):
     """``base``'s loss optimised as the TF tutorial optimises its own: Adam with its step size, β1 and ε, 1000 steps
     at one scale."""
@@ -171,7 +179,7 @@ def adam(args) -> None:
     scale runs until its loss reaches Adam's (at most 2000 steps), so the time to quality counts both scales.
     ``--adam-precision`` computes Adam at another precision than the schedule (the tutorial computes in float32);
     both losses are the network's at its own precision, so compare like with like unless that is the question."""
-    from nst_lib import StyleConfig, evaluate, stylize
+    from nst_lib import StyleConfig, stylize
     from nst_lib.features import resolve_precision
     from nst_lib.transfer import schedule
 
@@ -186,9 +194,6 @@ def adam(args) -> None:
         progress=True,
     )
     target = adam_run.history[-1]["total"]
-
-    def float32_loss(result) -> float:
-        return evaluate(result.image, CONTENT, STYLE, result.config.replace(precision="float32")).total
 
     adam_seconds = adam_run.history[-1]["time_s"]
     scales = schedule(base, size)
@@ -225,7 +230,9 @@ def adam(args) -> None:
             "schedule_final_scale_steps_to_adam_loss": steps_at_last if reached is not None else None,
             "ratio": None if reached is None else round(reached / adam_seconds, 3),
             # the stopping image scored in float32, over Adam's loss scored the same way (checks mixed precisions)
-            "float32_loss_at_stop_over_adam": round(float32_loss(scheduled) / float32_loss(adam_run), 4),
+            "float32_loss_at_stop_over_adam": round(
+                float32_loss(scheduled.image, scheduled.config) / float32_loss(adam_run.image, adam_run.config), 4
+            ),
             "target": "<= 0.15",
         },
     )
@@ -242,7 +249,7 @@ def average(args) -> None:
     worse than the output it averages would also hand each next scale a worse start: the first test it must pass."""
     import numpy as np
 
-    from nst_lib import StyleConfig, evaluate, stylize
+    from nst_lib import StyleConfig, stylize
     from nst_lib.optim import Callback
 
     class Averages(Callback):
@@ -270,25 +277,23 @@ def average(args) -> None:
         averages = Averages()
         t0 = time.perf_counter()
         result = stylize(CONTENT, STYLE, config, out=None, progress=False, callbacks=[averages])
-        scoring = result.config.replace(precision="float32")
-
-        def loss(image, scoring=scoring):
-            return evaluate(image.astype(np.float32), CONTENT, STYLE, scoring).total
-
-        output = loss(result.image)
+        output = float32_loss(result.image, result.config)
         row = {"run": name, "steps": len(result.history), "seconds": round(time.perf_counter() - t0, 1)}
         row["output_loss"] = output
         for d, mean in averages.means.items():
             image = np.clip(mean.reshape(result.image.shape), 0, 255).round().astype(np.uint8)
-            row[f"average_{d}_loss_over_output"] = round(loss(image) / output, 4)
+            row[f"average_{d}_loss_over_output"] = round(float32_loss(image, result.config) / output, 4)
         rows.append(row)
         print(row, flush=True)
     write("schedule_average", {"size": size, "decays": list(AVERAGE_DECAYS), "rows": rows})
 
 
+PARTS = {"identity": identity, "quality": quality, "adam": adam, "average": average}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("part", choices=["identity", "quality", "adam", "average"])
+    parser.add_argument("part", choices=list(PARTS))
     parser.add_argument(
         "--only", nargs="*", help="identity: only schedules whose name is one of these (their rows replace the file's)"
     )
@@ -298,7 +303,7 @@ def main() -> None:
     parser.add_argument("--tag", default="", help="suffix of the results file")
     parser.add_argument("--save-images", default=None, help="quality: a folder for both outputs")
     args = parser.parse_args()
-    {"identity": identity, "quality": quality, "adam": adam, "average": average}[args.part](args)
+    PARTS[args.part](args)
 
 
 if __name__ == "__main__":
