@@ -317,3 +317,23 @@ def test_the_readme_captions_quote_the_notebooks_full_runs():
         for key, form, *scale in quotes:  # a scale of 100 quotes a share in per cent
             quoted = form.format(saved["numbers"][key]["value"] * (scale[0] if scale else 1))
             assert quoted in readme, f"{name}: the README should quote {key} as {quoted!r}"
+
+
+def test_the_readme_quotes_notebook_10s_full_run_and_its_4k_record():
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    saved = json.loads((ROOT / "results" / "figures" / "10_resolution" / "numbers.json").read_text())
+    assert saved["mode"] == "full"
+    numbers = {key: entry["value"] for key, entry in saved["numbers"].items()}
+
+    def cell(key: str) -> str:
+        seconds, peak = numbers[f"{key}_seconds"], numbers[f"{key}_peak_memory_mb"]
+        time = f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
+        return f"{time}, {peak:.0f} MB"
+
+    for size, label in [(256, "256 (256 × 144)"), (1024, "1024 (1024 × 576)"), (3840, "3840 × 2160")]:
+        row = f"| {label} | {cell(f'{size}px_proportional')} | {cell(f'{size}px_fixed')} |"
+        assert row in readme, f"the README's notebook-10 table should have {row!r}"
+    record = json.loads((ROOT / "results" / "figures" / "4k" / "run_record.json").read_text())
+    assert record["peak_memory_mb"]["host"] == numbers["3840px_proportional_peak_memory_mb"]  # the same run
+    assert f"({record['timings']['total']:.0f} s, of which {record['timings']['targets']:.0f} s" in readme
+    assert f"a peak of **{record['peak_memory_mb']['host']:.0f} MB**" in readme

@@ -1,6 +1,7 @@
 """The resolution study (notebook 10): each case in its own process with its own peak memory, completed cases read
 back instead of re-run, the fixed style size, the 16:9 crop and the figures."""
 
+import json
 import subprocess
 
 import numpy as np
@@ -58,6 +59,7 @@ def test_a_study_runs_each_case_in_its_own_process_and_reads_completed_cases_bac
         assert r.peak_memory_mb > 100  # a Keras process: its own peak resident set, recorded by the run
         assert r.seconds > 0 and r.schedule[-1]["long_side"] == r.size
         assert r.row()["megapixels"] == round(r.shape[0] * r.shape[1] / 1e6, 3)
+        assert r.started == r.row()["started"] == json.loads((r.run_dir / "config.json").read_text())["started"]
 
     def no_new_process(*args, **kwargs):
         raise AssertionError("a completed case was run again")

@@ -46,6 +46,7 @@ class ResolutionRun:
     peak_memory_mb: float | None
     shape: tuple[int, int]
     schedule: list[dict]
+    started: str = ""  # when the case ran (ISO time): cases of one study may run on different days
 
     @property
     def megapixels(self) -> float:
@@ -71,6 +72,7 @@ class ResolutionRun:
             "steps": [s["steps"] for s in self.schedule],
             "tiles": [s.get("tiles") for s in self.schedule],
             "run_dir": self.run_dir.name,
+            "started": self.started,
         }
 
 
@@ -113,7 +115,14 @@ def _read(run: Run, size: int, mode: str) -> ResolutionRun:
     with Image.open(run.path / "output.png") as png:  # the header only: a 4K output is not decoded here
         width, height = png.size
     return ResolutionRun(
-        size, mode, run.path, float(record["timings"]["total"]), peak, (height, width), list(record.get("schedule", []))
+        size,
+        mode,
+        run.path,
+        float(record["timings"]["total"]),
+        peak,
+        (height, width),
+        list(record.get("schedule", [])),
+        record.get("started", ""),
     )
 
 
@@ -212,15 +221,19 @@ def cost_plot(runs: Sequence[ResolutionRun], title: str | None = None):
     """Wall time and peak memory against megapixels, one line per style mode (log-log)."""
     fig = figure(9, 3.4)
     ax_t, ax_m = fig.subplots(1, 2)
+    labelled = set()  # one tile label per size: the modes' points nearly coincide
     for mode in dict.fromkeys(r.mode for r in runs):
         rs = sorted((r for r in runs if r.mode == mode), key=lambda r: r.megapixels)
         mp = [r.megapixels for r in rs]
         ax_t.plot(mp, [r.seconds / 60 for r in rs], "o-", label=f"style {mode}")
         ax_m.plot(mp, [(r.peak_memory_mb or np.nan) / 1024 for r in rs], "o-", label=f"style {mode}")
         for r in rs:
-            if r.max_tiles > 1:
-                ax_m.annotate(f"{r.max_tiles} tiles", (r.megapixels, (r.peak_memory_mb or np.nan) / 1024), fontsize=7)
-    for ax, label in ((ax_t, "minutes (whole run)"), (ax_m, "peak memory, GB (process RSS)")):
+            if r.max_tiles > 1 and r.size not in labelled:
+                labelled.add(r.size)
+                point = (r.megapixels, (r.peak_memory_mb or np.nan) / 1024)
+                tiles = f"{r.max_tiles} tiles"
+                ax_m.annotate(tiles, point, (-6, 6), textcoords="offset points", ha="right", fontsize=7)
+    for ax, label in ((ax_t, "minutes (whole run)"), (ax_m, "peak memory, GiB (process RSS)")):
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("megapixels")
