@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import types
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 
@@ -325,15 +326,23 @@ def test_the_readme_quotes_notebook_10s_full_run_and_its_4k_record():
     assert saved["mode"] == "full"
     numbers = {key: entry["value"] for key, entry in saved["numbers"].items()}
 
+    def rounded(value: float, places: int = 0) -> str:  # half up, as the README rounds (4078.5 MB is 4079)
+        return str(Decimal(str(value)).quantize(Decimal(1).scaleb(-places), ROUND_HALF_UP))
+
     def cell(key: str) -> str:
         seconds, peak = numbers[f"{key}_seconds"], numbers[f"{key}_peak_memory_mb"]
-        time = f"{seconds:.0f} s" if seconds < 60 else f"{seconds / 60:.1f} min"
-        return f"{time}, {peak:.0f} MB"
+        time = f"{rounded(seconds)} s" if seconds < 60 else f"{rounded(seconds / 60, 1)} min"
+        return f"{time}, {rounded(peak)} MB"
 
-    for size, label in [(256, "256 (256 × 144)"), (1024, "1024 (1024 × 576)"), (3840, "3840 × 2160")]:
+    for size in (256, 512, 1024, 2048, 3840):
+        label = "3840 × 2160" if size == 3840 else f"{size} ({size} × {size * 9 // 16})"
         row = f"| {label} | {cell(f'{size}px_proportional')} | {cell(f'{size}px_fixed')} |"
         assert row in readme, f"the README's notebook-10 table should have {row!r}"
     record = json.loads((ROOT / "results" / "figures" / "4k" / "run_record.json").read_text())
-    assert record["peak_memory_mb"]["host"] == numbers["3840px_proportional_peak_memory_mb"]  # the same run
-    assert f"({record['timings']['total']:.0f} s, of which {record['timings']['targets']:.0f} s" in readme
-    assert f"a peak of **{record['peak_memory_mb']['host']:.0f} MB**" in readme
+    seconds, peak = record["timings"]["total"], record["peak_memory_mb"]["host"]
+    assert peak == numbers["3840px_proportional_peak_memory_mb"]  # the same run
+    assert (
+        f"**{rounded(seconds / 60)} minutes** ({rounded(seconds)} s, of which {rounded(record['timings']['targets'])} s"
+        in readme
+    )
+    assert f"a peak of **{rounded(peak)} MB** ({rounded(peak / 1024, 2)} GiB;" in readme

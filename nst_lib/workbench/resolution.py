@@ -221,15 +221,15 @@ def cost_plot(runs: Sequence[ResolutionRun], title: str | None = None):
     """Wall time and peak memory against megapixels, one line per style mode (log-log)."""
     fig = figure(9, 3.4)
     ax_t, ax_m = fig.subplots(1, 2)
-    labelled = set()  # one tile label per size: the modes' points nearly coincide
+    labelled = set()  # one label per size and tile count: the modes' points nearly coincide
     for mode in dict.fromkeys(r.mode for r in runs):
         rs = sorted((r for r in runs if r.mode == mode), key=lambda r: r.megapixels)
         mp = [r.megapixels for r in rs]
         ax_t.plot(mp, [r.seconds / 60 for r in rs], "o-", label=f"style {mode}")
         ax_m.plot(mp, [(r.peak_memory_mb or np.nan) / 1024 for r in rs], "o-", label=f"style {mode}")
         for r in rs:
-            if r.max_tiles > 1 and r.size not in labelled:
-                labelled.add(r.size)
+            if r.max_tiles > 1 and (r.size, r.max_tiles) not in labelled:
+                labelled.add((r.size, r.max_tiles))
                 point = (r.megapixels, (r.peak_memory_mb or np.nan) / 1024)
                 tiles = f"{r.max_tiles} tiles"
                 ax_m.annotate(tiles, point, (-6, 6), textcoords="offset points", ha="right", fontsize=7)
