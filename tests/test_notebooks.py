@@ -341,6 +341,7 @@ def test_the_readme_quotes_notebook_10s_full_run_and_its_4k_record():
     record = json.loads((ROOT / "results" / "figures" / "4k" / "run_record.json").read_text())
     seconds, peak = record["timings"]["total"], record["peak_memory_mb"]["host"]
     assert peak == numbers["3840px_proportional_peak_memory_mb"]  # the same run
+    assert f"| {cell('3840px_fixed')} | {record['schedule'][-1]['tiles']} |" in readme  # the tiles it ran
     assert (
         f"**{rounded(seconds / 60)} minutes** ({rounded(seconds)} s, of which {rounded(record['timings']['targets'])} s"
         in readme

@@ -218,7 +218,8 @@ def centre_crop(image: np.ndarray, crop: int, centre: tuple[float, float] = (0.5
 
 
 def cost_plot(runs: Sequence[ResolutionRun], title: str | None = None):
-    """Wall time and peak memory against megapixels, one line per style mode (log-log)."""
+    """Wall time and peak memory against megapixels, one line per style mode (log-log), with a footer saying when
+    the cases started."""
     fig = figure(9, 3.4)
     ax_t, ax_m = fig.subplots(1, 2)
     labelled = set()  # one label per size and tile count: the modes' points nearly coincide
@@ -241,6 +242,15 @@ def cost_plot(runs: Sequence[ResolutionRun], title: str | None = None):
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.suptitle(title or "Cost by size (each case in its own process)", fontsize=11)
+    # cases read back may have run in other sessions, and a shared machine's speed drifts between them
+    started = sorted(r.started for r in runs if r.started)
+    if started:
+        fig.supxlabel(
+            f"cases started {started[0][:16]} to {started[-1][:16]} (numbers.json has each case's start): "
+            "times from different sessions compare only roughly",
+            fontsize=7,
+            style="italic",
+        )
     return fig
 
 
