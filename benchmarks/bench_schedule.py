@@ -4,6 +4,7 @@
     python benchmarks/bench_schedule.py quality    # 1024 px Tübingen × Starry Night: schedule vs single scale
     python benchmarks/bench_schedule.py adam       # 256 px: time to reach the TF tutorial Adam's 1000-step loss
     python benchmarks/bench_schedule.py average    # 256 px: would an average of the iterates beat the last one?
+    python benchmarks/bench_schedule.py limit      # f(C, C): does the default loss single out C? (its loss at C)
 
 Each run records wall time and a machine-independent cost: Σ over loss evaluations of the pixels evaluated (an
 evaluation's time grows with its pixels), so schedules compare fairly even on a busy machine. Real VGG19 weights.
@@ -288,7 +289,48 @@ def average(args) -> None:
     write("schedule_average", {"size": size, "decays": list(AVERAGE_DECAYS), "rows": rows})
 
 
-PARTS = {"identity": identity, "quality": quality, "adam": adam, "average": average}
+LIMIT_EVERY = 250  # steps between the limit part's samples
+
+
+def limit(args) -> None:
+    """Whether any schedule could bring f(C, C) from noise to C under the default loss: long single-scale runs on
+    the identity test's photo, sampled every LIMIT_EVERY steps (SSIM to C and the loss), against the loss of C
+    itself. A run from noise whose loss falls below C's own while its SSIM stays low shows that the loss, not the
+    optimiser's budget, keeps the result away from C; the run from C shows where the loss's minimum near C lies;
+    the run without TV shows which term of the loss it is."""
+    from nst_lib import StyleConfig, evaluate, stylize
+    from nst_lib.images import load_image
+    from nst_lib.metrics import ssim
+
+    content = load_image(HELD_OUT, 192)
+    base = StyleConfig(size=192, snapshot_every=0, pyramid_levels=1)
+    runs = {  # name: StyleConfig overrides of the run (also of its loss, but for the starting image and steps)
+        "from noise, the default loss": dict(init="noise", steps=2000),
+        "from C, the default loss": dict(init="content", steps=1000),
+        "from noise, no TV": dict(init="noise", steps=1000, tv_weight=0.0),
+    }
+    rows = []
+    for name, overrides in runs.items():
+        config, samples = base.replace(**overrides), []
+
+        def sample(info, samples=samples):
+            if info.step % LIMIT_EVERY == 0:
+                s = {"step": info.step, "ssim": round(ssim(info.image(), content), 4)}
+                samples.append({**s, "loss": round(info.losses["total"], 2)})
+            return False
+
+        t0 = time.perf_counter()
+        stylize(content, content, config, out=None, progress=False, callbacks=[sample])
+        at_c = evaluate(content, content, content, config)
+        row = {"run": name, "overrides": overrides, "seconds": round(time.perf_counter() - t0, 1)}
+        row["samples"] = samples
+        row["loss_of_c"] = {"total": round(at_c.total, 2), "content": at_c.content, "style": at_c.style, "tv": at_c.tv}
+        rows.append(row)
+        print(row, flush=True)
+    write("schedule_limit", {"photo": HELD_OUT.name, "image_hw": list(content.shape[:2]), "rows": rows})
+
+
+PARTS = {"identity": identity, "quality": quality, "adam": adam, "average": average, "limit": limit}
 
 
 def main() -> None:

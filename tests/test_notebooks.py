@@ -256,6 +256,18 @@ def test_the_results_files_the_readme_cites_exist_and_hold_its_numbers():
         if row["test"] == "identity":
             quoted = " / ".join(f"{v:.2f}" for v in row["ssim_at_step"].values())
             assert quoted in readme, quoted
+    limit = {r["run"]: r for r in json.loads((ROOT / "benchmarks/results/schedule_limit.json").read_text())["rows"]}
+    noise, from_c = limit["from noise, the default loss"]["samples"], limit["from C, the default loss"]["samples"]
+    loss_of_c = limit["from C, the default loss"]["loss_of_c"]["total"]
+    below = next(s for s in noise if s["loss"] < loss_of_c)  # the first sample under C's own loss
+    for quoted in (
+        f"loss falling from C's {loss_of_c:.1f} to {from_c[-1]['loss']:.1f}",
+        f"SSIM {from_c[0]['ssim']:.2f} after {from_c[0]['step']} steps, {from_c[-1]['ssim']:.2f} after",
+        f"below C's own after {below['step']} steps at SSIM {below['ssim']:.2f}",
+        f"({noise[-1]['ssim']:.2f} and {noise[-1]['loss']:.1f} after {noise[-1]['step']} steps",
+        f"reach SSIM {limit['from noise, no TV']['samples'][-1]['ssim']:.2f}",
+    ):
+        assert quoted in readme, quoted
 
 
 # the numbers the README's captions quote from the notebooks' full runs, in the form the README writes them: each
