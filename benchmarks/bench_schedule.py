@@ -186,6 +186,7 @@ def adam(args) -> None:
 
     size = 256
     base = StyleConfig(size=size, snapshot_every=0, **json.loads(args.overrides))
+    meter = Meter()  # the machine-independent cost beside the wall time: this machine's speed drifts within a run
     # the comparison is on the default loss (the tutorial's settings only choose the optimiser's path)
     adam_run = stylize(
         CONTENT,
@@ -195,6 +196,8 @@ def adam(args) -> None:
         progress=True,
     )
     target = adam_run.history[-1]["total"]
+    adam_pixels, reached_pixels = meter.pixels, []
+    meter.pixels = 0
 
     adam_seconds = adam_run.history[-1]["time_s"]
     scales = schedule(base, size)
@@ -202,7 +205,10 @@ def adam(args) -> None:
     extended = base.replace(first_scale_steps=scales[0].steps, steps=2000) if last == 1 else base
 
     def reached_target(info):
-        return info.level == last and info.losses["total"] <= target
+        if info.level == last and info.losses["total"] <= target:
+            reached_pixels.append(meter.pixels)
+            return True
+        return False
 
     scheduled = stylize(CONTENT, STYLE, extended, out=None, progress=True, callbacks=[reached_target])
     clock, previous, level, reached, steps_at_last = 0.0, 0.0, 0, None, 0
@@ -230,6 +236,9 @@ def adam(args) -> None:
             "schedule_seconds_to_adam_loss": None if reached is None else round(reached, 1),
             "schedule_final_scale_steps_to_adam_loss": steps_at_last if reached is not None else None,
             "ratio": None if reached is None else round(reached / adam_seconds, 3),
+            "adam_megapixel_evaluations": round(adam_pixels / 1e6, 3),
+            "schedule_megapixel_evaluations_to_adam_loss": round(reached_pixels[0] / 1e6, 3) if reached else None,
+            "cost_ratio": round(reached_pixels[0] / adam_pixels, 3) if reached else None,
             # the stopping image scored in float32, over Adam's loss scored the same way (checks mixed precisions)
             "float32_loss_at_stop_over_adam": round(
                 float32_loss(scheduled.image, scheduled.config) / float32_loss(adam_run.image, adam_run.config), 4
@@ -293,11 +302,11 @@ LIMIT_EVERY = 250  # steps between the limit part's samples
 
 
 def limit(args) -> None:
-    """Whether any schedule could bring f(C, C) from noise to C under the default loss: long single-scale runs on
-    the identity test's photo, sampled every LIMIT_EVERY steps (SSIM to C and the loss), against the loss of C
-    itself. A run from noise whose loss falls below C's own while its SSIM stays low shows that the loss, not the
-    optimiser's budget, keeps the result away from C; the run from C shows where the loss's minimum near C lies;
-    the run without TV shows which term of the loss it is."""
+    """How firmly the default loss points f(C, C) from noise at C: long single-scale runs on the identity test's
+    photo, sampled every LIMIT_EVERY steps (SSIM to C and the loss), against the loss of C itself. The run from C
+    shows whether C is a minimum and how low the loss goes near it; the run from noise, how low a loss it reaches
+    how far from C (a loss barely above the near-C one at a low SSIM means the loss points at C only weakly); the
+    run without TV, what TV contributes."""
     from nst_lib import StyleConfig, evaluate, stylize
     from nst_lib.images import load_image
     from nst_lib.metrics import ssim

@@ -259,15 +259,30 @@ def test_the_results_files_the_readme_cites_exist_and_hold_its_numbers():
     limit = {r["run"]: r for r in json.loads((ROOT / "benchmarks/results/schedule_limit.json").read_text())["rows"]}
     noise, from_c = limit["from noise, the default loss"]["samples"], limit["from C, the default loss"]["samples"]
     loss_of_c = limit["from C, the default loss"]["loss_of_c"]["total"]
-    below = next(s for s in noise if s["loss"] < loss_of_c)  # the first sample under C's own loss
+    no_tv = limit["from noise, no TV"]["samples"]
+    with_tv = next(s for s in noise if s["step"] == no_tv[-1]["step"])  # the run with TV at as many steps
+    below = next((s for s in noise if s["loss"] < loss_of_c), None)  # the first sample under C's own loss
+    assert below is not None and from_c[-1]["loss"] < loss_of_c  # C is not a minimum of the default loss
+    assert from_c[-1]["loss"] < noise[-1]["loss"] and no_tv[-1]["ssim"] < with_tv["ssim"]  # the text's rankings
+    gap = round(100 * (noise[-1]["loss"] - from_c[-1]["loss"]) / noise[-1]["loss"])
     for quoted in (
         f"loss falling from C's {loss_of_c:.1f} to {from_c[-1]['loss']:.1f}",
-        f"SSIM {from_c[0]['ssim']:.2f} after {from_c[0]['step']} steps, {from_c[-1]['ssim']:.2f} after",
-        f"below C's own after {below['step']} steps at SSIM {below['ssim']:.2f}",
+        f"SSIM {from_c[0]['ssim']:.2f} after {from_c[0]['step']} steps, {from_c[-1]['ssim']:.2f} after "
+        f"{from_c[-1]['step']} steps",
+        f"below C's own by step {below['step']}, at SSIM {below['ssim']:.2f}",
         f"({noise[-1]['ssim']:.2f} and {noise[-1]['loss']:.1f} after {noise[-1]['step']} steps",
-        f"reach SSIM {limit['from noise, no TV']['samples'][-1]['ssim']:.2f}",
+        f"the {from_c[-1]['ssim']:.2f} image's loss is {gap} % below the {noise[-1]['ssim']:.2f} image's "
+        f"({from_c[-1]['loss']:.1f} against {noise[-1]['loss']:.1f})",
+        f"{no_tv[-1]['step']} steps from noise reach SSIM {no_tv[-1]['ssim']:.2f} ({with_tv['ssim']:.2f} with TV)",
     ):
         assert quoted in readme, quoted
+    adam = json.loads((ROOT / "benchmarks/results/schedule_adam.json").read_text())
+    assert (
+        f"took {adam['adam_seconds']:.0f} s in this run; the default schedule (128 px: 200 steps, then 256 px) reached "
+        f"it after {adam['schedule_final_scale_steps_to_adam_loss']} steps at 256 px, in "
+        f"{adam['schedule_seconds_to_adam_loss']:.0f} s: **{adam['ratio']:.3f}×** Adam's time "
+        f"({adam['cost_ratio']:.3f}× its cost" in readme
+    )
 
 
 # the numbers the README's captions quote from the notebooks' full runs, in the form the README writes them: each
