@@ -4,7 +4,8 @@ from the content image). Targets: first update <= 2 s, converged <= 10 s.
 
 The panel runs headless (no browser): setting a slider's value is what releasing it sends, and the preview image
 widget's updates are timed as they are set. Each change starts from the converged preview of the default settings
-(the image on show); warm and cold alternate, repeated, medians reported. "Converged" is the panel's own rule (the
+(the image on show); warm and cold alternate, repeated, medians reported; all timed previews run before the
+float32 references. "Converged" is the panel's own rule (the
 loss fell by less than 1 % over the last 10 steps, at most ``preview_steps``, 150); the preview's final image is
 scored by the float32 loss and compared with a 300-step float32 cold run of the new settings, the optimum the
 preview approximates. The preview computes at the panel's ``preview_precision`` (``--precision``; default ``auto``:
@@ -87,12 +88,20 @@ def main() -> None:
 
         return timed(release)
 
-    rows = []
+    # every timed preview first, then the long float32 references: the timings span as few minutes as they can
+    timed_runs = {}
     for name, value in CHANGES:
-        runs = {"warm": [], "cold": []}
+        runs = timed_runs[name, value] = {"warm": [], "cold": []}
         for _ in range(args.repeats):
             for mode in ("warm", "cold"):
                 runs[mode].append(change(name, value, mode == "warm"))
+        print(name, value, {m: [(s["converged_s"], s["steps"]) for s in r] for m, r in runs.items()}, flush=True)
+    timed_load = os.getloadavg()
+    panel.live.value = False  # the references' configs: the defaults but for the one slider moved
+    for key, slider in sliders.items():
+        slider.value = defaults[key]
+    rows = []
+    for (name, value), runs in timed_runs.items():
         reference = stylize(
             CONTENT,
             STYLE,
@@ -132,7 +141,7 @@ def main() -> None:
                 "repeats": args.repeats,
                 "reference_steps": args.reference_steps,
             },
-            "load_average_1_5_15_min": {"before": load_before, "after": os.getloadavg()},
+            "load_average_1_5_15_min": {"before": load_before, "after_the_timed_previews": timed_load},
             "first_preview_after_opening": first,
             "changes": rows,
             "worst_warm_first_update_s": warm_first,

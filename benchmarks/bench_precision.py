@@ -4,8 +4,9 @@ float32, convolutions in bfloat16), the Grams and losses in float32 (``precision
 Per size and backend, in one process each: the L-BFGS step time of both precisions (interleaved, medians), the
 agreement of the loss terms and the pixel gradient with float32's on an image that is neither content nor style,
 and (TensorFlow) the quality of a whole run: ``steps`` L-BFGS steps from the content image at each precision, both
-outputs then scored by the float32 loss. Decides ``precision="auto"`` on a CPU (bfloat16 where it pays) and the
-live preview's speed.
+outputs then scored by the float32 loss. Under TensorFlow also the bfloat16 step with the weights read from
+variables (``constant_weights=False``) against the default, the weights compiled in as constants. Decides
+``precision="auto"`` on a CPU (bfloat16 where it pays) and the live preview's speed.
 
     python benchmarks/bench_precision.py [--sizes 256 512] [--steps 12] [--run-steps 100]
                                          [--backends tensorflow jax]
@@ -21,6 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CONTENT, STYLE, median_time, report_rows, run_per_backend, write  # noqa: E402
+
+# bfloat16 with the weights read from variables in every call, as before the extractor compiled them in as constants
+VARIABLES = "bfloat16, weights as variables"
 
 
 def bench(size: int, steps: int, run_steps: int) -> dict:
@@ -45,6 +49,16 @@ def bench(size: int, steps: int, run_steps: int) -> dict:
         evals[precision] = problems[precision].evaluate(probe)
         optimizers[precision] = make_optimizer(config, noise=problems[precision].extractor.loss_noise)
         state[precision] = content.reshape(-1).astype(np.float32)
+    if backend.name() == "tensorflow":  # the same bfloat16 network reading its weights from variables (before)
+        from nst_lib.features import FeatureExtractor
+
+        config, frozen = base.replace(precision="bfloat16"), problems["bfloat16"].extractor
+        read = FeatureExtractor(
+            frozen.arch, frozen.layers, frozen.weights, precision="bfloat16", constant_weights=False
+        )
+        problems[VARIABLES] = Objective(read, config, content, [style])
+        optimizers[VARIABLES] = make_optimizer(config, noise=read.loss_noise)
+        state[VARIABLES] = content.reshape(-1).astype(np.float32)
     ref, low = evals["float32"], evals["bfloat16"]
     cosine = float(np.sum(ref.grad * low.grad) / np.linalg.norm(ref.grad) / np.linalg.norm(low.grad))
 
@@ -69,6 +83,11 @@ def bench(size: int, steps: int, run_steps: int) -> dict:
         "weights": weights or "random",
         "step_s": {p: round(s, 4) for p, s in step.items()},
         "float32_over_bfloat16_step": round(step["float32"] / step["bfloat16"], 2),
+        **(
+            {"bfloat16_constant_over_variable_weights_step": round(step["bfloat16"] / step[VARIABLES], 3)}
+            if VARIABLES in step
+            else {}
+        ),
         "agreement_on_a_noisy_photo": {
             "gradient_relative_l2": float(np.linalg.norm(low.grad - ref.grad) / np.linalg.norm(ref.grad)),
             "gradient_cosine": cosine,
@@ -80,7 +99,7 @@ def bench(size: int, steps: int, run_steps: int) -> dict:
     }
     if run_steps and backend.name() == "tensorflow":
         finals = {}
-        for precision in problems:
+        for precision in ("float32", "bfloat16"):
             result = stylize(
                 CONTENT, STYLE, base.replace(precision=precision, steps=run_steps), out=None, progress=False
             )

@@ -142,6 +142,20 @@ def _gram_fn():
     return g
 
 
+def graph_constants(variables) -> list | None:
+    """Inside a TensorFlow function being traced: the variables' current values as constants of its graph; None
+    elsewhere (eager code, JAX). The caller keeps the variables for eager use and for tracing with variables."""
+    if name() != "tensorflow":
+        return None
+    import tensorflow as tf
+
+    if not tf.inside_function():
+        return None
+    with tf.init_scope():  # read the values eagerly, outside the graph being built
+        values = [np.asarray(v.numpy()) for v in variables]
+    return [tf.constant(v) for v in values]
+
+
 def to_numpy(x) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(x))
 

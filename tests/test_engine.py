@@ -478,6 +478,40 @@ def test_bfloat16_network_with_float32_losses_agrees_with_float32_and_optimises(
     assert np.all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0]
 
 
+def test_bfloat16_functions_compile_the_weights_in_as_constants_and_compute_the_same(small_pair):
+    """oneDNN caches its reordered copy of a constant convolution filter but reorders a variable's on every call: a
+    bfloat16 extractor's compiled functions take its weights as graph constants. Same loss and gradient, untiled
+    and tiled; float32 keeps reading its variables (each compiled function would hold its own copy)."""
+    from nst_lib import backend
+    from nst_lib.features import FeatureExtractor
+    from nst_lib.images import resize
+    from nst_lib.objective import Objective
+
+    content, style = (resize(im, (40, 48)) for im in small_pair)
+    config = StyleConfig(**FAST, content_layers=("block2_conv1",), style_layers=("block1_conv1", "block2_conv1"))
+    config = config.replace(precision="bfloat16")
+    layers = ["block2_conv1", "block1_conv1"]
+    frozen = FeatureExtractor("vgg19", layers, None, precision="bfloat16")
+    read = FeatureExtractor("vgg19", layers, None, precision="bfloat16", constant_weights=False)
+    read.model.set_weights(frozen.model.get_weights())
+    assert frozen.constant_weights and not FeatureExtractor("vgg19", layers, None).constant_weights
+    x = np.random.default_rng(0).uniform(0, 255, content.shape).astype(np.float32)
+    for tile in (0, 32):
+        a = Objective(frozen, config, content, [style], tile_size=tile).evaluate(x)
+        b = Objective(read, config, content, [style], tile_size=tile).evaluate(x)
+        assert a.total == pytest.approx(b.total, rel=1e-6)
+        np.testing.assert_allclose(a.grad, b.grad, rtol=1e-5, atol=1e-6 * np.abs(b.grad).max())
+    if backend.name() == "tensorflow":  # JAX passes the weights as arguments of its compiled functions
+        import tensorflow as tf
+
+        def variable_reads(extractor) -> int:
+            fn = tf.function(lambda images: extractor.apply(None, images))
+            graph = fn.get_concrete_function(tf.TensorSpec((1, None, None, 3), tf.float32)).graph
+            return sum(op.type == "ReadVariableOp" for op in graph.get_operations())
+
+        assert variable_reads(frozen) == 0 and variable_reads(read) >= 6  # 3 kernels and 3 biases read
+
+
 @pytest.mark.parametrize(
     ("gpu", "amx", "backend_name", "expected"),
     [
