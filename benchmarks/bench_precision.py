@@ -54,7 +54,15 @@ def bench(size: int, steps: int, run_steps: int) -> dict:
 
         config, frozen = base.replace(precision="bfloat16"), problems["bfloat16"].extractor
         read = FeatureExtractor(
-            frozen.arch, frozen.layers, frozen.weights, precision="bfloat16", constant_weights=False
+            frozen.arch,
+            frozen.layers,
+            frozen.weights,
+            frozen.pooling,
+            frozen.preprocessing,
+            frozen.normalize,
+            precision="bfloat16",
+            seed=base.seed,
+            constant_weights=False,
         )
         problems[VARIABLES] = Objective(read, config, content, [style])
         optimizers[VARIABLES] = make_optimizer(config, noise=read.loss_noise)

@@ -7,8 +7,8 @@ and on JAX (``KERAS_BACKEND=jax``). Under JAX, TensorFlow is never imported.
     aux, grad = grad_fn(x, params, *args)  # aux: any nest of tensors; grad: d objective / d x
 
 ``params`` are the frozen network's weights (``FeatureExtractor.params``). JAX compiles them in as arguments
-(closing over them would bake 80 MB of VGG19 into the compiled program); TensorFlow captures its variables
-itself and gets None.
+(closing over them would bake 80 MB of VGG19 into the compiled program); TensorFlow gets None and either reads the
+variables itself or, for a bfloat16 network, takes their values as constants of the graph (``graph_constants``).
 """
 
 from __future__ import annotations
@@ -151,7 +151,9 @@ def graph_constants(variables) -> list | None:
 
     if not tf.inside_function():
         return None
-    with tf.init_scope():  # read the values eagerly, outside the graph being built
+    # read the values eagerly, outside the graph being built (Keras' autocast and stateless scopes are Python state
+    # that init_scope keeps: no caller reads weights inside one)
+    with tf.init_scope():
         values = [np.asarray(v.numpy()) for v in variables]
     return [tf.constant(v) for v in values]
 

@@ -310,8 +310,9 @@ class FeatureExtractor:
 
     ``extractor(images)`` returns ``{layer_name: NHWC tensor}`` for the requested layers (aliases resolved).
     Compiled code calls ``extractor.apply(extractor.params, images)`` instead, so the weights are an argument
-    of the compiled function (see ``backend``). ``geometry`` holds each layer's receptive field, ``stride`` the
-    deepest layer's downsampling and ``halo`` the margin a tile needs for exact features.
+    of the compiled function under JAX, and under TensorFlow read from the variables or, with ``constant_weights``
+    (bfloat16 by default), compiled in as constants (see ``backend``). ``geometry`` holds each layer's receptive
+    field, ``stride`` the deepest layer's downsampling and ``halo`` the margin a tile needs for exact features.
     """
 
     def __init__(
@@ -399,7 +400,7 @@ class FeatureExtractor:
     @functools.cached_property
     def params(self):
         """The frozen weights as compiled functions take them: (trainable, non-trainable) value lists on JAX,
-        None on TensorFlow (which captures its variables)."""
+        None on TensorFlow (which reads its variables, or compiles them in as constants: ``constant_weights``)."""
         if backend.name() != "jax":
             return None
         return [v.value for v in self.model.trainable_variables], [v.value for v in self.model.non_trainable_variables]

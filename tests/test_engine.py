@@ -497,7 +497,9 @@ def test_bfloat16_functions_compile_the_weights_in_as_constants_and_compute_the_
     assert frozen.constant_weights and not FeatureExtractor("vgg19", layers, None).constant_weights
     x = np.random.default_rng(0).uniform(0, 255, content.shape).astype(np.float32)
     for tile in (0, 32):
-        a = Objective(frozen, config, content, [style], tile_size=tile).evaluate(x)
+        problem = Objective(frozen, config, content, [style], tile_size=tile)
+        assert (problem.tiles is None) == (tile == 0) and (tile == 0 or len(problem.tiles) > 1)
+        a = problem.evaluate(x)
         b = Objective(read, config, content, [style], tile_size=tile).evaluate(x)
         assert a.total == pytest.approx(b.total, rel=1e-6)
         np.testing.assert_allclose(a.grad, b.grad, rtol=1e-5, atol=1e-6 * np.abs(b.grad).max())
@@ -510,6 +512,7 @@ def test_bfloat16_functions_compile_the_weights_in_as_constants_and_compute_the_
             return sum(op.type == "ReadVariableOp" for op in graph.get_operations())
 
         assert variable_reads(frozen) == 0 and variable_reads(read) >= 6  # 3 kernels and 3 biases read
+        assert variable_reads(FeatureExtractor("vgg19", layers, None)) >= 6  # float32 reads its variables
 
 
 @pytest.mark.parametrize(
