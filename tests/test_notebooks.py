@@ -276,6 +276,20 @@ def test_the_results_files_the_readme_cites_exist_and_hold_its_numbers():
         f"{no_tv[-1]['step']} steps from noise reach SSIM {no_tv[-1]['ssim']:.2f} ({with_tv['ssim']:.2f} with TV)",
     ):
         assert quoted in readme, quoted
+    precision = {
+        (r["backend"], r["size"]): r
+        for r in json.loads((ROOT / "benchmarks/results/precision_cpu.json").read_text())["rows"]
+    }
+    tf256, tf512 = precision["tensorflow", 256], precision["tensorflow", 512]
+    jax_ratios = sorted(precision["jax", size]["float32_over_bfloat16_step"] for size in (256, 512))
+    for quoted in (
+        f"step takes 1/{tf256['float32_over_bfloat16_step']:.1f} of a float32 step at 256 px and "
+        f"1/{tf512['float32_over_bfloat16_step']:.1f} at 512 px",
+        f"The step takes {tf256['bfloat16_constant_over_variable_weights_step']:.2f}× the variable-reading step's time",
+        f"that run measured {tf512['bfloat16_constant_over_variable_weights_step']:.2f}× (slower)",
+        f"({jax_ratios[0]:.2f}–{jax_ratios[-1]:.2f}×)",
+    ):
+        assert quoted in readme, quoted
     adam = json.loads((ROOT / "benchmarks/results/schedule_adam.json").read_text())
     assert (
         f"took {adam['adam_seconds']:.0f} s in this run; the default schedule (128 px: 200 steps, then 256 px) reached "
