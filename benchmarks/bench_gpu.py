@@ -4,7 +4,7 @@ precision, peak GPU memory by size (whole image and tiled, up to 3840×2160), an
 Needs keras, jax (with its CUDA plugin on a GPU), numpy, pillow, h5py, tqdm and the VGG19 weight file, no
 TensorFlow: it runs on a machine that has JAX but no TensorFlow. Each measurement runs in a fresh process
 (XLA_PYTHON_CLIENT_PREALLOCATE=false, so the allocator's peak is that measurement's); on a CPU the peak is the
-process's resident memory instead.
+process's resident memory instead. ``--smoke`` runs every case once, tiny, in one process.
 
     KERAS_HOME=... python benchmarks/bench_gpu.py                 # the full set: writes results/gpu_<device>.json
     python benchmarks/bench_gpu.py --smoke --out /tmp/x.json      # tiny sizes, a minute on a CPU (tests run this)
@@ -175,53 +175,72 @@ def measure_quickstart(weights="imagenet", **overrides) -> dict:
 
 
 # --- the driver ------------------------------------------------------------------------------------------------
-def _child(kind: str, kwargs: dict) -> dict:
+MEASURES = {
+    "step": measure_step,
+    "precision": measure_precision,
+    "memory": measure_memory,
+    "quickstart": measure_quickstart,
+}
+
+
+def _run_jobs(jobs: list) -> list[dict]:
+    """Run ``[kind, kwargs]`` jobs in one fresh JAX process; one result a job, ``{"error": ...}`` where it failed."""
     env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
-    cmd = [sys.executable, __file__, "--child", kind, json.dumps(kwargs)]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if out.returncode:
-        return {"error": (out.stderr.strip().splitlines() or ["?"])[-1], **kwargs}
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", json.dumps(jobs)], env=env, capture_output=True, text=True
+    )
+    results = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    # a process that died (out of memory, say) leaves the jobs after its last printed result without one
+    error = (out.stderr.strip().splitlines() or ["?"])[-1]
+    return results + [{"error": error, **kwargs} for _, kwargs in jobs[len(results) :]]
+
+
+def _child(jobs: list) -> None:
+    for kind, kwargs in jobs:
+        try:
+            result = (_versions if kind == "versions" else MEASURES[kind])(**kwargs)
+        except Exception as e:  # reported in the results file, next to the case that failed
+            result = {"error": f"{type(e).__name__}: {e}", **kwargs}
+        result["tensorflow_imported"] = "tensorflow" in sys.modules  # the engine must run without it
+        print(json.dumps(result), flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes and steps, random weights (a CPU test)")
     parser.add_argument("--out", type=Path, default=None, help="results file (default: results/gpu_<device>.json)")
-    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        kind, kwargs = args.child[0], json.loads(args.child[1])
-        fn = {
-            "step": measure_step,
-            "precision": measure_precision,
-            "memory": measure_memory,
-            "quickstart": measure_quickstart,
-            "versions": _versions,
-        }[kind]
-        result = fn(**kwargs)
-        result["tensorflow_imported"] = "tensorflow" in sys.modules  # the engine must run without it
-        print(json.dumps(result))
+        _child(json.loads(args.child))
         return
     plan = SMOKE if args.smoke else FULL
     weights = {"weights": None} if args.smoke else {}
-    info = _child("versions", {})
-    rows = {"step": [], "precision": [], "memory": []}
-    for size in plan["step_sizes"]:
-        rows["step"].append(_child("step", {"size": size, "steps": plan["timed_steps"], **weights}))
-        print(rows["step"][-1], flush=True)
+    jobs = [["versions", {}]]
+    jobs += [["step", {"size": size, "steps": plan["timed_steps"], **weights}] for size in plan["step_sizes"]]
     for precision in ("float32", "mixed"):
         kw = {"size": plan["precision_size"], "steps": plan["precision_steps"], "precision": precision, **weights}
-        rows["precision"].append(_child("precision", kw))
-        print(rows["precision"][-1], flush=True)
+        jobs.append(["precision", kw])
     for size in plan["memory_sizes"]:
         for tiled in (False, True):
-            rows["memory"].append(
-                _child("memory", {"size": size, "tiled": tiled, "tile_size": plan["tile_size"], **weights})
-            )
-            print(rows["memory"][-1], flush=True)
+            jobs.append(["memory", {"size": size, "tiled": tiled, "tile_size": plan["tile_size"], **weights}])
     quick = {"size": 64, "steps": 3, "pyramid_levels": 1, "snapshot_every": 0} if args.smoke else {}
-    rows["quickstart"] = _child("quickstart", {**quick, **weights})
+    jobs.append(["quickstart", {**quick, **weights}])
+    # each measurement in its own process, so that a peak is that measurement's; the smoke run (tiny sizes, where
+    # only that every case runs is checked) runs them all in one process, paying JAX's start-up once
+    if args.smoke:
+        results = _run_jobs(jobs)
+    else:
+        results = []
+        for job in jobs:
+            results += _run_jobs([job])
+            print(results[-1], flush=True)
+    info, rows = results[0], {"step": [], "precision": [], "memory": []}
+    for (kind, _), result in zip(jobs[1:], results[1:]):
+        if kind == "quickstart":
+            rows["quickstart"] = result
+        else:
+            rows[kind].append(result)
     payload = {
         "benchmark": "gpu",
         "date": time.strftime("%Y-%m-%d %H:%M"),
