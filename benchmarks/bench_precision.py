@@ -5,11 +5,13 @@ Per size and backend, in one process each: the L-BFGS step time of both precisio
 agreement of the loss terms and the pixel gradient with float32's on an image that is neither content nor style,
 and (TensorFlow) the quality of a whole run: ``steps`` L-BFGS steps from the content image at each precision, both
 outputs then scored by the float32 loss. Under TensorFlow also the bfloat16 step with the weights read from
-variables (``constant_weights=False``) against the default, the weights compiled in as constants. Decides
-``precision="auto"`` on a CPU (bfloat16 where it pays) and the live preview's speed.
+variables (``constant_weights=False``) against the weights compiled in as constants (timed so at every size), and
+with ``--memory`` the resident memory each way costs. Decides ``precision="auto"`` on a CPU (bfloat16 where it
+pays), ``objective.INLINE_WEIGHTS_MAX_PIXELS`` and the live preview's speed.
 
     python benchmarks/bench_precision.py [--sizes 256 512] [--steps 12] [--run-steps 100]
                                          [--backends tensorflow jax]
+    python benchmarks/bench_precision.py --memory [--sizes 256 512]   # precision_memory.json
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def bench(size: int, steps: int, run_steps: int) -> dict:
     problems, evals, state, optimizers = {}, {}, {}, {}
     for precision in ("float32", "bfloat16"):
         config = base.replace(precision=precision)
-        problems[precision] = Objective(extractor_for(config), config, content, [style])
+        # bfloat16 with its weights compiled in at every size (the rule's evidence: objective.INLINE_WEIGHTS_MAX_PIXELS)
+        problems[precision] = Objective(extractor_for(config), config, content, [style], inline_weights=True)
         evals[precision] = problems[precision].evaluate(probe)
         optimizers[precision] = make_optimizer(config, noise=problems[precision].extractor.loss_noise)
         state[precision] = content.reshape(-1).astype(np.float32)
@@ -132,16 +135,89 @@ def worker(args) -> None:
     report_rows([bench(s, args.steps, args.run_steps) for s in args.sizes])
 
 
+def memory_case(size: int, inline: bool) -> dict:
+    """Resident memory a bfloat16 whole-image objective adds, its weights compiled in or read (a fresh process)."""
+    import numpy as np
+
+    from nst_lib import StyleConfig
+    from nst_lib.features import weights_available
+    from nst_lib.images import load_image
+    from nst_lib.objective import Objective, extractor_for
+
+    def rss_mb() -> float:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmRSS")) / 1024
+
+    weights = "imagenet" if weights_available("vgg19") else None
+    config = StyleConfig(weights=weights, size=size, pyramid_levels=1, precision="bfloat16", tile_size=0)
+    content, style = load_image(CONTENT, size), load_image(STYLE, size)
+    extractor = extractor_for(config)
+    before = rss_mb()
+    problem = Objective(extractor, config, content, [style], inline_weights=inline)
+    for _ in range(3):
+        problem.evaluate(content.astype(np.float32))
+    after = rss_mb()
+    return {
+        "size": size,
+        "inline_weights": problem.inline_weights,
+        "rss_with_extractor_mb": round(before),
+        "rss_after_3_evaluations_mb": round(after),
+        "added_mb": round(after - before),
+    }
+
+
+def memory(sizes: list[int]) -> None:
+    import json
+    import subprocess
+
+    from nst_lib import backend
+
+    rows = []
+    for size in sizes:
+        for inline in (True, False):
+            cmd = [sys.executable, __file__, "--memory-case", str(size), str(int(inline))]
+            out = subprocess.run(cmd, env={**os.environ, "KERAS_BACKEND": "tensorflow"}, capture_output=True, text=True)
+            if out.returncode:
+                sys.exit(f"bench_precision: the memory case {size} px failed:\n{out.stderr[-3000:]}")
+            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            print(rows[-1], flush=True)
+    by = {(r["size"], r["inline_weights"]): r["added_mb"] for r in rows}
+    write(
+        "precision_memory",
+        {
+            "settings": {
+                "arch": "vgg19",
+                "precision": "bfloat16",
+                "backend": "tensorflow",
+                "measure": "resident set size after building the objective and 3 whole-image evaluations, minus "
+                "that with the extractor built; one fresh process per case",
+            },
+            "versions": backend.versions(),
+            "rows": rows,
+            "inline_over_variables_added_mb": {str(s): by[(s, True)] - by[(s, False)] for s in sizes},
+        },
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--steps", type=int, default=12, help="L-BFGS steps timed per precision")
     parser.add_argument("--run-steps", type=int, default=100, help="steps of the quality runs (0 = none)")
     parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
+    parser.add_argument("--memory", action="store_true", help="only the memory the compiled-in weights cost")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--memory-case", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         return worker(args)
+    if args.memory_case:
+        import json
+
+        print(json.dumps(memory_case(args.memory_case[0], bool(args.memory_case[1]))))
+        return
+    if args.memory:
+        return memory(args.sizes)
     from nst_lib import backend
 
     worker_args = ["--steps", str(args.steps), "--run-steps", str(args.run_steps), "--sizes", *map(str, args.sizes)]

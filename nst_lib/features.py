@@ -311,7 +311,8 @@ class FeatureExtractor:
     ``extractor(images)`` returns ``{layer_name: NHWC tensor}`` for the requested layers (aliases resolved).
     Compiled code calls ``extractor.apply(extractor.params, images)`` instead, so the weights are an argument
     of the compiled function under JAX, and under TensorFlow read from the variables or, with ``constant_weights``
-    (bfloat16 by default), compiled in as constants (see ``backend``). ``geometry`` holds each layer's receptive
+    (bfloat16 by default) where the caller asks (``apply(..., constants=True)``: a small image's whole-image
+    loss), compiled in as constants (see ``backend``). ``geometry`` holds each layer's receptive
     field, ``stride`` the deepest layer's downsampling and ``halo`` the margin a tile needs for exact features.
     """
 
@@ -342,9 +343,12 @@ class FeatureExtractor:
         # TensorFlow functions compiled from this extractor take its weights as graph constants rather than read
         # its variables: oneDNN then reorders each convolution filter into its blocked layout once and caches it
         # (a variable's filter it reorders on every call), and the bfloat16 cast of a constant folds away at
-        # compile time: a bfloat16 step at 256 px takes 0.85x the time on this CPU (bench_precision.py). float32
-        # keeps its variables: the reorders are a smaller share there, and each compiled function would hold its
-        # own copy of the weights. None = bfloat16 only.
+        # compile time: a bfloat16 step at 256 px takes 0.85x the time on this CPU (bench_precision.py). Each
+        # compiled function then holds its own copies of the weights (the constants, their folded bfloat16 cast,
+        # oneDNN's reordered filters: ~0.5 GB for VGG19), so only the whole-image loss of a small image asks for
+        # them (``apply(constants=True)``, ``objective.INLINE_WEIGHTS_MAX_PIXELS``): the forward-only target
+        # functions run once, and larger images' and tiles' convolutions dwarf their reorders. float32 keeps its
+        # variables: the reorders are a smaller share there. None = bfloat16 only.
         self.constant_weights = precision == "bfloat16" if constant_weights is None else constant_weights
         base = build_base(arch, keras_weights, _POLICIES[precision], seed)
         self.layers = list(dict.fromkeys(resolve_layer_name(n, base) for n in layers))
@@ -405,9 +409,9 @@ class FeatureExtractor:
             return None
         return [v.value for v in self.model.trainable_variables], [v.value for v in self.model.non_trainable_variables]
 
-    def _raw(self, images, params=None) -> dict:
+    def _raw(self, images, params=None, constants: bool = False) -> dict:
         x = preprocess(ops.cast(images, "float32"), self.preprocessing)
-        if params is None and self.constant_weights:
+        if params is None and constants and self.constant_weights:
             trainable = backend.graph_constants(self.model.trainable_variables)
             if trainable is not None:  # tracing a TensorFlow function
                 params = (trainable, backend.graph_constants(self.model.non_trainable_variables))
@@ -419,9 +423,11 @@ class FeatureExtractor:
             outputs = [outputs]
         return dict(zip(self.layers, outputs))
 
-    def apply(self, params, images) -> dict:
-        """``{layer: features}`` of float32 RGB images in [0, 255], with the weights ``params`` (``self.params``)."""
-        outputs = self._raw(images, params)
+    def apply(self, params, images, constants: bool = False) -> dict:
+        """``{layer: features}`` of float32 RGB images in [0, 255], with the weights ``params`` (``self.params``).
+        ``constants``: a TensorFlow function being traced takes the weights as graph constants if
+        ``constant_weights`` allows it."""
+        outputs = self._raw(images, params, constants)
         if self.precision != "float32":  # Grams sum over thousands of positions: float32 from here on
             outputs = {name: ops.cast(out, "float32") for name, out in outputs.items()}
         if self.normalize:

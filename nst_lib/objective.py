@@ -46,6 +46,13 @@ from .losses import content_loss, gram_matrix, normalize_weights, style_layer_lo
 # within a fixed budget equal tiles leave the most room to both passes.
 FORWARD_TILE_FACTOR = 1
 
+# An extractor with constant_weights (bfloat16) compiles its weights into the whole-image loss of images up to this
+# many pixels. Measured on the 2-core CPU (bench_precision.py): a bfloat16 step at 256 px (49k pixels) takes 0.85x
+# the time of one reading the variables, at 512 px (197k) no less; and each compiled function holding the weights
+# keeps ~0.5 GB more resident (the constants, their folded bfloat16 cast, oneDNN's reordered filters). So: previews
+# and small runs only; larger images, and tiles, read the variables.
+INLINE_WEIGHTS_MAX_PIXELS = 2**17
+
 # The memory budget's defaults when StyleConfig.memory_budget_mb is None. The budget covers the loss evaluation's
 # activations and image-sized arrays and the optimiser's state; the network, the framework and the process's own
 # memory come on top (about 0.7 GB for VGG19 on CPU).
@@ -193,7 +200,10 @@ class Objective:
         content: np.ndarray,
         styles: Sequence[np.ndarray],
         tile_size: int = 0,
+        inline_weights: bool | None = None,
     ):
+        """``inline_weights``: compile the weights into the whole-image loss as constants (where the extractor's
+        ``constant_weights`` allows); None = for images up to ``INLINE_WEIGHTS_MAX_PIXELS``."""
         self.extractor, self.config = extractor, config
         content_layers, style_layers = resolve_layers(config)
         resolve = {n: extractor.layers[i] for i, n in enumerate(dict.fromkeys(content_layers + style_layers))}
@@ -235,6 +245,10 @@ class Objective:
         else:
             _TARGETS.move_to_end(key)
             self.content_targets, self.style_targets = cached
+        if inline_weights is None:
+            inline_weights = h * w <= INLINE_WEIGHTS_MAX_PIXELS
+        self.inline_weights = bool(inline_weights and extractor.constant_weights and self.tiles is None)
+        self._whole = self.graph.whole_inlined if self.inline_weights else self.graph.whole
         if self.tiles is None:
             self._whole_args = (
                 [ops.convert_to_tensor(t) for t in self.content_targets],
@@ -326,7 +340,7 @@ class Objective:
         x = ops.convert_to_tensor(image[None])
         while True:
             scale = ops.convert_to_tensor(self.loss_scale)
-            aux, g = self.graph.whole(x, self.extractor.params, *self._whole_args, scale)
+            aux, g = self._whole(x, self.extractor.params, *self._whole_args, scale)
             g = backend.to_numpy(g)[0] / self.loss_scale
             if self.loss_scale <= 1.0 or np.isfinite(g).all():
                 break
@@ -411,12 +425,16 @@ class _LossGraph:
         self.gram_norm, self.content_loss = gram_norm, content_loss
         self.normalized = gram_norm != "gatys"
         self.whole = backend.value_and_grad(self._whole_objective)
+        self.whole_inlined = backend.value_and_grad(self._whole_objective_inlined)  # traced only if used
         self.tile_grams = backend.compile_forward(self._tile_grams)
         self.tile_pass = backend.value_and_grad(self._tile_objective)
         self.content_features = backend.compile_forward(self._content_features)
 
-    def _whole_objective(self, x, params, content_targets, style_targets, blend, weights, scale):
-        feats = self.extractor.apply(params, x)
+    def _whole_objective_inlined(self, x, params, *args):
+        return self._whole_objective(x, params, *args, constants=True)
+
+    def _whole_objective(self, x, params, content_targets, style_targets, blend, weights, scale, constants=False):
+        feats = self.extractor.apply(params, x, constants)
         lc = 0.0
         for layer, target in zip(self.content_layers, content_targets):
             lc = lc + content_loss(feats[layer], target, self.content_loss) / len(self.content_layers)

@@ -480,12 +480,13 @@ def test_bfloat16_network_with_float32_losses_agrees_with_float32_and_optimises(
 
 def test_bfloat16_functions_compile_the_weights_in_as_constants_and_compute_the_same(small_pair):
     """oneDNN caches its reordered copy of a constant convolution filter but reorders a variable's on every call: a
-    bfloat16 extractor's compiled functions take its weights as graph constants. Same loss and gradient, untiled
-    and tiled; float32 keeps reading its variables (each compiled function would hold its own copy)."""
+    bfloat16 extractor's whole-image loss of a small image takes its weights as graph constants. Same loss and
+    gradient; tiles, larger images and float32 keep reading the variables (each function holding the weights holds
+    its own copies)."""
     from nst_lib import backend
     from nst_lib.features import FeatureExtractor
     from nst_lib.images import resize
-    from nst_lib.objective import Objective
+    from nst_lib.objective import INLINE_WEIGHTS_MAX_PIXELS, Objective
 
     content, style = (resize(im, (40, 48)) for im in small_pair)
     config = StyleConfig(**FAST, content_layers=("block2_conv1",), style_layers=("block1_conv1", "block2_conv1"))
@@ -500,20 +501,30 @@ def test_bfloat16_functions_compile_the_weights_in_as_constants_and_compute_the_
     for tile in (0, 32):
         problem = Objective(frozen, config, content, [style], tile_size=tile)
         assert (problem.tiles is None) == (tile == 0) and (tile == 0 or len(problem.tiles) > 1)
+        assert problem.inline_weights == (tile == 0)  # tiles read the variables
         a = problem.evaluate(x)
         b = Objective(read, config, content, [style], tile_size=tile).evaluate(x)
         assert a.total == pytest.approx(b.total, rel=1e-6)
         np.testing.assert_allclose(a.grad, b.grad, rtol=1e-5, atol=1e-6 * np.abs(b.grad).max())
+    small = Objective(frozen, config, content, [style])
+    forced = Objective(frozen, config, content, [style], inline_weights=False)
+    assert small.inline_weights and not forced.inline_weights
+    float32 = Objective(exact, config.replace(precision="float32"), content, [style], inline_weights=True)
+    assert not float32.inline_weights
+    side = int(INLINE_WEIGHTS_MAX_PIXELS**0.5) + 8  # just above the size rule: a larger image reads the variables
+    big = np.zeros((side, side, 3), np.float32)
+    assert not Objective(frozen, config, big, [style]).inline_weights
+    assert Objective(frozen, config, big, [style], inline_weights=True).inline_weights
     if backend.name() == "tensorflow":  # JAX passes the weights as arguments of its compiled functions
         import tensorflow as tf
 
-        def variable_reads(extractor) -> int:
-            fn = tf.function(lambda images: extractor.apply(None, images))
-            graph = fn.get_concrete_function(tf.TensorSpec((1, None, None, 3), tf.float32)).graph
+        def variable_reads(problem) -> int:
+            args = (tf.constant(content[None]), None, *problem._whole_args, tf.constant(1.0))
+            graph = problem._whole.compiled.get_concrete_function(*args).graph
             return sum(op.type == "ReadVariableOp" for op in graph.get_operations())
 
-        assert variable_reads(frozen) == 0 and variable_reads(read) >= 6  # 3 kernels and 3 biases read
-        assert variable_reads(exact) >= 6  # float32 reads its variables
+        assert variable_reads(small) == 0  # 3 kernels and 3 biases compiled in
+        assert variable_reads(forced) >= 6 and variable_reads(Objective(read, config, content, [style])) >= 6
 
 
 @pytest.mark.parametrize(

@@ -290,6 +290,13 @@ def test_the_results_files_the_readme_cites_exist_and_hold_its_numbers():
         f"({jax_ratios[0]:.2f}–{jax_ratios[-1]:.2f}×)",
     ):
         assert quoted in readme, quoted
+    memory = json.loads((ROOT / "benchmarks/results/precision_memory.json").read_text())
+    added = memory["inline_over_variables_added_mb"]
+    for quoted in (
+        f"{added['256']} MB more resident than reading the variables at 256 px and {added['512']} MB at 512 px",
+        f"0.85× as long at 256 px as reading them from variables, for {added['256']} MB",
+    ):
+        assert quoted in readme, quoted
     adam = json.loads((ROOT / "benchmarks/results/schedule_adam.json").read_text())
     assert (
         f"took {adam['adam_seconds']:.0f} s in this run; the default schedule (128 px: 200 steps, then 256 px) reached "
