@@ -4,7 +4,8 @@ precision, peak GPU memory by size (whole image and tiled, up to 3840×2160), an
 Needs keras, jax (with its CUDA plugin on a GPU), numpy, pillow, h5py, tqdm and the VGG19 weight file, no
 TensorFlow: it runs on a machine that has JAX but no TensorFlow. Each measurement runs in a fresh process
 (XLA_PYTHON_CLIENT_PREALLOCATE=false, so the allocator's peak is that measurement's); on a CPU the peak is the
-process's resident memory instead. ``--smoke`` runs every case once, tiny, in one process.
+process's resident memory instead. ``--smoke`` runs every case once, tiny, in one process (its peaks are then
+the process's so far: only that each case runs is checked).
 
     KERAS_HOME=... python benchmarks/bench_gpu.py                 # the full set: writes results/gpu_<device>.json
     python benchmarks/bench_gpu.py --smoke --out /tmp/x.json      # tiny sizes, a minute on a CPU (tests run this)
@@ -183,26 +184,41 @@ MEASURES = {
 }
 
 
+RESULT = "nst-result "  # marks the child's result lines among anything else a library prints
+
+
 def _run_jobs(jobs: list) -> list[dict]:
     """Run ``[kind, kwargs]`` jobs in one fresh JAX process; one result a job, ``{"error": ...}`` where it failed."""
     env = {**os.environ, "KERAS_BACKEND": "jax", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
     out = subprocess.run(
         [sys.executable, __file__, "--child", json.dumps(jobs)], env=env, capture_output=True, text=True
     )
-    results = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
+    results = []
+    for line in out.stdout.splitlines():
+        if line.startswith(RESULT):
+            try:
+                results.append(json.loads(line[len(RESULT) :]))
+            except json.JSONDecodeError:  # cut off by the process's death
+                break
     # a process that died (out of memory, say) leaves the jobs after its last printed result without one
-    error = (out.stderr.strip().splitlines() or ["?"])[-1]
-    return results + [{"error": error, **kwargs} for _, kwargs in jobs[len(results) :]]
+    last = (out.stderr.strip().splitlines() or ["no message"])[-1]
+    died = f"the process died (exit status {out.returncode}) before this case ended: {last}"
+    missing = [
+        {"error": died if i == 0 else "not run: the process died", **kwargs}
+        for i, (_, kwargs) in enumerate(jobs[len(results) :])
+    ]
+    return results + missing
 
 
 def _child(jobs: list) -> None:
     for kind, kwargs in jobs:
         try:
             result = (_versions if kind == "versions" else MEASURES[kind])(**kwargs)
+            result["tensorflow_imported"] = "tensorflow" in sys.modules  # the engine must run without it
+            line = json.dumps(result, default=float)
         except Exception as e:  # reported in the results file, next to the case that failed
-            result = {"error": f"{type(e).__name__}: {e}", **kwargs}
-        result["tensorflow_imported"] = "tensorflow" in sys.modules  # the engine must run without it
-        print(json.dumps(result), flush=True)
+            line = json.dumps({"error": f"{type(e).__name__}: {e}", **kwargs, "tensorflow_imported": None})
+        print(RESULT + line, flush=True)
 
 
 def main() -> None:

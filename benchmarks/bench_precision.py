@@ -25,7 +25,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import CONTENT, STYLE, median_time, report_rows, run_per_backend, write  # noqa: E402
 
-# bfloat16 with the weights read from variables in every call, as before the extractor compiled them in as constants
+# bfloat16 with the weights read from variables in every call (what tiles, larger images and multi-scale runs do)
 VARIABLES = "bfloat16, weights as variables"
 
 
@@ -160,6 +160,7 @@ def memory_case(size: int, inline: bool) -> dict:
     return {
         "size": size,
         "inline_weights": problem.inline_weights,
+        "weights": weights or "random",
         "rss_with_extractor_mb": round(before),
         "rss_after_3_evaluations_mb": round(after),
         "added_mb": round(after - before),
@@ -170,9 +171,10 @@ def memory(sizes: list[int]) -> None:
     import json
     import subprocess
 
+    os.environ["KERAS_BACKEND"] = "tensorflow"  # the cases' backend, before this process imports Keras
     from nst_lib import backend
 
-    rows = []
+    rows, by = [], {}
     for size in sizes:
         for inline in (True, False):
             cmd = [sys.executable, __file__, "--memory-case", str(size), str(int(inline))]
@@ -180,8 +182,9 @@ def memory(sizes: list[int]) -> None:
             if out.returncode:
                 sys.exit(f"bench_precision: the memory case {size} px failed:\n{out.stderr[-3000:]}")
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
+            assert rows[-1]["inline_weights"] == inline, rows[-1]
+            by[size, inline] = rows[-1]["added_mb"]
             print(rows[-1], flush=True)
-    by = {(r["size"], r["inline_weights"]): r["added_mb"] for r in rows}
     write(
         "precision_memory",
         {
@@ -190,7 +193,7 @@ def memory(sizes: list[int]) -> None:
                 "precision": "bfloat16",
                 "backend": "tensorflow",
                 "measure": "resident set size after building the objective and 3 whole-image evaluations, minus "
-                "that with the extractor built; one fresh process per case",
+                "that with the extractor built; one fresh process per case, one sample each",
             },
             "versions": backend.versions(),
             "rows": rows,

@@ -8,7 +8,8 @@ and on JAX (``KERAS_BACKEND=jax``). Under JAX, TensorFlow is never imported.
 
 ``params`` are the frozen network's weights (``FeatureExtractor.params``). JAX compiles them in as arguments
 (closing over them would bake 80 MB of VGG19 into the compiled program); TensorFlow gets None and either reads the
-variables itself or, for a bfloat16 network, takes their values as constants of the graph (``graph_constants``).
+variables itself or, for a bfloat16 network's whole-image loss of a small image, takes their values as constants
+of the graph (``graph_constants``; ``objective.INLINE_WEIGHTS_MAX_PIXELS``).
 """
 
 from __future__ import annotations

@@ -340,15 +340,15 @@ class FeatureExtractor:
         if precision not in _POLICIES:
             raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(_POLICIES)} or 'auto'")
         self.precision = precision
-        # TensorFlow functions compiled from this extractor take its weights as graph constants rather than read
-        # its variables: oneDNN then reorders each convolution filter into its blocked layout once and caches it
-        # (a variable's filter it reorders on every call), and the bfloat16 cast of a constant folds away at
-        # compile time: a bfloat16 step at 256 px takes 0.85x the time on this CPU (bench_precision.py). Each
-        # compiled function then holds its own copies of the weights (the constants, their folded bfloat16 cast,
-        # oneDNN's reordered filters: ~0.5 GB for VGG19), so only the whole-image loss of a small image asks for
-        # them (``apply(constants=True)``, ``objective.INLINE_WEIGHTS_MAX_PIXELS``): the forward-only target
-        # functions run once, and larger images' and tiles' convolutions dwarf their reorders. float32 keeps its
-        # variables: the reorders are a smaller share there. None = bfloat16 only.
+        # Where asked (``apply(constants=True)``: the whole-image loss of a small single-scale run, see
+        # ``objective.INLINE_WEIGHTS_MAX_PIXELS``), a TensorFlow function takes this extractor's weights as graph
+        # constants rather than read its variables: oneDNN then reorders each convolution filter into its blocked
+        # layout once and caches it (a variable's filter it reorders on every call), and the bfloat16 cast of a
+        # constant folds away at compile time: a bfloat16 step at 256 px takes 0.85x the time on this CPU
+        # (bench_precision.py). Each such function holds its own copies of the weights (the constants, their
+        # folded cast, oneDNN's reordered filters: ~0.6 GB for VGG19), hence small images only; target and tile
+        # functions read the variables. float32 always does (the reorders are a smaller share there). None =
+        # bfloat16 only.
         self.constant_weights = precision == "bfloat16" if constant_weights is None else constant_weights
         base = build_base(arch, keras_weights, _POLICIES[precision], seed)
         self.layers = list(dict.fromkeys(resolve_layer_name(n, base) for n in layers))
@@ -404,7 +404,8 @@ class FeatureExtractor:
     @functools.cached_property
     def params(self):
         """The frozen weights as compiled functions take them: (trainable, non-trainable) value lists on JAX,
-        None on TensorFlow (which reads its variables, or compiles them in as constants: ``constant_weights``)."""
+        None on TensorFlow (which reads its variables, or where asked compiles them in as constants:
+        ``constant_weights``, ``apply(constants=True)``)."""
         if backend.name() != "jax":
             return None
         return [v.value for v in self.model.trainable_variables], [v.value for v in self.model.non_trainable_variables]

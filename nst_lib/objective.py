@@ -49,8 +49,9 @@ FORWARD_TILE_FACTOR = 1
 # An extractor with constant_weights (bfloat16) compiles its weights into the whole-image loss of images up to this
 # many pixels. Measured on the 2-core CPU (bench_precision.py): a bfloat16 step at 256 px (49k pixels) takes 0.85x
 # the time of one reading the variables, at 512 px (197k) no less; and each compiled function holding the weights
-# keeps ~0.5 GB more resident (the constants, their folded bfloat16 cast, oneDNN's reordered filters). So: previews
-# and small runs only; larger images, and tiles, read the variables.
+# keeps ~0.6 GB more resident (the constants, their folded bfloat16 cast, oneDNN's reordered filters). So: small
+# single-scale runs only (the live preview; stylize passes False for a multi-scale run, whose small scales' traces
+# would stay resident through its large ones); larger images, and tiles, read the variables.
 INLINE_WEIGHTS_MAX_PIXELS = 2**17
 
 # The memory budget's defaults when StyleConfig.memory_budget_mb is None. The budget covers the loss evaluation's
@@ -247,7 +248,9 @@ class Objective:
             self.content_targets, self.style_targets = cached
         if inline_weights is None:
             inline_weights = h * w <= INLINE_WEIGHTS_MAX_PIXELS
-        self.inline_weights = bool(inline_weights and extractor.constant_weights and self.tiles is None)
+        self.inline_weights = bool(
+            inline_weights and extractor.constant_weights and self.tiles is None and backend.name() == "tensorflow"
+        )  # JAX passes the weights as arguments whatever this says: one compiled program, not two
         self._whole = self.graph.whole_inlined if self.inline_weights else self.graph.whole
         if self.tiles is None:
             self._whole_args = (

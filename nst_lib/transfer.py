@@ -243,7 +243,14 @@ class _Engine:
                     styles_opt = [match_luminance(s, content) for s in styles]
                 tile = tile_size_for(config, extractor, *content_opt.shape[:2])
                 problem = Objective(
-                    extractor, scale_config(config, scale, self.scales[-1]), content_opt, styles_opt, tile
+                    extractor,
+                    scale_config(config, scale, self.scales[-1]),
+                    content_opt,
+                    styles_opt,
+                    tile,
+                    # weights compiled in (bfloat16, small images) for one scale only: a multi-scale run would keep
+                    # its small scales' compiled copies (~0.6 GB each) resident through the large ones
+                    inline_weights=None if len(self.scales) == 1 else False,
                 )
                 self.tiles[level] = len(problem.tiles) if problem.tiles else 1
             optimizer = make_optimizer(config, pairs=lbfgs_pairs(config, content.size), noise=extractor.loss_noise)

@@ -478,16 +478,20 @@ def test_bfloat16_network_with_float32_losses_agrees_with_float32_and_optimises(
     assert np.all(np.isfinite(losses)) and losses[-1] < 0.5 * losses[0]
 
 
-def test_bfloat16_functions_compile_the_weights_in_as_constants_and_compute_the_same(small_pair):
+def test_bfloat16_functions_compile_the_weights_in_as_constants_and_compute_the_same(small_pair, monkeypatch):
     """oneDNN caches its reordered copy of a constant convolution filter but reorders a variable's on every call: a
-    bfloat16 extractor's whole-image loss of a small image takes its weights as graph constants. Same loss and
-    gradient; tiles, larger images and float32 keep reading the variables (each function holding the weights holds
-    its own copies)."""
+    bfloat16 extractor's whole-image loss of a small image takes its weights as graph constants (TensorFlow). Same
+    loss and gradient; tiles, targets, larger images and float32 keep reading the variables (each function holding
+    the weights holds its own copies)."""
     from nst_lib import backend
     from nst_lib.features import FeatureExtractor
     from nst_lib.images import resize
     from nst_lib.objective import INLINE_WEIGHTS_MAX_PIXELS, Objective
 
+    tf_backend = backend.name() == "tensorflow"  # JAX passes the weights as arguments of its compiled functions
+    asked = []  # every trace that asks for the weights as constants
+    graph_constants = backend.graph_constants
+    monkeypatch.setattr(backend, "graph_constants", lambda v: asked.append(len(v)) or graph_constants(v))
     content, style = (resize(im, (40, 48)) for im in small_pair)
     config = StyleConfig(**FAST, content_layers=("block2_conv1",), style_layers=("block1_conv1", "block2_conv1"))
     config = config.replace(precision="bfloat16")
@@ -498,24 +502,24 @@ def test_bfloat16_functions_compile_the_weights_in_as_constants_and_compute_the_
     exact = FeatureExtractor("vgg19", layers, None)  # float32
     assert frozen.constant_weights and not exact.constant_weights
     x = np.random.default_rng(0).uniform(0, 255, content.shape).astype(np.float32)
-    for tile in (0, 32):
+    for tile in (32, 0):  # tiled first: its targets, Grams and tile passes, traced afresh, ask for no constant
         problem = Objective(frozen, config, content, [style], tile_size=tile)
         assert (problem.tiles is None) == (tile == 0) and (tile == 0 or len(problem.tiles) > 1)
-        assert problem.inline_weights == (tile == 0)  # tiles read the variables
+        assert problem.inline_weights == (tile == 0 and tf_backend)
         a = problem.evaluate(x)
         b = Objective(read, config, content, [style], tile_size=tile).evaluate(x)
         assert a.total == pytest.approx(b.total, rel=1e-6)
         np.testing.assert_allclose(a.grad, b.grad, rtol=1e-5, atol=1e-6 * np.abs(b.grad).max())
+        assert len(asked) == (0 if tile or not tf_backend else 2)  # trainable and non-trainable, in one trace
     small = Objective(frozen, config, content, [style])
     forced = Objective(frozen, config, content, [style], inline_weights=False)
-    assert small.inline_weights and not forced.inline_weights
     float32 = Objective(exact, config.replace(precision="float32"), content, [style], inline_weights=True)
-    assert not float32.inline_weights
+    assert small.inline_weights == tf_backend and not forced.inline_weights and not float32.inline_weights
     side = int(INLINE_WEIGHTS_MAX_PIXELS**0.5) + 8  # just above the size rule: a larger image reads the variables
     big = np.zeros((side, side, 3), np.float32)
     assert not Objective(frozen, config, big, [style]).inline_weights
-    assert Objective(frozen, config, big, [style], inline_weights=True).inline_weights
-    if backend.name() == "tensorflow":  # JAX passes the weights as arguments of its compiled functions
+    assert Objective(frozen, config, big, [style], inline_weights=True).inline_weights == tf_backend
+    if tf_backend:
         import tensorflow as tf
 
         def variable_reads(problem) -> int:
@@ -525,6 +529,25 @@ def test_bfloat16_functions_compile_the_weights_in_as_constants_and_compute_the_
 
         assert variable_reads(small) == 0  # 3 kernels and 3 biases compiled in
         assert variable_reads(forced) >= 6 and variable_reads(Objective(read, config, content, [style])) >= 6
+        assert variable_reads(float32) >= 6
+
+
+def test_only_a_single_scale_run_compiles_the_weights_in(small_pair, monkeypatch):
+    """A multi-scale run would keep its small scales' compiled-in weights (~0.6 GB a trace) through its large ones."""
+    from nst_lib import backend, transfer
+
+    made = []
+
+    class Recorded(transfer.Objective):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self.inline_weights)
+
+    monkeypatch.setattr(transfer, "Objective", Recorded)
+    small = dict(FAST, size=64, steps=1, precision="bfloat16")
+    stylize(*small_pair, out=None, progress=False, pyramid_levels=2, **small)
+    stylize(*small_pair, out=None, progress=False, pyramid_levels=1, **small)
+    assert made == [False, False, backend.name() == "tensorflow"]
 
 
 @pytest.mark.parametrize(
