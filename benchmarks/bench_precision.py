@@ -178,7 +178,7 @@ def memory(sizes: list[int]) -> None:
     for size in sizes:
         for inline in (True, False):
             cmd = [sys.executable, __file__, "--memory-case", str(size), str(int(inline))]
-            out = subprocess.run(cmd, env={**os.environ, "KERAS_BACKEND": "tensorflow"}, capture_output=True, text=True)
+            out = subprocess.run(cmd, capture_output=True, text=True)  # inherits KERAS_BACKEND, set above
             if out.returncode:
                 sys.exit(f"bench_precision: the memory case {size} px failed:\n{out.stderr[-3000:]}")
             rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
