@@ -27,39 +27,43 @@ def _run(backend: str, code: str, timeout: int = 600) -> str:
     return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
 
 
-@needs_jax
-@needs_vgg19
-def test_evaluate_gives_the_same_loss_and_gradient_on_both_backends(tmp_path):
+@pytest.fixture(scope="module")
+def on_each_backend(tmp_path_factory):
+    """Per backend, in one process (its start-up and the network's build paid once): ``evaluate`` at one image and a
+    30-step run, both at 128 px with the real VGG19."""
+    folder = tmp_path_factory.mktemp("backends")
     code = f"""
+import json
 import numpy as np, keras
-from nst_lib import evaluate
+from nst_lib import evaluate, stylize
 from nst_lib.images import load_image
 rng = np.random.default_rng(0)
 content = load_image({str(CONTENT)!r}, 128)
 image = np.clip(0.5 * content + rng.normal(128, 40, content.shape), 0, 255).astype(np.float32)
 e = evaluate(image, {str(CONTENT)!r}, {str(STYLE)!r}, size=128)
-np.savez({str(tmp_path)!r} + "/" + keras.backend.backend() + ".npz", grad=e.grad,
-         terms=[e.total, e.content, e.style, e.tv])
+r = stylize({str(CONTENT)!r}, {str(STYLE)!r}, size=128, steps=30, out=None, progress=False)
+np.savez({str(folder)!r} + "/" + keras.backend.backend() + ".npz", grad=e.grad,
+         terms=[e.total, e.content, e.style, e.tv], run=[r.history[0]["total"], r.history[-1]["total"]])
 """
     for backend in ("tensorflow", "jax"):
         _run(backend, code)
-    tf_, jx = np.load(tmp_path / "tensorflow.npz"), np.load(tmp_path / "jax.npz")
+    return {backend: np.load(folder / f"{backend}.npz") for backend in ("tensorflow", "jax")}
+
+
+@needs_jax
+@needs_vgg19
+def test_evaluate_gives_the_same_loss_and_gradient_on_both_backends(on_each_backend):
+    tf_, jx = on_each_backend["tensorflow"], on_each_backend["jax"]
     np.testing.assert_allclose(jx["terms"], tf_["terms"], rtol=1e-3)
     assert np.linalg.norm(jx["grad"] - tf_["grad"]) <= 1e-3 * np.linalg.norm(tf_["grad"])
 
 
 @needs_jax
 @needs_vgg19
-def test_a_30_step_run_lowers_the_loss_on_both_backends():
-    code = f"""
-import json
-from nst_lib import stylize
-r = stylize({str(CONTENT)!r}, {str(STYLE)!r}, size=128, steps=30, out=None, progress=False)
-print(json.dumps([r.history[0]["total"], r.history[-1]["total"]]))
-"""
+def test_a_30_step_run_lowers_the_loss_on_both_backends(on_each_backend):
     finals = {}
-    for backend in ("tensorflow", "jax"):
-        first, last = json.loads(_run(backend, code))
+    for backend, result in on_each_backend.items():
+        first, last = result["run"]
         assert last < 0.3 * first, (backend, first, last)
         finals[backend] = last
     assert finals["jax"] == pytest.approx(finals["tensorflow"], rel=0.05)  # the same optimisation, float rounding apart

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from nst_lib import StyleConfig, resume, stylize
+from nst_lib import StyleConfig, backend, resume, stylize
 from nst_lib.errors import ConfigError, ImageError, NonFiniteLossError
 from nst_lib.images import rgb_to_yiq
 from nst_lib.optim import LBFGS, Adam
@@ -483,7 +483,6 @@ def test_bfloat16_functions_compile_the_weights_in_as_constants_and_compute_the_
     bfloat16 extractor's whole-image loss of a small image takes its weights as graph constants (TensorFlow). Same
     loss and gradient; tiles, targets, larger images and float32 keep reading the variables (each function holding
     the weights holds its own copies)."""
-    from nst_lib import backend
     from nst_lib.features import FeatureExtractor
     from nst_lib.images import resize
     from nst_lib.objective import INLINE_WEIGHTS_MAX_PIXELS, Objective
@@ -532,9 +531,13 @@ def test_bfloat16_functions_compile_the_weights_in_as_constants_and_compute_the_
         assert variable_reads(float32) >= 6
 
 
+@pytest.mark.skipif(
+    backend.name() == "jax",
+    reason="JAX never compiles the weights in (asserted in the test above); its bfloat16 compilations took 22 s of CI",
+)
 def test_only_a_single_scale_run_compiles_the_weights_in(small_pair, monkeypatch):
     """A multi-scale run would keep its small scales' compiled-in weights (~0.6 GB a trace) through its large ones."""
-    from nst_lib import backend, transfer
+    from nst_lib import transfer
 
     made = []
 
@@ -547,7 +550,7 @@ def test_only_a_single_scale_run_compiles_the_weights_in(small_pair, monkeypatch
     small = dict(FAST, size=64, steps=1, precision="bfloat16")
     stylize(*small_pair, out=None, progress=False, pyramid_levels=2, **small)
     stylize(*small_pair, out=None, progress=False, pyramid_levels=1, **small)
-    assert made == [False, False, backend.name() == "tensorflow"]
+    assert made == [False, False, True]
 
 
 @pytest.mark.parametrize(
@@ -562,7 +565,6 @@ def test_only_a_single_scale_run_compiles_the_weights_in(small_pair, monkeypatch
 def test_auto_precision_is_mixed_on_a_gpu_and_bfloat16_only_where_the_cpu_has_bfloat16_units(
     monkeypatch, gpu, amx, backend_name, expected
 ):
-    from nst_lib import backend
     from nst_lib.features import resolve_precision
 
     monkeypatch.setattr(backend, "gpu_available", lambda: gpu)
