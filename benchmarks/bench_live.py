@@ -5,11 +5,12 @@ from the content image). Targets: first update <= 2 s, converged <= 10 s.
 The panel runs headless (no browser): setting a slider's value is what releasing it sends, and the preview image
 widget's updates are timed as they are set. Each change starts from the converged preview of the default settings
 (the image on show); warm and cold alternate, repeated, medians reported; all timed previews run before the
-float32 references. "Converged" is the panel's own rule (the
-loss fell by less than 1 % over the last 10 steps, at most ``preview_steps``, 150); the preview's final image is
-scored by the float32 loss and compared with a 300-step float32 cold run of the new settings, the optimum the
-preview approximates. The preview computes at the panel's ``preview_precision`` (``--precision``; default ``auto``:
-bfloat16 on a CPU with bfloat16 units).
+float32 references. "Converged" is the panel's own rule (the loss fell by less than 1 % over the last 10 steps, at
+most ``preview_steps``, 150); the preview's final image is scored by the float32 loss and compared with a 300-step
+float32 cold run of the new settings, the optimum the preview approximates. A probe (seconds per evaluation of the
+preview's loss) before and after the timed previews records the machine's speed, which swings ~2x from minute to
+minute. The preview computes at the panel's ``preview_precision`` (``--precision``; default ``auto``: bfloat16 on a
+CPU with bfloat16 units).
 
     python benchmarks/bench_live.py [--size 256] [--repeats 3]
 """
@@ -72,6 +73,8 @@ def main() -> None:
     load_before = os.getloadavg()  # other work on the machine slows every timing: recorded with them
     # opening the panel: the first preview builds the network and traces its function
     first = timed(panel.start_preview)
+    speed_before = speed_probe(panel.preview_config())  # after the first preview, which is timed with its tracing
+    print("probe (s per evaluation)", speed_before, flush=True)
     base_image, base_inputs = panel.image, panel._shown_inputs
     sliders = {"alpha": panel.alpha, "beta": panel.beta, "tv": panel.tv}
     defaults = {name: s.value for name, s in sliders.items()}
@@ -97,6 +100,7 @@ def main() -> None:
                 runs[mode].append(change(name, value, mode == "warm"))
         print(name, value, {m: [(s["converged_s"], s["steps"]) for s in r] for m, r in runs.items()}, flush=True)
     timed_load = os.getloadavg()
+    speed_after = speed_probe(panel.preview_config())
     panel.live.value = False  # the references' configs: the defaults but for the one slider moved
     for key, slider in sliders.items():
         slider.value = defaults[key]
@@ -142,6 +146,8 @@ def main() -> None:
                 "reference_steps": args.reference_steps,
             },
             "load_average_1_5_15_min": {"before": load_before, "after_the_timed_previews": timed_load},
+            # this machine's speed swings ~2x from minute to minute even idle, which the load does not show
+            "probe_s_per_evaluation": {"before": speed_before, "after_the_timed_previews": speed_after},
             "first_preview_after_opening": first,
             "changes": rows,
             "worst_warm_first_update_s": warm_first,
@@ -150,6 +156,24 @@ def main() -> None:
             "met": {"first_update": warm_first <= 2.0, "converged": warm_conv <= 10.0},
         },
     )
+
+
+def speed_probe(config, evaluations: int = 10) -> float:
+    """Seconds per loss-and-gradient evaluation of the preview's problem (the default settings, the preview's size and
+    precision, the bundled pair), the mean of ``evaluations`` after two warm-up calls."""
+    from nst_lib.images import load_image
+    from nst_lib.objective import Objective, extractor_for
+
+    content = load_image(CONTENT, config.size)
+    style = load_image(STYLE, round(max(content.shape[:2]) * config.style_scale))
+    problem = Objective(extractor_for(config), config, content, [style])
+    x = content.astype("float32")
+    for _ in range(2):
+        problem.evaluate(x)
+    start = time.perf_counter()
+    for _ in range(evaluations):
+        problem.evaluate(x)
+    return round((time.perf_counter() - start) / evaluations, 4)
 
 
 def _field(slider: str) -> str:
