@@ -33,7 +33,6 @@ def on_each_backend(tmp_path_factory):
     30-step run, both at 128 px with the real VGG19."""
     folder = tmp_path_factory.mktemp("backends")
     code = f"""
-import json
 import numpy as np, keras
 from nst_lib import evaluate, stylize
 from nst_lib.images import load_image
