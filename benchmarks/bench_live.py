@@ -24,7 +24,7 @@ import sys
 import time
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from common import CONTENT, STYLE, write  # noqa: E402
+from common import CONTENT, STYLE, median_time, write  # noqa: E402
 
 # (slider, new value): beta a decade up and down, alpha a decade down, TV a decade up; the default is 1e-3, 1, 1
 CHANGES = [("beta", 1e-2), ("beta", 1e-4), ("alpha", 0.1), ("tv", 10.0)]
@@ -73,7 +73,8 @@ def main() -> None:
     load_before = os.getloadavg()  # other work on the machine slows every timing: recorded with them
     # opening the panel: the first preview builds the network and traces its function
     first = timed(panel.start_preview)
-    speed_before = speed_probe(panel.preview_config())  # after the first preview, which is timed with its tracing
+    probe = speed_probe(panel.preview_config())  # after the first preview, which is timed with its tracing
+    speed_before = probe()
     print("probe (s per evaluation)", speed_before, flush=True)
     base_image, base_inputs = panel.image, panel._shown_inputs
     sliders = {"alpha": panel.alpha, "beta": panel.beta, "tv": panel.tv}
@@ -100,7 +101,7 @@ def main() -> None:
                 runs[mode].append(change(name, value, mode == "warm"))
         print(name, value, {m: [(s["converged_s"], s["steps"]) for s in r] for m, r in runs.items()}, flush=True)
     timed_load = os.getloadavg()
-    speed_after = speed_probe(panel.preview_config())
+    speed_after = probe()
     panel.live.value = False  # the references' configs: the defaults but for the one slider moved
     for key, slider in sliders.items():
         slider.value = defaults[key]
@@ -158,9 +159,10 @@ def main() -> None:
     )
 
 
-def speed_probe(config, evaluations: int = 10) -> float:
-    """Seconds per loss-and-gradient evaluation of the preview's problem (the default settings, the preview's size and
-    precision, the bundled pair), the mean of ``evaluations`` after two warm-up calls."""
+def speed_probe(config, evaluations: int = 10):
+    """A function that times one loss-and-gradient evaluation of the preview's problem (the default settings, the
+    preview's size and precision, the bundled pair): the median of ``evaluations`` after two warm-up calls, in s.
+    The problem is built once, so each call times evaluations only."""
     from nst_lib.images import load_image
     from nst_lib.objective import Objective, extractor_for
 
@@ -168,12 +170,7 @@ def speed_probe(config, evaluations: int = 10) -> float:
     style = load_image(STYLE, round(max(content.shape[:2]) * config.style_scale))
     problem = Objective(extractor_for(config), config, content, [style])
     x = content.astype("float32")
-    for _ in range(2):
-        problem.evaluate(x)
-    start = time.perf_counter()
-    for _ in range(evaluations):
-        problem.evaluate(x)
-    return round((time.perf_counter() - start) / evaluations, 4)
+    return lambda: round(median_time(lambda: problem.evaluate(x), evaluations, warmup=2), 4)
 
 
 def _field(slider: str) -> str:
