@@ -71,7 +71,8 @@ def preprocess(images, mode: str):
     """RGB float images in [0, 255] → network input. 'caffe': BGR minus the ImageNet mean (Keras' VGG and
     ResNet weights); 'torch': /255, minus mean, over std (torchvision weights)."""
     if mode == "caffe":
-        return images[..., ::-1] - _CAFFE_MEAN_BGR
+        # a flip, not a [..., ::-1] slice: TensorFlow's gradient of a slice is a slow kernel of its own
+        return ops.flip(images, axis=-1) - _CAFFE_MEAN_BGR
     if mode == "torch":
         return (images / 255.0 - _TORCH_MEAN) / _TORCH_STD
     raise ConfigError(f"unknown preprocessing {mode!r}")
