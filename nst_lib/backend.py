@@ -143,6 +143,33 @@ def _gram_fn():
     return g
 
 
+def squared_difference_means(images):
+    """The two terms of the squared total variation of NHWC images: the mean of (x[:, i+1] - x[:, i])² and of
+    (x[:, :, j+1] - x[:, :, j])². An image one pixel high (wide) gives NaN, as the mean of nothing does.
+
+    TensorFlow takes the differences against a rolled copy and masks out the wrapped-around row (column): its
+    gradient of a slice (StridedSliceGrad) is a slow kernel of its own, 1.4 ms a slice at 256 px on the CPU, where a
+    roll's gradient is a roll (with the preprocessing's channel reversal, the slices' gradients were 5 % of the
+    kernels' time in a bfloat16 evaluation of VGG19). JAX slices, which cost it little."""
+    if check() == "jax":
+        dy = images[:, 1:] - images[:, :-1]
+        dx = images[:, :, 1:] - images[:, :, :-1]
+        return (dy * dy).mean(), (dx * dx).mean()
+
+    import tensorflow as tf
+
+    x = tf.convert_to_tensor(images)
+    shape = tf.shape(x)
+    h, w, n = shape[1], shape[2], tf.cast(shape[0] * shape[3], x.dtype)
+    dy = tf.roll(x, -1, axis=1) - x  # row i: x[i+1] - x[i], the last row wrapped round (masked)
+    dx = tf.roll(x, -1, axis=2) - x
+    keep_y = tf.cast(tf.range(h) < h - 1, x.dtype)[None, :, None, None]
+    keep_x = tf.cast(tf.range(w) < w - 1, x.dtype)[None, None, :, None]
+    vertical = tf.reduce_sum(tf.square(dy) * keep_y) / (n * tf.cast((h - 1) * w, x.dtype))
+    horizontal = tf.reduce_sum(tf.square(dx) * keep_x) / (n * tf.cast(h * (w - 1), x.dtype))
+    return vertical, horizontal
+
+
 def graph_constants(variables) -> list | None:
     """Inside a TensorFlow function being traced: the variables' current values as constants of its graph; None
     elsewhere (eager code, JAX). The caller keeps the variables for eager use and for tracing with variables."""

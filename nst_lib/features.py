@@ -72,6 +72,9 @@ def preprocess(images, mode: str):
     ResNet weights); 'torch': /255, minus mean, over std (torchvision weights)."""
     if mode == "caffe":
         # a flip, not a [..., ::-1] slice: TensorFlow's gradient of a slice is a slow kernel of its own
+        images = ops.convert_to_tensor(images)
+        if not keras.backend.standardize_dtype(images.dtype).startswith(("float", "bfloat")):
+            images = ops.cast(images, "float32")  # integer pixels (uint8) would wrap round below 0
         return ops.flip(images, axis=-1) - _CAFFE_MEAN_BGR
     if mode == "torch":
         return (images / 255.0 - _TORCH_MEAN) / _TORCH_STD

@@ -19,10 +19,23 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageError
 
-ImageLike = str | Path | Image.Image | np.ndarray
+
+class DecodedImage:
+    """An image already decoded by ``read_image`` (float32 RGB [0, 255], its own size), kept with its source's
+    name: ``read_image`` returns it as it is and ``source_name`` gives that name, so loading it again is what
+    loading the source was, without decoding it again (a float array passed instead would be taken for [0, 1] if
+    its maximum is at most 1, and its errors and warnings would name an array)."""
+
+    def __init__(self, src: ImageLike):
+        self.name, self.rgb = source_name(src), read_image(src)
+
+
+ImageLike = str | Path | Image.Image | np.ndarray | DecodedImage
 
 
 def source_name(src: ImageLike) -> str:
+    if isinstance(src, DecodedImage):
+        return src.name
     if isinstance(src, (str, Path)):
         return str(src)
     if isinstance(src, Image.Image):
@@ -127,6 +140,8 @@ def resize(image: np.ndarray, hw: tuple[int, int], method: str = "lanczos", clip
 
 def read_image(src: ImageLike) -> np.ndarray:
     """Decode a path, PIL image or array as float32 RGB [0, 255] at its own size."""
+    if isinstance(src, DecodedImage):
+        return src.rgb
     name = source_name(src)
     if isinstance(src, (str, Path)):
         rgb = _pil_to_rgb(_open(Path(src).expanduser()))

@@ -7,7 +7,16 @@ import pytest
 from PIL import Image
 
 from nst_lib.errors import ImageError
-from nst_lib.images import fit_size, grayscale, load_image, smallest_size, transfer_luminance
+from nst_lib.images import (
+    DecodedImage,
+    fit_size,
+    grayscale,
+    load_image,
+    read_image,
+    smallest_size,
+    source_name,
+    transfer_luminance,
+)
 from nst_lib.metrics import mean_saturation, ssim
 
 from .conftest import CONTENT
@@ -114,3 +123,17 @@ def test_grayscale_has_no_saturation_and_luminance_transfer_keeps_chroma():
     back = transfer_luminance(g, c)  # gray's luminance with the content's colours = the content
     assert ssim(back, c) > 0.99
     np.testing.assert_allclose(back, c, atol=2.0)
+
+
+def test_a_decoded_image_loads_as_its_source_did(tmp_path):
+    # a very dark picture: as a float array its maximum (1.0) would read as a [0, 1] image and be brightened 255x
+    dark = np.zeros((6, 10, 3), np.uint8)
+    dark[2:4, 3:7] = 1
+    path = tmp_path / "night.png"
+    Image.fromarray(dark).save(path)
+    decoded = DecodedImage(path)
+    assert source_name(decoded) == str(path) and read_image(decoded) is decoded.rgb
+    np.testing.assert_array_equal(load_image(decoded, 20), load_image(path, 20))
+    assert load_image(path, 20).max() < 2.0 < load_image(read_image(path), 20).max()  # what the wrapper avoids
+    with pytest.raises(ImageError, match="missing.png: file not found"):
+        DecodedImage(tmp_path / "missing.png")

@@ -32,6 +32,18 @@ def test_tv_of_constant_is_zero_and_of_ramp_is_slope_squared():
     assert float(tv_loss(ramp)) == pytest.approx(9.0)  # horizontal diffs 3, vertical 0
 
 
+@pytest.mark.parametrize("shape", [(1, 2, 2, 3), (3, 9, 4, 1), (2, 16, 11, 64)])
+def test_tv_is_the_mean_of_neighbour_differences_for_any_batch_and_channels(shape):
+    image = np.random.default_rng(0).uniform(0, 255, shape).astype(np.float32)
+    dy, dx = np.diff(image.astype(np.float64), axis=1), np.diff(image.astype(np.float64), axis=2)
+    assert float(tv_loss(image)) == pytest.approx(np.mean(dy**2) + np.mean(dx**2), rel=1e-5)
+
+
+def test_tv_of_an_image_one_pixel_high_is_nan_as_a_mean_of_nothing():
+    # the engine turns it into its one-line non-finite-loss error, as it did when the differences were slices
+    assert np.isnan(float(tv_loss(np.ones((1, 1, 8, 3), np.float32))))
+
+
 def test_gram_of_known_matrix():
     # positions (2×2) × channels (2): rows of F are [1,2], [3,4], [0,1], [2,0]
     f = np.array([[1, 2], [3, 4], [0, 1], [2, 0]], np.float32).reshape(1, 2, 2, 2)

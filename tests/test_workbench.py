@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from nst_lib import StyleConfig
-from nst_lib.images import load_image
+from nst_lib.images import DecodedImage, load_image, source_name
 from nst_lib.workbench.sweeps import sweep
 from nst_lib.workbench.viz import image_grid, loss_curves, save_figure, snapshot_strip
 
@@ -193,16 +193,22 @@ def test_releasing_a_weight_slider_starts_a_warm_started_preview(panel, monkeypa
     panel.wait(timeout=120)
     assert len(calls) == 2 and np.array_equal(calls[1]["initial"], first.image)  # warm: from the image on show
     assert panel.result.config.tv_weight == pytest.approx(10.0) and panel.preview.value != shown
-    # the inputs are loaded at the preview size once (as stylize would load the files) and reused
+    # the inputs are decoded once and reused; stylize loads them as it loads the files (same pixels, same names)
     content, style = calls[0]["inputs"]
-    np.testing.assert_array_equal(content, load_image(panel.content.value, 48))
-    np.testing.assert_array_equal(load_image(content, 48), content)  # already sized: stylize leaves them as they are
-    assert max(style.shape[:2]) == 48 and calls[1]["inputs"][0] is content and calls[1]["inputs"][1] is style
+    assert isinstance(content, DecodedImage) and source_name(content) == str(panel.content.value)
+    assert source_name(style) == str(panel.style.value) and calls[1]["inputs"] == (content, style)
+    np.testing.assert_array_equal(load_image(content, 48), load_image(panel.content.value, 48))
+    np.testing.assert_array_equal(load_image(style, 40), load_image(panel.style.value, 40))
     panel.content.index = (panel.content.index + 1) % len(panel.content.options)
     panel.alpha.value = 2.0
     panel.wait(timeout=120)
     assert calls[2]["initial"] is None  # other inputs: no warm start from a picture of something else
-    np.testing.assert_array_equal(calls[2]["inputs"][0], load_image(panel.content.value, 48))
+    assert calls[2]["inputs"][0] is not content and source_name(calls[2]["inputs"][0]) == str(panel.content.value)
+    panel.style.index = (panel.style.index + 1) % len(panel.style.options)
+    panel.wait(timeout=120)
+    panel.alpha.value = 3.0
+    panel.wait(timeout=120)
+    assert source_name(calls[-1]["inputs"][1]) == str(panel.style.value) and calls[-1]["inputs"][1] is not style
 
 
 def test_a_new_preview_cancels_the_one_under_way(panel):
