@@ -5,6 +5,7 @@
     python benchmarks/bench_schedule.py adam       # 256 px: time to reach the TF tutorial Adam's 1000-step loss
     python benchmarks/bench_schedule.py average    # 256 px: would an average of the iterates beat the last one?
     python benchmarks/bench_schedule.py limit      # f(C, C): does the default loss single out C? (its loss at C)
+    python benchmarks/bench_schedule.py warm       # f(C, C) from C itself at a coarser scale: does a scale add detail?
 
 Each run records wall time and a machine-independent cost: Σ over loss evaluations of the pixels evaluated (an
 evaluation's time grows with its pixels), so schedules compare fairly even on a busy machine. Real VGG19 weights.
@@ -339,7 +340,42 @@ def limit(args) -> None:
     write("schedule_limit", {"photo": HELD_OUT.name, "image_hw": list(content.shape[:2]), "rows": rows})
 
 
-PARTS = {"identity": identity, "quality": quality, "adam": adam, "average": average, "limit": limit}
+WARM_FROM = (96, 64, 48)  # long sides of the coarser copies of C the warm part starts from (C's is 192)
+
+
+def warm(args) -> None:
+    """The best start a coarse-to-fine schedule could hand its last scale on the identity test: C itself at a
+    coarser scale (long side WARM_FROM), upsampled, as a perfect previous scale would leave it. From there the
+    default per-scale budget (``steps``, one scale) runs with the default loss and with the content at
+    block2_conv2: if a scale's steps do not bring that start back towards C's detail, no schedule built of such
+    scales reaches C from noise."""
+    from nst_lib import StyleConfig, evaluate, stylize
+    from nst_lib.images import load_image, resize
+    from nst_lib.metrics import ssim
+
+    content = load_image(HELD_OUT, 192)
+    h, w = content.shape[:2]
+    base = StyleConfig(size=192, snapshot_every=0, pyramid_levels=1, **json.loads(args.overrides))
+    losses = {"the default loss": {}, "content block2_conv2": dict(content_layers=("block2_conv2",))}
+    rows = []
+    for low in WARM_FROM:
+        start = resize(resize(content, (round(h * low / max(h, w)), round(w * low / max(h, w)))), (h, w))
+        for name, overrides in losses.items():
+            config = base.replace(**overrides)
+            t0 = time.perf_counter()
+            result = stylize(content, content, config, out=None, progress=False, initial=start)
+            row = {"from_long_side": low, "loss": name, "steps": len(result.history)}
+            row["ssim_start"] = round(ssim(start, content), 4)
+            row["ssim_end"] = round(ssim(result.image, content), 4)
+            row["loss_start"] = round(evaluate(start, content, content, config).total, 1)
+            row["loss_end"] = round(evaluate(result.image, content, content, config).total, 1)
+            row["seconds"] = round(time.perf_counter() - t0, 1)
+            rows.append(row)
+            print(row, flush=True)
+    write("schedule_warm", {"photo": HELD_OUT.name, "image_hw": [h, w], "steps": base.steps, "rows": rows})
+
+
+PARTS = {"identity": identity, "quality": quality, "adam": adam, "average": average, "limit": limit, "warm": warm}
 
 
 def main() -> None:

@@ -276,6 +276,14 @@ def test_the_results_files_the_readme_cites_exist_and_hold_its_numbers():
         f"{no_tv[-1]['step']} steps from noise reach SSIM {no_tv[-1]['ssim']:.2f} ({with_tv['ssim']:.2f} with TV)",
     ):
         assert quoted in readme, quoted
+    warm = json.loads((ROOT / "benchmarks/results/schedule_warm.json").read_text())["rows"]
+    for loss, quote in (("the default loss", "0.92 → 0.91 from C at 96 px"), ("content block2_conv2", "(0.92 → 0.95")):
+        rows = [r for r in warm if r["loss"] == loss]
+        assert [r["from_long_side"] for r in rows] == [96, 64, 48]
+        quoted = f"{rows[0]['ssim_start']:.2f} → {rows[0]['ssim_end']:.2f}"
+        assert quoted in quote and quote in readme, quote
+        # the text's claim: the default loss loses SSIM from every coarser start, block2_conv2 gains it
+        assert all((r["ssim_end"] < r["ssim_start"]) == (loss == "the default loss") for r in rows), loss
     precision = {
         (r["backend"], r["size"]): r
         for r in json.loads((ROOT / "benchmarks/results/precision_cpu.json").read_text())["rows"]
