@@ -157,6 +157,7 @@ def main() -> None:
                 "arch": "vgg19",
                 "optimizer": "lbfgs",
                 "steps": args.steps,
+                "tiled_over_untiled_repeats": args.repeats,
                 "schedule": "one scale",
                 "budget": "default: a quarter of RAM, at most 4 GB (evaluation 3/4, optimiser 1/4)",
                 "ram_mb": round(ram_mb),

@@ -276,6 +276,13 @@ def test_the_results_files_the_readme_cites_exist_and_hold_its_numbers():
         f"{no_tv[-1]['step']} steps from noise reach SSIM {no_tv[-1]['ssim']:.2f} ({with_tv['ssim']:.2f} with TV)",
     ):
         assert quoted in readme, quoted
+    names = {"tensorflow": "TensorFlow", "jax": "JAX"}
+    for r in json.loads((ROOT / "benchmarks/results/step_time.json").read_text())["rows"]:  # the table's rows
+        quoted = (
+            f"| {names[r['backend']]} | {r['arch'].upper()} | {r['size']} | {r['floor_two_forward_s']:.3f} | "
+            f"{r['step_s']:.3f} | {r['ratio']:.2f} | {r['plain_forward_backward_over_floor']:.2f} |"
+        )
+        assert quoted in readme, quoted
     warm = json.loads((ROOT / "benchmarks/results/schedule_warm.json").read_text())["rows"]
     for loss, quote in (("the default loss", "0.92 → 0.91 from C at 96 px"), ("content block2_conv2", "(0.92 → 0.95")):
         rows = [r for r in warm if r["loss"] == loss]
