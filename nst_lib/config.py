@@ -206,6 +206,9 @@ class StyleConfig(Config):
     pyramid_min_size: int = option(128, "long side of the coarsest scale when pyramid_levels is none")
     first_scale_steps: int | None = option(None, "steps at the coarsest scale of a multi-scale run; none = 2 × steps")
     snapshot_every: int = option(50, "save a snapshot and a resumable checkpoint every k steps; 0 = off")
+    tiff16: bool = option(
+        False, "also write output.tif: the result as a 16-bit RGB TIFF for print, without output.png's 8-bit rounding"
+    )
     # --- memory --------------------------------------------------------------------------------------
     tile_size: int | None = option(
         None,

@@ -9,7 +9,7 @@ A stylisation's run folder (``runs.Run``, kind "stylize") holds, besides the rec
 (step, level, total, content, style, tv, time_s: weighted terms, total = their sum): ``inputs/`` (content.npy,
 style_0.npy, … exactly what was optimised against), ``snapshots/step_00050.png`` … (``L<level>_step_…`` with a
 pyramid; ``last_good.png`` after a non-finite loss), ``checkpoint.npz`` (level, step, image and the
-optimiser's state as ``opt_*``) and ``output.png``.
+optimiser's state as ``opt_*``) and ``output.png`` (and ``output.tif``, 16-bit, with ``tiff16``).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from .images import (
     match_luminance,
     read_image,
     resize,
+    save_tiff16,
     smallest_size,
     source_name,
     to_uint8,
@@ -197,6 +198,7 @@ class _Engine:
         self.history: list[dict] = []
         self.snapshots: list[tuple[int, np.ndarray]] = []
         self.tiles: dict[int, int] = {}  # level → tiles its evaluations used (1: the whole image)
+        self.final_float: np.ndarray | None = None  # the last scale's unrounded result, kept for config.tiff16
 
     def snapshot_name(self, level: int, step: int) -> str:
         return f"step_{step:05d}.png" if len(self.scales) == 1 else f"L{level}_step_{step:05d}.png"
@@ -269,9 +271,12 @@ class _Engine:
                 if isinstance(optimizer, Adam):
                     optimizer.load_state_dict(_resized_adam_state(previous, x_img.shape, content.shape))
 
-            def to_image(xf, content=content, shape=content.shape):
+            def to_float(xf, content=content, shape=content.shape):
                 img = xf.reshape(shape)
-                return to_uint8(transfer_luminance(img, content) if config.preserve_color else img)
+                return transfer_luminance(img, content) if config.preserve_color else img
+
+            def to_image(xf):
+                return to_uint8(to_float(xf))
 
             recorder = _Recorder(self, scale, optimizer, config.snapshot_every)
             desc = "stylize" if last == 0 else f"stylize {level + 1}/{last + 1} ({scale.long_side} px)"
@@ -296,6 +301,8 @@ class _Engine:
             # Adam's moments go on to the next scale; L-BFGS's pairs cannot (kept, they would hold a gigabyte at 4K)
             previous = optimizer.state_dict() if isinstance(optimizer, Adam) else None
             final = to_image(loop.x)
+            # the unrounded result, for the 16-bit TIFF (a view of the optimiser's pixels unless colours are kept)
+            self.final_float = to_float(loop.x) if config.tiff16 else None
             self.checkpoint(level, loop.steps_done, optimizer, loop.x)
             if loop.interrupted or loop.stopped:
                 status = "interrupted" if loop.interrupted else "stopped"
@@ -421,6 +428,8 @@ def _execute(
         with timer("save"):
             run.write_rows("losses.csv", engine.history, LOSS_COLUMNS)
             run.save_image("output.png", image)
+            if config.tiff16 and engine.final_float is not None:
+                save_tiff16(run.path / "output.tif", engine.final_float)
             scales = [
                 {"level": s.level, "long_side": s.long_side, "steps": s.steps, "tiles": engine.tiles.get(s.level)}
                 for s in engine.scales

@@ -13,6 +13,7 @@ from nst_lib.images import (
     grayscale,
     load_image,
     read_image,
+    save_tiff16,
     smallest_size,
     source_name,
     transfer_luminance,
@@ -137,3 +138,31 @@ def test_a_decoded_image_loads_as_its_source_did(tmp_path):
     assert load_image(path, 20).max() < 2.0 < load_image(read_image(path), 20).max()  # what the wrapper avoids
     with pytest.raises(ImageError, match="missing.png: file not found"):
         DecodedImage(tmp_path / "missing.png")
+
+
+def _tiff16_pixels(path):
+    """The 16-bit samples of a one-strip uncompressed RGB TIFF, located by Pillow's reading of its tags (not by the
+    writer's own layout)."""
+    with Image.open(path) as im:
+        tags, (w, h) = im.tag_v2, im.size
+        assert tags[258] == (16, 16, 16) and tags[259] == 1 and tags[262] == 2 and tags[277] == 3
+        (offset,), (count,) = tuple(np.atleast_1d(tags[273])), tuple(np.atleast_1d(tags[279]))
+    data = path.read_bytes()[offset : offset + count]
+    return np.frombuffer(data, "<u2").reshape(h, w, 3)
+
+
+def test_a_16_bit_tiff_keeps_what_8_bits_round_away(tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.uniform(0, 255, (5, 7, 3)).astype(np.float32)
+    image[0, 0], image[0, 1], image[0, 2] = 0.0, 255.0, [-3.0, 300.0, 127.5]  # the ends, and clipping
+    path = save_tiff16(tmp_path / "deep" / "out.tif", image)
+    samples = _tiff16_pixels(path)
+    expected = np.rint(np.clip(image, 0, 255) * 257).astype(np.uint16)
+    np.testing.assert_array_equal(samples, expected)
+    assert samples[0, 0].tolist() == [0, 0, 0] and samples[0, 1].tolist() == [65535] * 3
+    # the fractions between 8-bit levels survive: back on the 0..255 scale within half a 16-bit step
+    assert np.abs(samples / 257.0 - np.clip(image, 0, 255)).max() <= 0.5 / 257 + 1e-6
+    # any reader sees the same picture: Pillow decodes it (to 8 bits) within one level of the rounded image
+    assert np.abs(read_image(path) - np.rint(np.clip(image, 0, 255))).max() <= 1.0
+    with pytest.raises(ValueError, match="out2.tif"):
+        save_tiff16(tmp_path / "out2.tif", image[..., 0])

@@ -276,6 +276,14 @@ def test_the_results_files_the_readme_cites_exist_and_hold_its_numbers():
         f"{no_tv[-1]['step']} steps from noise reach SSIM {no_tv[-1]['ssim']:.2f} ({with_tv['ssim']:.2f} with TV)",
     ):
         assert quoted in readme, quoted
+    both = json.loads((ROOT / "benchmarks/results/schedule_adam_bf16_both.json").read_text())
+    assert both["precision"] == {"schedule": "bfloat16", "adam": "bfloat16"}
+    quoted = (
+        f"the schedule needs {both['schedule_final_scale_steps_to_adam_loss']} steps at 256 px and "
+        f"{both['cost_ratio']:.3f}× Adam's cost in megapixel-evaluations, as in float32, and {both['ratio']:.2f}× its "
+        f"time ({both['schedule_seconds_to_adam_loss']:.1f} s against {both['adam_seconds']:.1f} s;"
+    )
+    assert quoted in readme, quoted
     names = {"tensorflow": "TensorFlow", "jax": "JAX"}
     for r in json.loads((ROOT / "benchmarks/results/step_time.json").read_text())["rows"]:  # the table's rows
         quoted = (
