@@ -207,32 +207,42 @@ def save_image(path: str | Path, image) -> Path:
     return path
 
 
-def save_tiff16(path: str | Path, image) -> Path:
+def save_tiff16(path: str | Path, image, dpi: int = 300) -> Path:
     """``image`` (H×W×3 on the engine's [0, 255] scale) as an uncompressed 16-bit RGB TIFF (baseline TIFF 6.0,
-    little-endian, one strip): each value times 257, so 0 and 255 map to 0 and 65535 and the fractions the
-    optimiser computed between two 8-bit levels are kept, as print needs (an 8-bit file bands on smooth skies).
-    Written here because Pillow saves 16 bits for single-channel images only."""
+    little-endian, one strip, ``dpi`` pixels per inch): each value times 257, so 0 and 255 map to 0 and 65535 and
+    the fractions the optimiser computed between two 8-bit levels are kept, as print needs (an 8-bit file bands on
+    smooth skies). Written here because Pillow saves 16 bits for single-channel images only."""
     path = Path(path)
-    rgb = np.asarray(image, np.float32)
+    rgb = np.asarray(image)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"{path.name}: a 16-bit TIFF needs an H×W×3 image, got shape {rgb.shape}")
     h, w = rgb.shape[:2]
-    pixels = np.rint(np.clip(rgb, 0.0, 255.0) * 257.0).astype("<u2").tobytes()
-    # the IFD's 10 entries (tag, type, count, value or offset), tags ascending; types 3 = SHORT, 4 = LONG
-    entries = 10
-    bits_at = 8 + 2 + 12 * entries + 4  # after the header and the IFD: BitsPerSample's three SHORTs
-    data_at = bits_at + 6
+    # in place on one float32 copy: at 4K each temporary would be another 100 MB
+    scaled = np.clip(rgb, 0.0, 255.0, dtype=np.float32)
+    scaled *= 257.0
+    np.rint(scaled, out=scaled)
+    pixels = scaled.astype("<u2")
+    del scaled
+    # the IFD's entries (tag, type, count, value or offset), tags ascending; types 3 SHORT, 4 LONG, 5 RATIONAL.
+    # Values longer than 4 bytes follow the IFD: BitsPerSample's three SHORTs, then the two resolutions.
+    entries = 13
+    bits_at = 8 + 2 + 12 * entries + 4
+    x_res_at, y_res_at = bits_at + 6, bits_at + 14
+    data_at = y_res_at + 8
     fields = [
         (256, 4, 1, w),  # ImageWidth
         (257, 4, 1, h),  # ImageLength
-        (258, 3, 3, bits_at),  # BitsPerSample: 16, 16, 16 (stored outside the entry)
+        (258, 3, 3, bits_at),  # BitsPerSample: 16, 16, 16
         (259, 3, 1, 1),  # Compression: none
         (262, 3, 1, 2),  # PhotometricInterpretation: RGB
         (273, 4, 1, data_at),  # StripOffsets
         (277, 3, 1, 3),  # SamplesPerPixel
         (278, 4, 1, h),  # RowsPerStrip: one strip
-        (279, 4, 1, len(pixels)),  # StripByteCounts
+        (279, 4, 1, pixels.nbytes),  # StripByteCounts
+        (282, 5, 1, x_res_at),  # XResolution (baseline RGB requires it; without it readers assume 1 dpi or 72)
+        (283, 5, 1, y_res_at),  # YResolution
         (284, 3, 1, 1),  # PlanarConfiguration: interleaved
+        (296, 3, 1, 2),  # ResolutionUnit: inch
     ]
     ifd = bytearray(b"II*\x00" + (8).to_bytes(4, "little") + entries.to_bytes(2, "little"))
     for tag, kind, count, value in fields:
@@ -240,11 +250,12 @@ def save_tiff16(path: str | Path, image) -> Path:
         short = kind == 3 and count == 1  # a SHORT value sits left-justified in the entry's 4 bytes
         ifd += (value.to_bytes(2, "little") + b"\x00\x00") if short else value.to_bytes(4, "little")
     ifd += (0).to_bytes(4, "little")  # no next IFD
-    ifd += np.array([16, 16, 16], "<u2").tobytes()
+    ifd += np.array([16, 16, 16], "<u2").tobytes() + np.array([dpi, 1, dpi, 1], "<u4").tobytes()
+    assert len(ifd) == data_at
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as f:
         f.write(bytes(ifd))
-        f.write(pixels)
+        pixels.tofile(f)
     return path
 
 

@@ -428,8 +428,11 @@ def _execute(
         with timer("save"):
             run.write_rows("losses.csv", engine.history, LOSS_COLUMNS)
             run.save_image("output.png", image)
+            tif = run.path / "output.tif"
             if config.tiff16 and engine.final_float is not None:
-                save_tiff16(run.path / "output.tif", engine.final_float)
+                save_tiff16(tif, engine.final_float)
+            elif not config.tiff16:  # resumed without it: no TIFF of an earlier image beside the new PNG
+                tif.unlink(missing_ok=True)
             scales = [
                 {"level": s.level, "long_side": s.long_side, "steps": s.steps, "tiles": engine.tiles.get(s.level)}
                 for s in engine.scales
@@ -450,7 +453,8 @@ def _execute(
 # --- the stylisation's part of its run folder ------------------------------------------------------------
 def save_result(result: StyleResult, out: str | Path, name: str, inputs: dict[str, Any]) -> Path:
     """A new run folder for a result computed without one (``out=None``, e.g. the widget panel's runs): the
-    record, ``losses.csv`` and ``output.png``. It has no checkpoint, so it is a record, not a resumable run."""
+    record, ``losses.csv`` and ``output.png``. It has no checkpoint, so it is a record, not a resumable run; and no
+    ``output.tif`` whatever ``tiff16`` says (the result holds the 8-bit image only)."""
     run = Run.create(out, name, subdirs=("snapshots",))
     run.begin("stylize", config=result.config.to_dict(), inputs=inputs, seed=result.config.seed)
     run.write_rows("losses.csv", result.history, LOSS_COLUMNS)

@@ -223,22 +223,49 @@ def test_multi_style_list_and_batch(small_pair):
         stylize(content, [style, style], out=None, steps=1, progress=False, style_blend_weights=(1,), **FAST)
 
 
-def test_tiff16_writes_the_unrounded_result_beside_the_png(small_pair, tmp_path):
+def _tiff16_matches_png(run_dir) -> None:
     from PIL import Image
 
-    content, style = small_pair
-    r = stylize(content, style, out=tmp_path, steps=4, progress=False, tiff16=True, **FAST)
-    png = np.asarray(Image.open(r.run_dir / "output.png"))
-    with Image.open(r.run_dir / "output.tif") as tif:
+    png = np.asarray(Image.open(run_dir / "output.png"))
+    with Image.open(run_dir / "output.tif") as tif:
         offset, count = int(np.atleast_1d(tif.tag_v2[273])[0]), int(np.atleast_1d(tif.tag_v2[279])[0])
         assert tif.size == (png.shape[1], png.shape[0]) and tif.tag_v2[258] == (16, 16, 16)
-    raw = (r.run_dir / "output.tif").read_bytes()[offset : offset + count]
+        assert tif.info["dpi"] == (300, 300)
+    raw = (run_dir / "output.tif").read_bytes()[offset : offset + count]
     deep = np.frombuffer(raw, "<u2").reshape(png.shape) / 257.0
     assert np.abs(deep - png).max() <= 0.5 + 0.5 / 257  # the same picture as the PNG, which rounds it to 8 bits
     assert np.mean(np.abs(deep - png) > 0.01) > 0.5  # and mostly between its 8-bit levels
+
+
+@pytest.mark.parametrize("case", ["one scale", "preserve_color", "two scales", "stopped and resumed"])
+def test_tiff16_writes_the_unrounded_result_beside_the_png(small_pair, tmp_path, case):
+    content, style = small_pair
+    extra = {"preserve_color": {"preserve_color": True}, "two scales": {"pyramid_levels": 2}}.get(case, {})
+    if case == "stopped and resumed":
+        stop = stylize(
+            content,
+            style,
+            out=tmp_path,
+            steps=4,
+            progress=False,
+            tiff16=True,
+            callbacks=[lambda i: i.step == 2],
+            **{**FAST, "snapshot_every": 1},
+        )
+        assert stop.status == "stopped"
+        _tiff16_matches_png(stop.run_dir)  # a stopped run's TIFF is what it stopped at
+        r = resume(stop.run_dir, progress=False)
+        assert r.status == "completed" and len(r.history) == 4
+    else:
+        r = stylize(content, style, out=tmp_path, steps=4, progress=False, tiff16=True, **FAST, **extra)
+    _tiff16_matches_png(r.run_dir)
     assert json.loads((r.run_dir / "config.json").read_text())["config"]["tiff16"] is True
-    plain = stylize(content, style, out=tmp_path, steps=1, progress=False, **FAST)
-    assert not (plain.run_dir / "output.tif").exists()  # off by default
+    if case == "stopped and resumed":  # resumed without it, the run keeps no TIFF of an older image
+        resume(r.run_dir, progress=False, tiff16=False, steps=5)
+        assert not (r.run_dir / "output.tif").exists()
+    else:
+        plain = stylize(content, style, out=tmp_path, steps=1, progress=False, **FAST)
+        assert not (plain.run_dir / "output.tif").exists()  # off by default
 
 
 def test_preserve_color_keeps_content_chrominance(small_pair):

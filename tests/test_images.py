@@ -146,6 +146,7 @@ def _tiff16_pixels(path):
     with Image.open(path) as im:
         tags, (w, h) = im.tag_v2, im.size
         assert tags[258] == (16, 16, 16) and tags[259] == 1 and tags[262] == 2 and tags[277] == 3
+        assert im.info["dpi"] == (300, 300)  # baseline RGB's required resolution, in pixels per inch
         (offset,), (count,) = tuple(np.atleast_1d(tags[273])), tuple(np.atleast_1d(tags[279]))
     data = path.read_bytes()[offset : offset + count]
     return np.frombuffer(data, "<u2").reshape(h, w, 3)
