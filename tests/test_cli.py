@@ -65,6 +65,9 @@ def test_resume_command(tmp_path):
     (run_dir,) = tmp_path.iterdir()
     assert main(["resume", str(run_dir), "--steps", "5", "--quiet"]) == 0
     assert len((run_dir / "losses.csv").read_text().splitlines()) == 1 + 5
+    assert not (run_dir / "output.tif").exists()
+    assert main(["resume", str(run_dir), "--steps", "6", "--tiff16", "--quiet"]) == 0  # the TIFF for print, later
+    assert (run_dir / "output.tif").is_file() and json.loads((run_dir / "config.json").read_text())["config"]["tiff16"]
 
 
 def _error(capsys, argv, code):

@@ -73,6 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("resume", help="continue an interrupted run from its folder")
     r.add_argument("run_dir")
     r.add_argument("--steps", type=int, default=argparse.SUPPRESS, help="raise the final level's step count")
+    r.add_argument(
+        "--tiff16",
+        action=argparse.BooleanOptionalAction,
+        default=argparse.SUPPRESS,
+        help="write (or stop writing) output.tif, the 16-bit TIFF; default: as the run was started",
+    )
     r.add_argument("--quiet", action="store_true")
 
     sw = sub.add_parser(
@@ -129,7 +135,7 @@ def _cmd_stylize(args) -> int:
 def _cmd_resume(args) -> int:
     from ..transfer import resume
 
-    overrides = {"steps": args.steps} if hasattr(args, "steps") else {}
+    overrides = {k: getattr(args, k) for k in ("steps", "tiff16") if hasattr(args, k)}
     return _report(resume(args.run_dir, progress=not args.quiet, **overrides))
 
 
