@@ -451,6 +451,30 @@ def test_new_weights_on_the_same_inputs_reuse_the_targets_and_the_compiled_loss(
     assert len(calls) >= 1 and not np.allclose(third.content_targets[0], first.content_targets[0])
 
 
+def test_an_image_evaluates_the_same_whatever_sizes_were_evaluated_before(small_pair):
+    # TensorFlow traced the first size with its exact shape and later ones with unknown sizes, and the two graphs
+    # round differently: a run's result depended on what the process had run before. Now one size-free trace.
+    from nst_lib.images import resize
+    from nst_lib.objective import Objective, extractor_for
+
+    content, style = small_pair
+    config = StyleConfig(**FAST)
+    extractor = extractor_for(config)
+    small = resize(content, (24, 32))
+    rng = np.random.default_rng(0)
+    image, small_image = (rng.uniform(0, 255, a.shape).astype(np.float32).reshape(-1) for a in (content, small))
+    extractor.__dict__.pop("_loss_graphs", None)  # new compiled functions, as in a new process
+    alone = Objective(extractor, config, content, [style])(image)
+    extractor.__dict__.pop("_loss_graphs", None)
+    Objective(extractor, config, small, [style])(small_image)  # another size first
+    problem = Objective(extractor, config, content, [style])
+    after = problem(image)
+    assert alone[0] == after[0] and np.array_equal(alone[2], after[2])
+    if backend.name() == "tensorflow":
+        assert problem.graph.whole.compiled.experimental_get_tracing_count() == 1
+    extractor.__dict__.pop("_loss_graphs", None)
+
+
 @pytest.mark.parametrize("init", ["content", "style", "noise"])
 def test_init_modes_start_where_they_say(small_pair, init):
     from nst_lib.images import resize
