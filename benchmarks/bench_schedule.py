@@ -44,6 +44,14 @@ CANDIDATES = {
     "single scale, 1000 steps, content block2_conv2": dict(
         pyramid_levels=1, steps=1000, content_layers=("block2_conv2",)
     ),
+    # whether the default budget would do with that layer: the default schedule, and one from 48 px
+    "default, content block2_conv2": dict(content_layers=("block2_conv2",)),
+    "×2 from 48 px, 200 + 100/scale, content block2_conv2": dict(
+        pyramid_levels=None, pyramid_min_size=48, first_scale_steps=200, steps=100, content_layers=("block2_conv2",)
+    ),
+    "×2 from 48 px, 300/scale, content block2_conv2": dict(
+        pyramid_levels=None, pyramid_min_size=48, first_scale_steps=300, steps=300, content_layers=("block2_conv2",)
+    ),
 }
 
 

@@ -291,6 +291,15 @@ def test_the_results_files_the_readme_cites_exist_and_hold_its_numbers():
             f"{r['step_s']:.3f} | {r['ratio']:.2f} | {r['plain_forward_backward_over_floor']:.2f} |"
         )
         assert quoted in readme, quoted
+    identity_rows = {
+        r["schedule"]: r for r in json.loads((ROOT / "benchmarks/results/schedule_identity.json").read_text())["rows"]
+    }
+    block2 = [
+        identity_rows[f"{name}, content block2_conv2"]["ssim"]
+        for name in ("default", "×2 from 48 px, 200 + 100/scale", "×2 from 48 px, 300/scale")
+    ]
+    quoted = f"reaches SSIM {block2[0]:.2f}, the ×2 schedule from 48 px {block2[1]:.2f} with"
+    assert quoted in readme and f"and **{block2[2]:.2f}** with 300 steps a scale" in readme, quoted
     warm = json.loads((ROOT / "benchmarks/results/schedule_warm.json").read_text())["rows"]
     for loss, quote in (("the default loss", "0.92 → 0.91 from C at 96 px"), ("content block2_conv2", "(0.92 → 0.95")):
         rows = [r for r in warm if r["loss"] == loss]
