@@ -112,8 +112,10 @@ class _Compiled:
 
 def _size_free(value):
     """A TensorSpec of ``value`` with every dimension but the last unknown for arrays of rank 3 or more (images,
-    features, masks: their sizes vary; channels do not); smaller arrays (Grams' blend weights, loss weights, a
-    Gram's quadratic form) and non-arrays keep what they are."""
+    features, masks, a stack of style Grams: their sizes and counts vary; channels do not), and unknown length for
+    vectors (the styles' blend weights: one per style); matrices (a Gram's quadratic form, fixed by its layer),
+    scalars and non-arrays keep what they are. TensorFlow widens a spec against the traces it already has, so a
+    length kept exact would again trace differently after another length had run."""
     import tensorflow as tf
 
     if value is None or isinstance(value, (bool, int, float, str)):
@@ -121,6 +123,8 @@ def _size_free(value):
     shape = tuple(value.shape)
     if len(shape) >= 3:
         shape = (None,) * (len(shape) - 1) + shape[-1:]
+    elif len(shape) == 1:
+        shape = (None,)
     return tf.TensorSpec(shape, tf.as_dtype(value.dtype))
 
 

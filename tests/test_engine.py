@@ -470,6 +470,7 @@ def test_an_image_evaluates_the_same_whatever_sizes_were_evaluated_before(small_
     problem = Objective(extractor, config, content, [style])
     after = problem(image)
     assert alone[0] == after[0] and np.array_equal(alone[2], after[2])
+    Objective(extractor, config, content, [style, content])(image)  # two styles: their blend weights are longer
     if backend.name() == "tensorflow":
         assert problem.graph.whole.compiled.experimental_get_tracing_count() == 1
     extractor.__dict__.pop("_loss_graphs", None)
