@@ -26,7 +26,8 @@ def main() -> None:
 
     weights = "imagenet" if weights_available("vgg19") else None
     tutorial = StyleConfig.preset("tf_tutorial")
-    base = StyleConfig(weights=weights, size=args.size, snapshot_every=0)
+    # one scale, both: the comparison is of the optimisers (the coarse-to-fine default has its own, bench_schedule adam)
+    base = StyleConfig(weights=weights, size=args.size, snapshot_every=0, pyramid_levels=1)
     adam_cfg = base.replace(
         optimizer="adam",
         learning_rate=tutorial.learning_rate,

@@ -284,6 +284,15 @@ def test_the_results_files_the_readme_cites_exist_and_hold_its_numbers():
         f"time ({both['schedule_seconds_to_adam_loss']:.1f} s against {both['adam_seconds']:.1f} s;"
     )
     assert quoted in readme, quoted
+    versus = json.loads((ROOT / "benchmarks/results/lbfgs_vs_adam.json").read_text())
+    assert versus["lbfgs"]["reached"]
+    for quoted in (
+        f"took {versus['adam']['time_s']:.0f} s; L-BFGS reached it after {versus['lbfgs']['steps_to_reach']} steps in "
+        f"{versus['lbfgs']['time_s']:.0f} s, **{versus['time_ratio_lbfgs_over_adam']:.2f}×** Adam's time",
+        f"after {versus['lbfgs']['steps_to_reach']} steps, in {versus['lbfgs']['time_s']:.0f} s against Adam's "
+        f"{versus['adam']['time_s']:.0f} s.",
+    ):
+        assert quoted in readme, quoted
     names = {"tensorflow": "TensorFlow", "jax": "JAX"}
     for r in json.loads((ROOT / "benchmarks/results/step_time.json").read_text())["rows"]:  # the table's rows
         quoted = (
