@@ -198,7 +198,6 @@ class _Engine:
         self.history: list[dict] = []
         self.snapshots: list[tuple[int, np.ndarray]] = []
         self.tiles: dict[int, int] = {}  # level → tiles its evaluations used (1: the whole image)
-        self.final_float: np.ndarray | None = None  # the last scale's unrounded result, kept for config.tiff16
 
     def snapshot_name(self, level: int, step: int) -> str:
         return f"step_{step:05d}.png" if len(self.scales) == 1 else f"L{level}_step_{step:05d}.png"
@@ -225,6 +224,8 @@ class _Engine:
         return resize(self.content, content_hw), [resize(s, hw) for s, hw in zip(self.styles, style_hws)]
 
     def run_all(self, extractor, names, callbacks, progress, timer, start=None) -> tuple[np.ndarray, str]:
+        """Every scale from ``start``; returns the result unrounded (float32 [0, 255], with the content's colours
+        where ``preserve_color``) and the run's status."""
         config = self.config
         start_level = start["level"] if start else 0
         x_img = final = previous = None
@@ -300,9 +301,7 @@ class _Engine:
             x_img = loop.x.reshape(content.shape)
             # Adam's moments go on to the next scale; L-BFGS's pairs cannot (kept, they would hold a gigabyte at 4K)
             previous = optimizer.state_dict() if isinstance(optimizer, Adam) else None
-            final = to_image(loop.x)
-            # the unrounded result, for the 16-bit TIFF (a view of the optimiser's pixels unless colours are kept)
-            self.final_float = to_float(loop.x) if config.tiff16 else None
+            final = to_float(loop.x)  # a view of the optimiser's pixels unless colours are kept
             self.checkpoint(level, loop.steps_done, optimizer, loop.x)
             if loop.interrupted or loop.stopped:
                 status = "interrupted" if loop.interrupted else "stopped"
@@ -421,7 +420,8 @@ def _execute(
     if start is not None:
         engine.history = start["history"]
         engine.snapshots = run.numbered_images("snapshots", "*step_*.png")
-    image, status = engine.run_all(extractor, names, as_callbacks(callbacks), progress, timer, start)
+    unrounded, status = engine.run_all(extractor, names, as_callbacks(callbacks), progress, timer, start)
+    image = to_uint8(unrounded)
     steps_done = engine.history[-1]["step"] if engine.history else 0
     timings = timer.summary(len(engine.history))
     if run is not None:
@@ -429,9 +429,9 @@ def _execute(
             run.write_rows("losses.csv", engine.history, LOSS_COLUMNS)
             run.save_image("output.png", image)
             tif = run.path / "output.tif"
-            if config.tiff16 and engine.final_float is not None:
-                save_tiff16(tif, engine.final_float)
-            elif not config.tiff16:  # resumed without it: no TIFF of an earlier image beside the new PNG
+            if config.tiff16:
+                save_tiff16(tif, unrounded)
+            else:  # resumed without it: no TIFF of an earlier image beside the new PNG
                 tif.unlink(missing_ok=True)
             scales = [
                 {"level": s.level, "long_side": s.long_side, "steps": s.steps, "tiles": engine.tiles.get(s.level)}

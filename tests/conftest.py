@@ -24,6 +24,20 @@ needs_vgg19 = pytest.mark.skipif(
 )
 
 
+def read_tiff16(path) -> np.ndarray:
+    """The 16-bit samples (H×W×3) of a one-strip uncompressed RGB TIFF at 300 dpi, located by Pillow's reading of
+    its tags (not by the writer's own layout)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        tags, (w, h) = im.tag_v2, im.size
+        assert tags[258] == (16, 16, 16) and tags[259] == 1 and tags[262] == 2 and tags[277] == 3
+        assert im.info["dpi"] == (300, 300)  # baseline RGB's required resolution, in pixels per inch
+        (offset,), (count,) = tuple(np.atleast_1d(tags[273])), tuple(np.atleast_1d(tags[279]))
+    data = Path(path).read_bytes()[offset : offset + count]
+    return np.frombuffer(data, "<u2").reshape(h, w, 3)
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)

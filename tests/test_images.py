@@ -20,7 +20,7 @@ from nst_lib.images import (
 )
 from nst_lib.metrics import mean_saturation, ssim
 
-from .conftest import CONTENT
+from .conftest import CONTENT, read_tiff16
 
 
 def test_path_pil_and_array_agree():
@@ -140,24 +140,12 @@ def test_a_decoded_image_loads_as_its_source_did(tmp_path):
         DecodedImage(tmp_path / "missing.png")
 
 
-def _tiff16_pixels(path):
-    """The 16-bit samples of a one-strip uncompressed RGB TIFF, located by Pillow's reading of its tags (not by the
-    writer's own layout)."""
-    with Image.open(path) as im:
-        tags, (w, h) = im.tag_v2, im.size
-        assert tags[258] == (16, 16, 16) and tags[259] == 1 and tags[262] == 2 and tags[277] == 3
-        assert im.info["dpi"] == (300, 300)  # baseline RGB's required resolution, in pixels per inch
-        (offset,), (count,) = tuple(np.atleast_1d(tags[273])), tuple(np.atleast_1d(tags[279]))
-    data = path.read_bytes()[offset : offset + count]
-    return np.frombuffer(data, "<u2").reshape(h, w, 3)
-
-
 def test_a_16_bit_tiff_keeps_what_8_bits_round_away(tmp_path):
     rng = np.random.default_rng(0)
     image = rng.uniform(0, 255, (5, 7, 3)).astype(np.float32)
     image[0, 0], image[0, 1], image[0, 2] = 0.0, 255.0, [-3.0, 300.0, 127.5]  # the ends, and clipping
     path = save_tiff16(tmp_path / "deep" / "out.tif", image)
-    samples = _tiff16_pixels(path)
+    samples = read_tiff16(path)
     expected = np.rint(np.clip(image, 0, 255) * 257).astype(np.uint16)
     np.testing.assert_array_equal(samples, expected)
     assert samples[0, 0].tolist() == [0, 0, 0] and samples[0, 1].tolist() == [65535] * 3
