@@ -203,7 +203,9 @@ class StyleConfig(Config):
         "between pyramid_min_size and size",
     )
     pyramid_ratio: float = option(2.0, "size ratio between consecutive scales of the coarse-to-fine schedule")
-    pyramid_min_size: int = option(128, "long side of the coarsest scale when pyramid_levels is none")
+    pyramid_min_size: int = option(
+        128, "when pyramid_levels is none: scales divide size by pyramid_ratio while their long side stays >= this"
+    )
     first_scale_steps: int | None = option(None, "steps at the coarsest scale of a multi-scale run; none = 2 × steps")
     snapshot_every: int = option(50, "save a snapshot and a resumable checkpoint every k steps; 0 = off")
     tiff16: bool = option(

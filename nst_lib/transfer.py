@@ -6,7 +6,7 @@ style Grams) → optimiser steps on the pixels (callbacks: progress bar, snapsho
 callbacks) → output image and run folder.
 
 A stylisation's run folder (``runs.Run``, kind "stylize") holds, besides the record and ``losses.csv``
-(step, level, total, content, style, tv, time_s: weighted terms, total = their sum): ``inputs/`` (content.npy,
+(step, level, scale, total, content, style, tv, time_s: weighted terms, total = their sum): ``inputs/`` (content.npy,
 style_0.npy, … exactly what was optimised against), ``snapshots/step_00050.png`` … (``L<level>_step_…`` with a
 pyramid; ``last_good.png`` after a non-finite loss), ``checkpoint.npz`` (level, step, image and the
 optimiser's state as ``opt_*``) and ``output.png`` (and ``output.tif``, 16-bit, with ``tiff16``).
@@ -392,7 +392,8 @@ def stylize(
 
 
 def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = True, **overrides: Any) -> StyleResult:
-    """Continue a run from its folder's last checkpoint. ``steps=`` may raise the final level's step count."""
+    """Continue a run from its folder's last checkpoint. Overrides replace recorded config fields: ``steps=``
+    sets the steps a scale from the checkpoint's scale on (a finished run's final scale continues to it)."""
     run = Run.open(run_dir, kind="stylize")
     recorded = run.record["config"]
     if "pyramid_ratio" not in recorded:  # written before the schedule had a ratio: its levels halved

@@ -40,6 +40,19 @@ def test_list_and_bool_flags_parse():
     assert config.style_layers == ("relu1_1", "relu2_1") and config.preserve_color and config.weights is None
 
 
+def test_none_resets_a_list_flag_to_its_default_and_stands_alone(capsys):
+    # the help of --style-layers / --style-layer-weights says "none = the preset / equal weights"
+    preset = StyleConfig.preset("gatys2016")
+    assert None not in (preset.content_layers, preset.style_layers, preset.style_layer_weights)
+    argv = ["stylize", "c", "s", "--preset", "gatys2016", "--style-layers", "none", "--style-layer-weights", "NONE"]
+    argv += ["--content-layers", "none"]
+    config = _config_from_args(build_parser().parse_args(argv))
+    assert config.style_layers is None and config.style_layer_weights is None and config.content_layers is None
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["stylize", "c", "s", "--style-layers", "none", "relu1_1"])
+    assert exc.value.code == 2 and "'none' cannot be combined" in capsys.readouterr().err
+
+
 def test_stylize_end_to_end_on_bundled_data(tmp_path, capsys):
     code = main(
         ["stylize", str(CONTENT), str(STYLE), str(DATA / "style" / "mandala.png"), "--out", str(tmp_path), *FAST]

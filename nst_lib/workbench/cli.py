@@ -31,6 +31,17 @@ def _none_or(parse):
     return parser
 
 
+class _ListOrNone(argparse.Action):
+    """A list flag whose single value ``none`` means None."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if None in values:
+            if len(values) > 1:
+                parser.error(f"{option_string}: 'none' cannot be combined with other values")
+            values = None
+        setattr(namespace, self.dest, values)
+
+
 def add_config_flags(parser: argparse.ArgumentParser) -> None:
     """One flag per StyleConfig field; unset flags stay absent so a preset's values are kept."""
     hints = typing.get_type_hints(StyleConfig)
@@ -48,7 +59,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             continue
         if typing.get_origin(base) is tuple:
             item = typing.get_args(base)[0]
-            group.add_argument(flag, nargs="+", type=item, metavar=item.__name__.upper(), **kw)
+            kw["type"] = item
+            if optional:  # "--style-layers none": the field's None (the preset's layers), as its help says
+                kw.update(type=_none_or(item), action=_ListOrNone)
+            group.add_argument(flag, nargs="+", metavar=item.__name__.upper(), **kw)
             continue
         parse = _none_or(base) if optional else base
         if f.metadata.get("choices"):
@@ -72,7 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("resume", help="continue an interrupted run from its folder")
     r.add_argument("run_dir")
-    r.add_argument("--steps", type=int, default=argparse.SUPPRESS, help="raise the final level's step count")
+    r.add_argument(
+        "--steps",
+        type=int,
+        default=argparse.SUPPRESS,
+        help="steps a scale from the checkpoint's scale on (the coarsest runs first_scale_steps, default 2 × steps); "
+        "a finished run's final scale continues to it",
+    )
     r.add_argument(
         "--tiff16",
         action=argparse.BooleanOptionalAction,
