@@ -50,7 +50,7 @@ KERAS_WEIGHT_FILES = {
 TORCHVISION_VGG16_FILE = "vgg16_torchvision_imagenet1k_v1_notop_keras.h5"
 
 # Activations kept for the backward pass, their gradients and the framework's temporaries, relative to the
-# activations alone. bench_memory.py's whole-image peaks (benchmarks/results/memory.json) grow by 2340 B per pixel for
+# activations alone. bench_memory.py's whole-image peaks (benchmarks/results/memory.json) grow by 2313 B per pixel for
 # VGG19, of which ~530 are the 20 L-BFGS pairs and image-sized arrays; 3.0 (3840 B per pixel) looks generous for the
 # backward tiles, but pass 1's forward-only memory, which the allocator keeps, comes on top: with 3.0 a whole 4K run
 # peaked at 6.1 GB (results/figures/4k/run_record.json; with 2.0 and larger forward tiles, 8.6 GB).
