@@ -339,6 +339,28 @@ def test_the_results_files_the_readme_cites_exist_and_hold_its_numbers():
         f"variables, for {added['256']} MB",
     ):
         assert quoted in readme, quoted
+    by_size = json.loads((ROOT / "benchmarks/results/memory.json").read_text())
+    rows = {(r["size"], r["tiled"]): r for r in by_size["rows"]}
+    for size in ("512", "1024", "2048", "3840x2160"):  # the "Peak memory and seconds per step" table
+        whole, tiled = rows.get((size, False), {}), rows[size, True]
+        left = (
+            f"{whole['peak_rss_mb']:.0f} | {whole['seconds_per_step']:.1f}"
+            if "peak_rss_mb" in whole
+            else "does not fit | –"
+        )
+        tile = f"{tiled['tile_size']} px" if tiled["tile_size"] else "none (fits)"
+        right = f"{tiled['peak_rss_mb']:.0f} | {tiled['seconds_per_step']:.1f}"
+        quoted = f"| {size.replace('x', ' × ')} | {left} | {tile} | {right} |"
+        assert quoted in readme, quoted
+    ratios = {r["tile_size"]: r["over_untiled"] for r in by_size["tiled_over_untiled_at_1024"]}
+    for quoted in (
+        f"**{ratios[768]:.2f}×** the whole-image step with 768 px tiles",
+        f"{ratios[512]:.2f}× with 512 px tiles",
+        f"grow by {by_size['measured_bytes_per_pixel']} bytes per pixel",
+        f"The extractor alone took {by_size['base_rss_mb_extractor_only']:.0f} MB in this run",
+        f"A single-scale 4K step stays within **{rows['3840x2160', True]['peak_rss_mb'] / 1024:.1f} GB**",
+    ):
+        assert quoted in readme, quoted
     adam = json.loads((ROOT / "benchmarks/results/schedule_adam.json").read_text())
     assert (
         f"took {adam['adam_seconds']:.0f} s in this run; the default schedule (128 px: 200 steps, then 256 px) reached "
