@@ -12,7 +12,7 @@ preview's loss) before and after the timed previews records the machine's speed,
 minute. The preview computes at the panel's ``preview_precision`` (``--precision``; default ``auto``: bfloat16 on a
 CPU with bfloat16 units).
 
-    python benchmarks/bench_live.py [--size 256] [--repeats 3]
+    python benchmarks/bench_live.py [--size 256] [--repeats 3] [--reference-steps 300] [--precision auto]
 """
 
 from __future__ import annotations

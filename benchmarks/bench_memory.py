@@ -1,11 +1,12 @@
 """Peak memory and time by image size, the whole image against tiles; and the cost of tiling at 1024 px.
 
-    python benchmarks/bench_memory.py [--sizes 512 1024 2048 3840x2160] [--steps 3]
+    python benchmarks/bench_memory.py [--sizes 512 1024 2048 3840x2160] [--steps 2]
+                                      [--ratio-tiles 512,768] [--repeats 5]
 
 Each measurement runs in a fresh process and reports its peak resident set size (VGG19, the default losses and
 layers, L-BFGS, one scale): ``untiled`` (tile_size=0) while the whole image's activations fit in RAM, ``tiled``
-with the tiles the default memory budget chooses (a quarter of RAM here) or, where the budget would not tile, the
-tiles of the largest size's choice. ``ratio`` times the whole-image and the tiled loss-and-gradient evaluation
+with the tiles the default memory budget chooses (a quarter of RAM here; none where the whole image fits it).
+``tiled_over_untiled_at_1024`` times the whole-image and the tiled loss-and-gradient evaluation
 interleaved in one process at 1024 px. Also fits the activations' memory per pixel, which calibrates
 ``features.ACTIVATION_OVERHEAD``. Results: benchmarks/results/memory.json.
 """
@@ -113,7 +114,7 @@ def pixels(size: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["512", "1024", "2048", "3840x2160"])
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=2)
     parser.add_argument("--ratio-tiles", default="512,768", help="tile sizes timed against the whole image at 1024 px")
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()

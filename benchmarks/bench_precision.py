@@ -1,9 +1,9 @@
 """bfloat16 against float32 on this CPU: the network in bfloat16 (Keras 'mixed_bfloat16': weights kept in
 float32, convolutions in bfloat16), the Grams and losses in float32 (``precision="bfloat16"``).
 
-Per size and backend, in one process each: the L-BFGS step time of both precisions (interleaved, medians), the
+One process per backend, every size in it: the L-BFGS step time of both precisions (interleaved, medians), the
 agreement of the loss terms and the pixel gradient with float32's on an image that is neither content nor style,
-and (TensorFlow) the quality of a whole run: ``steps`` L-BFGS steps from the content image at each precision, both
+and (TensorFlow) the quality of a whole run: ``--run-steps`` L-BFGS steps from the content image at each precision, both
 outputs then scored by the float32 loss. Under TensorFlow also the bfloat16 step with the weights read from
 variables (``constant_weights=False``) against the weights compiled in as constants (timed so at every size), and
 with ``--memory`` the resident memory each way costs. Decides ``precision="auto"`` on a CPU (bfloat16 where it

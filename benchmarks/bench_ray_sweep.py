@@ -1,10 +1,12 @@
 """The same 8-cell sweep in-process and on a local Ray: cells per minute, and what Ray adds per cell.
 
 Each variant runs in a fresh process and times one ``sweep(...)`` call on an empty folder: in-process
-(``executor="local"``, TensorFlow on every core), and on a local Ray started by the call with 1 worker (1 CPU),
-1 worker given 2 CPUs (the in-process run's threads: the difference is Ray's overhead) and 2 workers (1 CPU each,
-two cells at a time). Ray's time includes starting the local Ray and, in every worker, TensorFlow and the network.
-Variants alternate over ``--repeats`` rounds; medians are reported.
+(``executor="local"``, TensorFlow on every core), and on a local Ray (started by the script, as ``sweep`` would, and
+timed on its own) with 1 worker (1 CPU), 1 worker given 2 CPUs (the in-process run's threads: the difference is
+Ray's overhead) and 2 workers (1 CPU each, two cells at a time). Ray's time includes starting the local Ray and, in
+every worker, TensorFlow and the network.
+Variants alternate over ``--repeats`` rounds; medians are reported. A variant's ``workers`` is the local Ray's
+CPU count (``ray.init(num_cpus=...)``): 2 for the 1-worker variant given 2 CPUs.
 
     python benchmarks/bench_ray_sweep.py [--size 128] [--steps 20] [--repeats 3]
 """

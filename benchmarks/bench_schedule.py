@@ -7,8 +7,9 @@
     python benchmarks/bench_schedule.py limit      # f(C, C): does the default loss single out C? (its loss at C)
     python benchmarks/bench_schedule.py warm       # f(C, C) from C itself at a coarser scale: does a scale add detail?
 
-Each run records wall time and a machine-independent cost: Σ over loss evaluations of the pixels evaluated (an
-evaluation's time grows with its pixels), so schedules compare fairly even on a busy machine. Real VGG19 weights.
+The runs that compare schedules (``quality``, ``adam``, ``identity``) record wall time and a machine-independent
+cost: Σ over loss evaluations of the pixels evaluated (an evaluation's time grows with its pixels), so schedules
+compare fairly even on a busy machine. Real VGG19 weights.
 Results: benchmarks/results/schedule_<part>.json.
 """
 
