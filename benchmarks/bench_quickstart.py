@@ -44,7 +44,8 @@ def main() -> None:
             "run_seconds": record["timings"]["total"],
             "timings": record["timings"],
             "schedule": record.get("schedule"),
-            "steps": record.get("steps_done"),
+            "final_scale_steps": record.get("steps_done"),  # the record counts steps per scale
+            "total_steps": sum(s["steps"] for s in record.get("schedule") or []),
             "peak_memory_mb": record.get("peak_memory_mb"),
             "settings": {k: config[k] for k in ("arch", "weights", "size", "steps", "optimizer", "pyramid_levels")},
             "device": record.get("device"),
