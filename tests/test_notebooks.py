@@ -300,6 +300,15 @@ def test_the_results_files_the_readme_cites_exist_and_hold_its_numbers():
             f"{r['step_s']:.3f} | {r['ratio']:.2f} | {r['plain_forward_backward_over_floor']:.2f} |"
         )
         assert quoted in readme, quoted
+    for tag, size in (("", 1024), ("_512_c1", 512)):  # the schedule-against-one-scale table
+        quality = json.loads((ROOT / f"benchmarks/results/schedule_quality{tag}.json").read_text())
+        steps = {r["run"]: r["steps"] for r in quality["rows"]}
+        ratio = quality["schedule_over_single"]
+        quoted = (
+            f"| {size} px | {steps['schedule']} | {steps['single scale, same cost']} | {ratio['full_size_loss']:.2f} | "
+            f"{ratio['loss_at_256']:.2f} |"
+        )
+        assert quoted in readme and ratio["full_size_loss"] <= 1.1 and ratio["loss_at_256"] <= 0.5, quoted
     identity_rows = {
         r["schedule"]: r for r in json.loads((ROOT / "benchmarks/results/schedule_identity.json").read_text())["rows"]
     }
