@@ -14,8 +14,14 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from pathlib import Path
 
 from common import median_time, write
+
+
+def weights_name(source):
+    """The weights file's name, not this machine's path to it (a results file is committed)."""
+    return Path(source).name if isinstance(source, str) else source
 
 
 def main() -> None:
@@ -88,7 +94,7 @@ def main() -> None:
                 "size": args.size,
                 "steps_per_round": args.steps,
                 "rounds": args.rounds,
-                "perceptual_weights": vgg.weights_source,
+                "perceptual_weights": weights_name(vgg.weights_source),
             },
             "vgg_floor_s": round(floor, 4),
             "results": results,
