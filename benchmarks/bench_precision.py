@@ -10,7 +10,7 @@ with ``--memory`` the resident memory each way costs. Decides ``precision="auto"
 pays), ``objective.INLINE_WEIGHTS_MAX_PIXELS`` and the live preview's speed.
 
     python benchmarks/bench_precision.py [--sizes 256 512] [--steps 12] [--run-steps 100]
-                                         [--backends tensorflow jax]
+                                         [--backends tensorflow jax] [--name precision_cpu]
     python benchmarks/bench_precision.py --memory [--sizes 256 512]   # precision_memory.json
 """
 
@@ -209,6 +209,7 @@ def main() -> None:
     parser.add_argument("--run-steps", type=int, default=100, help="steps of the quality runs (0 = none)")
     parser.add_argument("--backends", nargs="+", default=["tensorflow", "jax"])
     parser.add_argument("--memory", action="store_true", help="only the memory the compiled-in weights cost")
+    parser.add_argument("--name", default="precision_cpu", help="results file name (another CPU model's run)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory-case", nargs=2, type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -226,7 +227,7 @@ def main() -> None:
     worker_args = ["--steps", str(args.steps), "--run-steps", str(args.run_steps), "--sizes", *map(str, args.sizes)]
     rows, versions = run_per_backend(__file__, worker_args, args.backends)
     write(
-        "precision_cpu",
+        args.name,
         {
             "cpu_has_bf16_matmul": backend.cpu_has_bf16_matmul(),
             "settings": {

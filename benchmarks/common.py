@@ -31,10 +31,16 @@ def median_time(fn, repeats: int, warmup: int = 1) -> float:
 
 
 def machine() -> dict:
-    """The device, cores and library versions (whichever Keras backend runs)."""
+    """The device (a CPU by its model name), cores, the CPU's bfloat16 instructions and library versions (whichever
+    Keras backend runs): the machine lent to a session changes, and figures compare only within one CPU model."""
     from nst_lib import backend
 
-    out = {"device": backend.device_name(), "cpu_count": os.cpu_count(), "platform": platform.platform()}
+    out = {
+        "device": backend.device_name(),
+        "cpu_count": os.cpu_count(),
+        "cpu_bf16": backend.cpu_bf16_instructions(),
+        "platform": platform.platform(),
+    }
     out.update({k: v for k, v in backend.versions().items() if k not in ("platform", "python")})
     if backend.name() == "tensorflow":
         import tensorflow as tf

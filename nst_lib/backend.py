@@ -235,24 +235,50 @@ def gpu_available() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+def _cpuinfo(path: str = "/proc/cpuinfo") -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo ('model name', 'flags', ...); empty where there is none."""
+    fields: dict[str, str] = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                if not line.strip():
+                    if fields:
+                        break  # the first processor's block is enough: the cores of one machine are alike
+                    continue
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
+def cpu_model(path: str = "/proc/cpuinfo") -> str:
+    """The processor's model name ('AMD EPYC', 'Intel(R) Xeon(R) Platinum 8480+'): results measured on one CPU
+    model compare with each other, not with another's. Falls back to the platform's processor or architecture."""
+    return _cpuinfo(path).get("model name") or platform.processor() or platform.machine()
+
+
+def cpu_bf16_instructions(path: str = "/proc/cpuinfo") -> list[str]:
+    """Which bfloat16 instructions the CPU has: ``amx_bf16`` (Intel AMX matrix units) and ``avx512_bf16`` (vector
+    dot products), as /proc/cpuinfo names them; empty elsewhere."""
+    flags = set(_cpuinfo(path).get("flags", "").split())
+    return [flag for flag in ("amx_bf16", "avx512_bf16") if flag in flags]
+
+
 def cpu_has_bf16_matmul() -> bool:
-    """The CPU has bfloat16 matrix units (Intel AMX, ``amx_bf16`` in /proc/cpuinfo; Linux only, False elsewhere).
-    ``NST_CPU_BF16=0`` or ``=1`` overrides the detection."""
+    """The CPU computes bfloat16 products in hardware, which oneDNN's convolutions use: Intel AMX's matrix units
+    (``amx_bf16``) or AVX512-BF16's dot products (``avx512_bf16``: AMD Zen 4 and later, Intel Cooper Lake and later).
+    Measured (``benchmarks/bench_precision.py``): a bfloat16 step took 1/2.9-1/3.5 of float32's on an Intel CPU with
+    AMX and 1/1.85 on an AMD EPYC with AVX512-BF16. Linux only, False elsewhere; ``NST_CPU_BF16=0`` or ``=1``
+    overrides the detection."""
     forced = os.environ.get("NST_CPU_BF16")
     if forced in ("0", "1"):
         return forced == "1"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return "amx_bf16" in line.split()
-    except OSError:
-        pass
-    return False
+    return bool(cpu_bf16_instructions())
 
 
 def device_name() -> str:
-    """'GPU: <model>' or 'CPU: <processor>' for run records."""
+    """'GPU: <model>' or 'CPU: <model name>' for run records and results files."""
     if name() == "jax":
         import jax
 
@@ -268,7 +294,7 @@ def device_name() -> str:
                 return "GPU: " + tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name)
             except Exception:  # details are best effort
                 return "GPU: " + gpus[0].name
-    return f"CPU: {platform.processor() or platform.machine()}"
+    return f"CPU: {cpu_model()}"
 
 
 def device_memory_bytes() -> int | None:

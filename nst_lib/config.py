@@ -146,7 +146,7 @@ class StyleConfig(Config):
     precision: str = option(
         "float32",
         "'mixed': float16 network with float32 losses (GPU); 'bfloat16': bfloat16 network with float32 losses "
-        "(CPUs with AMX); 'auto': mixed on a GPU, bfloat16 on such a CPU, else float32",
+        "(CPUs with AMX or AVX512-BF16); 'auto': mixed on a GPU, bfloat16 on such a CPU, else float32",
         choices=PRECISIONS,
     )
     normalize_features: bool = option(

@@ -528,8 +528,8 @@ _CACHE: dict[tuple, FeatureExtractor] = {}
 
 def resolve_precision(precision: str) -> str:
     """'auto' is 'mixed' (float16 network, float32 losses) on a GPU, 'bfloat16' (bfloat16 network, float32
-    losses) on a CPU with bfloat16 matrix units (Intel AMX) under TensorFlow, whose oneDNN convolutions use
-    them (``benchmarks/bench_precision.py`` measures the gain), and 'float32' elsewhere."""
+    losses) on a CPU with bfloat16 arithmetic (Intel AMX or AVX512-BF16) under TensorFlow, whose oneDNN convolutions
+    use it (``benchmarks/bench_precision.py`` measures the gain), and 'float32' elsewhere."""
     if precision != "auto":
         return precision
     if backend.gpu_available():

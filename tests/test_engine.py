@@ -646,6 +646,29 @@ def test_auto_precision_is_mixed_on_a_gpu_and_bfloat16_only_where_the_cpu_has_bf
     assert resolve_precision("float32") == "float32"
 
 
+def test_the_cpu_is_named_by_its_model_and_its_bfloat16_instructions_come_from_its_first_processor(
+    tmp_path, monkeypatch
+):
+    # two processors' blocks: only the first is read; either bfloat16 instruction set makes "auto" pick bfloat16
+    info = tmp_path / "cpuinfo"
+    info.write_text(
+        "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx512f avx512_bf16\n\n"
+        "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu amx_bf16\n"
+    )
+    assert backend.cpu_model(str(info)) == "AMD EPYC"
+    assert backend.cpu_bf16_instructions(str(info)) == ["avx512_bf16"]
+    intel = tmp_path / "intel"
+    intel.write_text("model name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: avx512_bf16 amx_tile amx_bf16\n")
+    assert backend.cpu_bf16_instructions(str(intel)) == ["amx_bf16", "avx512_bf16"]
+    assert backend.cpu_model(str(tmp_path / "absent")) and backend.cpu_bf16_instructions(str(tmp_path / "x")) == []
+    monkeypatch.delenv("NST_CPU_BF16", raising=False)
+    for instructions, has in (([], False), (["avx512_bf16"], True), (["amx_bf16", "avx512_bf16"], True)):
+        monkeypatch.setattr(backend, "cpu_bf16_instructions", lambda path="", i=instructions: i)
+        assert backend.cpu_has_bf16_matmul() == has
+    monkeypatch.setenv("NST_CPU_BF16", "0")  # the override wins over the detection
+    assert not backend.cpu_has_bf16_matmul()
+
+
 @pytest.mark.parametrize("tiled", [False, True])
 def test_mixed_precision_halves_an_overflowing_loss_scale_until_the_gradient_is_finite(small_pair, tiled):
     from nst_lib.images import resize

@@ -340,6 +340,20 @@ def test_the_results_files_the_readme_cites_exist_and_hold_its_numbers():
         f"({jax_ratios[0]:.2f}–{jax_ratios[-1]:.2f}×)",
     ):
         assert quoted in readme, quoted
+    amd = json.loads((ROOT / "benchmarks/results/precision_cpu_avx512_bf16.json").read_text())
+    assert amd["machine"]["cpu_bf16"] == ["avx512_bf16"] and amd["cpu_has_bf16_matmul"]  # "auto" picks bfloat16
+    amd256, amd512 = ({r["size"]: r for r in amd["rows"]}[size] for size in (256, 512))
+    constants = sorted(r["bfloat16_constant_over_variable_weights_step"] for r in (amd256, amd512))
+    for quoted in (
+        f"AMX (the machine on 12-07, `benchmarks/results/precision_cpu_avx512_bf16.json`, TensorFlow) a bfloat16 step "
+        f"takes 1/{amd256['float32_over_bfloat16_step']:.2f} of a float32 step at 256 px and "
+        f"1/{amd512['float32_over_bfloat16_step']:.2f} at 512 px, and 100 steps end at "
+        f"{amd256['run']['bfloat16_over_float32_loss']:.4f}× and {amd512['run']['bfloat16_over_float32_loss']:.4f}× "
+        f"the float32 run's loss in 1/{amd256['run']['float32_over_bfloat16_seconds']:.2f} and "
+        f"1/{amd512['run']['float32_over_bfloat16_seconds']:.2f} of its time",
+        f"the constants there make no difference ({constants[0]:.2f}–{constants[1]:.2f}×)",
+    ):
+        assert quoted in readme, quoted
     memory = json.loads((ROOT / "benchmarks/results/precision_memory.json").read_text())
     added = memory["inline_over_variables_added_mb"]
     for quoted in (

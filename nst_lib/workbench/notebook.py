@@ -208,11 +208,18 @@ def sync_notebooks(write: bool = False, folder: Path = NOTEBOOKS) -> dict[str, l
 
 # --- the numbers a notebook reports ------------------------------------------------------------------------------
 def machine() -> dict:
-    """Device, cores and library versions, as the benchmarks record them."""
-    from ..backend import versions
+    """Device (a CPU by its model name), cores, the CPU's bfloat16 instructions and library versions, as the
+    benchmarks record them."""
+    from ..backend import cpu_bf16_instructions, versions
     from ..runs import device_name
 
-    return {"device": device_name(), "cpu_count": os.cpu_count(), "platform": platform.platform(), **versions()}
+    return {
+        "device": device_name(),
+        "cpu_count": os.cpu_count(),
+        "cpu_bf16": cpu_bf16_instructions(),
+        "platform": platform.platform(),
+        **versions(),
+    }
 
 
 @dataclass
