@@ -8,8 +8,8 @@ and on JAX (``KERAS_BACKEND=jax``). Under JAX, TensorFlow is never imported.
 
 ``params`` are the frozen network's weights (``FeatureExtractor.params``). JAX compiles them in as arguments
 (closing over them would bake 80 MB of VGG19 into the compiled program); TensorFlow gets None and either reads the
-variables itself or, for a bfloat16 network's whole-image loss of a small image, takes their values as constants
-of the graph (``graph_constants``; ``objective.INLINE_WEIGHTS_MAX_PIXELS``).
+variables itself or, for a bfloat16 network's whole-image loss of a small image on a CPU with AMX, takes their
+values as constants of the graph (``graph_constants``; ``objective.inline_weights_pay``).
 """
 
 from __future__ import annotations
@@ -269,7 +269,7 @@ def cpu_has_bf16_matmul() -> bool:
     """The CPU computes bfloat16 products in hardware, which oneDNN's convolutions use: Intel AMX's matrix units
     (``amx_bf16``) or AVX512-BF16's dot products (``avx512_bf16``: AMD Zen 4 and later, Intel Cooper Lake and later).
     Measured (``benchmarks/bench_precision.py``): a bfloat16 step took 1/2.9-1/3.5 of float32's on an Intel CPU with
-    AMX and 1/1.85 on an AMD EPYC with AVX512-BF16. Linux only, False elsewhere; ``NST_CPU_BF16=0`` or ``=1``
+    AMX and 1/1.83-1/1.80 on an AMD EPYC with AVX512-BF16. Linux only, False elsewhere; ``NST_CPU_BF16=0`` or ``=1``
     overrides the detection."""
     forced = os.environ.get("NST_CPU_BF16")
     if forced in ("0", "1"):

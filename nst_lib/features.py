@@ -348,11 +348,11 @@ class FeatureExtractor:
         # ``objective.INLINE_WEIGHTS_MAX_PIXELS``), a TensorFlow function takes this extractor's weights as graph
         # constants rather than read its variables: oneDNN then reorders each convolution filter into its blocked
         # layout once and caches it (a variable's filter it reorders on every call), and the bfloat16 cast of a
-        # constant folds away at compile time: a bfloat16 step at 256 px takes 0.85x the time on this CPU
-        # (bench_precision.py). Each such function holds its own copies of the weights (the constants, their
-        # folded cast, oneDNN's reordered filters: ~0.6 GB for VGG19), hence small images only; target and tile
-        # functions read the variables. float32 always does (the reorders are a smaller share there). None =
-        # bfloat16 only.
+        # constant folds away at compile time: a bfloat16 step at 256 px takes 0.85x the time on the Intel CPU
+        # with AMX (bench_precision.py; 0.98x on an AMD EPYC with AVX512-BF16 alone, where it is not asked). Each
+        # such function holds its own copies of the weights (the constants, their folded cast, oneDNN's reordered
+        # filters: ~0.6 GB for VGG19), hence small images only; target and tile functions read the variables.
+        # float32 always does (the reorders are a smaller share there). None = bfloat16 only.
         self.constant_weights = precision == "bfloat16" if constant_weights is None else constant_weights
         base = build_base(arch, keras_weights, _POLICIES[precision], seed)
         self.layers = list(dict.fromkeys(resolve_layer_name(n, base) for n in layers))

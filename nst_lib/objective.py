@@ -47,12 +47,19 @@ from .losses import content_loss, gram_matrix, normalize_weights, style_layer_lo
 FORWARD_TILE_FACTOR = 1
 
 # An extractor with constant_weights (bfloat16) compiles its weights into the whole-image loss of images up to this
-# many pixels. Measured on the 2-core CPU (bench_precision.py): a bfloat16 step at 256 px (49k pixels) takes 0.85x
-# the time of one reading the variables, at 512 px (197k) no less; and each compiled function holding the weights
-# keeps ~0.6 GB more resident (the constants, their folded bfloat16 cast, oneDNN's reordered filters). So: small
-# single-scale runs only (the live preview; stylize passes False for a multi-scale run, whose small scales' traces
-# would stay resident through its large ones); larger images, and tiles, read the variables.
+# many pixels, on a CPU with AMX. Measured on the 2-core Intel CPU with AMX (bench_precision.py): a bfloat16 step at
+# 256 px (49k pixels) takes 0.85x the time of one reading the variables, at 512 px (197k) no less; and each compiled
+# function holding the weights keeps ~0.6 GB more resident (the constants, their folded bfloat16 cast, oneDNN's
+# reordered filters). On an AMD EPYC with AVX512-BF16 alone the step took 0.98-0.99x: not worth the memory there.
+# So: small single-scale runs on AMX only (the live preview; stylize passes False for a multi-scale run, whose small
+# scales' traces would stay resident through its large ones); larger images, and tiles, read the variables.
 INLINE_WEIGHTS_MAX_PIXELS = 2**17
+
+
+def inline_weights_pay(pixels: int) -> bool:
+    """Whether a bfloat16 whole-image loss of this many pixels should take its weights as constants (see above)."""
+    return pixels <= INLINE_WEIGHTS_MAX_PIXELS and "amx_bf16" in backend.cpu_bf16_instructions()
+
 
 # The memory budget's defaults when StyleConfig.memory_budget_mb is None. The budget covers the loss evaluation's
 # activations and image-sized arrays and the optimiser's state; the network, the framework and the process's own
@@ -204,7 +211,7 @@ class Objective:
         inline_weights: bool | None = None,
     ):
         """``inline_weights``: compile the weights into the whole-image loss as constants (where the extractor's
-        ``constant_weights`` allows); None = for images up to ``INLINE_WEIGHTS_MAX_PIXELS``."""
+        ``constant_weights`` allows); None = for images up to ``INLINE_WEIGHTS_MAX_PIXELS`` on a CPU with AMX."""
         self.extractor, self.config = extractor, config
         content_layers, style_layers = resolve_layers(config)
         resolve = {n: extractor.layers[i] for i, n in enumerate(dict.fromkeys(content_layers + style_layers))}
@@ -247,7 +254,7 @@ class Objective:
             _TARGETS.move_to_end(key)
             self.content_targets, self.style_targets = cached
         if inline_weights is None:
-            inline_weights = h * w <= INLINE_WEIGHTS_MAX_PIXELS
+            inline_weights = inline_weights_pay(h * w)
         self.inline_weights = bool(
             inline_weights and extractor.constant_weights and self.tiles is None and backend.name() == "tensorflow"
         )  # JAX passes the weights as arguments whatever this says: one compiled program, not two

@@ -560,6 +560,7 @@ def test_bfloat16_functions_compile_the_weights_in_as_constants_and_compute_the_
     from nst_lib.objective import INLINE_WEIGHTS_MAX_PIXELS, Objective
 
     tf_backend = backend.name() == "tensorflow"  # JAX passes the weights as arguments of its compiled functions
+    monkeypatch.setattr(backend, "cpu_bf16_instructions", lambda path="": ["amx_bf16"])  # where constants pay
     asked = []  # every trace that asks for the weights as constants
     graph_constants = backend.graph_constants
     monkeypatch.setattr(backend, "graph_constants", lambda v: asked.append(len(v)) or graph_constants(v))
@@ -590,6 +591,8 @@ def test_bfloat16_functions_compile_the_weights_in_as_constants_and_compute_the_
     big = np.zeros((side, side, 3), np.float32)
     assert not Objective(frozen, config, big, [style]).inline_weights
     assert Objective(frozen, config, big, [style], inline_weights=True).inline_weights == tf_backend
+    monkeypatch.setattr(backend, "cpu_bf16_instructions", lambda path="": ["avx512_bf16"])  # no AMX: no gain
+    assert not Objective(frozen, config, content, [style]).inline_weights
     if tf_backend:
         import tensorflow as tf
 
@@ -619,6 +622,7 @@ def test_only_a_single_scale_run_compiles_the_weights_in(small_pair, monkeypatch
             made.append(self.inline_weights)
 
     monkeypatch.setattr(transfer, "Objective", Recorded)
+    monkeypatch.setattr(backend, "cpu_bf16_instructions", lambda path="": ["amx_bf16"])  # where constants pay
     small = dict(FAST, size=64, steps=1, precision="bfloat16")
     stylize(*small_pair, out=None, progress=False, pyramid_levels=2, **small)
     stylize(*small_pair, out=None, progress=False, pyramid_levels=1, **small)
@@ -626,7 +630,7 @@ def test_only_a_single_scale_run_compiles_the_weights_in(small_pair, monkeypatch
 
 
 @pytest.mark.parametrize(
-    ("gpu", "amx", "backend_name", "expected"),
+    ("gpu", "cpu_bf16", "backend_name", "expected"),
     [
         (True, True, "tensorflow", "mixed"),
         (False, True, "tensorflow", "bfloat16"),
@@ -635,13 +639,13 @@ def test_only_a_single_scale_run_compiles_the_weights_in(small_pair, monkeypatch
     ],
 )
 def test_auto_precision_is_mixed_on_a_gpu_and_bfloat16_only_where_the_cpu_has_bfloat16_units(
-    monkeypatch, gpu, amx, backend_name, expected
+    monkeypatch, gpu, cpu_bf16, backend_name, expected
 ):
     from nst_lib.features import resolve_precision
 
     monkeypatch.setattr(backend, "gpu_available", lambda: gpu)
     monkeypatch.setattr(backend, "name", lambda: backend_name)
-    monkeypatch.setenv("NST_CPU_BF16", "1" if amx else "0")
+    monkeypatch.setenv("NST_CPU_BF16", "1" if cpu_bf16 else "0")
     assert resolve_precision("auto") == expected
     assert resolve_precision("float32") == "float32"
 
@@ -652,10 +656,10 @@ def test_the_cpu_is_named_by_its_model_and_its_bfloat16_instructions_come_from_i
     # two processors' blocks: only the first is read; either bfloat16 instruction set makes "auto" pick bfloat16
     info = tmp_path / "cpuinfo"
     info.write_text(
-        "processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx512f avx512_bf16\n\n"
-        "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu amx_bf16\n"
+        "\n\nprocessor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx512f avx512_bf16\n\n"
+        "processor\t: 1\nmodel name\t: Other\nflags\t\t: fpu amx_bf16\ncache size\t: 1024 KB\n"
     )
-    assert backend.cpu_model(str(info)) == "AMD EPYC"
+    assert backend.cpu_model(str(info)) == "AMD EPYC" and "cache size" not in backend._cpuinfo(str(info))
     assert backend.cpu_bf16_instructions(str(info)) == ["avx512_bf16"]
     intel = tmp_path / "intel"
     intel.write_text("model name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: avx512_bf16 amx_tile amx_bf16\n")
@@ -665,8 +669,13 @@ def test_the_cpu_is_named_by_its_model_and_its_bfloat16_instructions_come_from_i
     for instructions, has in (([], False), (["avx512_bf16"], True), (["amx_bf16", "avx512_bf16"], True)):
         monkeypatch.setattr(backend, "cpu_bf16_instructions", lambda path="", i=instructions: i)
         assert backend.cpu_has_bf16_matmul() == has
-    monkeypatch.setenv("NST_CPU_BF16", "0")  # the override wins over the detection
+    monkeypatch.setenv("NST_CPU_BF16", "0")  # the override wins over the detection, either way
     assert not backend.cpu_has_bf16_matmul()
+    monkeypatch.setenv("NST_CPU_BF16", "1")
+    monkeypatch.setattr(backend, "cpu_bf16_instructions", lambda path="": [])
+    assert backend.cpu_has_bf16_matmul()
+    if not backend.gpu_available():  # run records name the CPU by its model
+        assert backend.device_name() == f"CPU: {backend.cpu_model()}"
 
 
 @pytest.mark.parametrize("tiled", [False, True])

@@ -284,6 +284,16 @@ def test_the_results_files_the_readme_cites_exist_and_hold_its_numbers():
         f"time ({both['schedule_seconds_to_adam_loss']:.1f} s against {both['adam_seconds']:.1f} s;"
     )
     assert quoted in readme, quoted
+    amd = json.loads((ROOT / "benchmarks/results/schedule_adam_bf16_avx512_bf16.json").read_text())
+    assert (
+        amd["precision"] == {"schedule": "bfloat16", "adam": "float32"} and amd["machine"]["device"] == "CPU: AMD EPYC"
+    )
+    quoted = (
+        f"Adam {amd['adam_seconds']:.0f} s, the schedule {amd['schedule_final_scale_steps_to_adam_loss']} steps at "
+        f"256 px in {amd['schedule_seconds_to_adam_loss']:.1f} s, **{amd['ratio']:.3f}×** — the target is missed there "
+        f"(re-scored in float32: {amd['float32_loss_at_stop_over_adam']:.3f}× Adam's loss)"
+    )
+    assert quoted in readme and amd["ratio"] > 0.15, quoted
     versus = json.loads((ROOT / "benchmarks/results/lbfgs_vs_adam.json").read_text())
     assert versus["lbfgs"]["reached"]
     for quoted in (
@@ -335,7 +345,7 @@ def test_the_results_files_the_readme_cites_exist_and_hold_its_numbers():
     for quoted in (
         f"step takes 1/{tf256['float32_over_bfloat16_step']:.1f} of a float32 step at 256 px and "
         f"1/{tf512['float32_over_bfloat16_step']:.1f} at 512 px",
-        f"The step takes {tf256['bfloat16_constant_over_variable_weights_step']:.2f}× the variable-reading step's time",
+        f"the step takes {tf256['bfloat16_constant_over_variable_weights_step']:.2f}× the variable-reading step's time",
         f"that run measured {tf512['bfloat16_constant_over_variable_weights_step']:.2f}× (slower)",
         f"({jax_ratios[0]:.2f}–{jax_ratios[-1]:.2f}×)",
     ):
