@@ -10,9 +10,10 @@ most ``preview_steps``, 150); the preview's final image is scored by the float32
 float32 cold run of the new settings, the optimum the preview approximates. A probe (seconds per evaluation of the
 preview's loss) before and after the timed previews records the machine's speed, which swings ~2x from minute to
 minute. The preview computes at the panel's ``preview_precision`` (``--precision``; default ``auto``: bfloat16 on a
-CPU with bfloat16 units).
+CPU with AMX or AVX512-BF16).
 
     python benchmarks/bench_live.py [--size 256] [--repeats 3] [--reference-steps 300] [--precision auto]
+                                    [--name live_preview]
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--reference-steps", type=int, default=300)
     parser.add_argument("--precision", default="auto", help="the panel's preview_precision")
+    parser.add_argument("--name", default="live_preview", help="results file name (another CPU model's run)")
     args = parser.parse_args()
 
     from nst_lib import StyleConfig, evaluate, stylize
@@ -131,7 +133,7 @@ def main() -> None:
     warm_first = max(r["warm"]["first_update_s"] for r in rows)
     warm_conv = max(r["warm"]["converged_s"] for r in rows)
     write(
-        "live_preview",
+        args.name,
         {
             "settings": {
                 "preview_size": args.size,

@@ -203,4 +203,6 @@ def test_the_same_code_trains_on_two_workers_with_multi_worker_mirrored_strategy
     assert record["distribute"] == {"strategy": "MultiWorkerMirroredStrategy", "replicas": 2}
     for key in ("d_loss", "g_loss"):
         assert reports[0][key] == reports[1][key]
-        assert reports[0][key] == pytest.approx(alone[key], rel=1e-4)
+        # two replicas reduce in another order than one device, and the GAN's steps amplify the rounding: 2.2e-4
+        # after 6 steps on an AMD EPYC (under 1e-4 on an Intel CPU), while the losses move 0.07-14 % a step
+        assert reports[0][key] == pytest.approx(alone[key], rel=1e-3)
