@@ -251,6 +251,22 @@ def test_the_results_files_the_readme_cites_exist_and_hold_its_numbers():
     first = sorted(r["warm"]["first_update_s"] for r in live["changes"])
     assert f"{first[0]:.2f}–{first[-1]:.2f} s after" in readme  # the README's range is the JSON's
     assert f"–{live['worst_warm_converged_s']:.1f} s; target 10 s" in readme
+    amd = json.loads((ROOT / "benchmarks/results/live_preview_avx512_bf16.json").read_text())
+    assert (
+        amd["machine"]["device"] == "CPU: AMD EPYC" and amd["settings"]["preview_precision"]["resolved"] == "bfloat16"
+    )
+    first = sorted(r["warm"]["first_update_s"] for r in amd["changes"])
+    settled = {(r["slider"], r["to"]): r["warm"]["converged_s"] for r in amd["changes"]}
+    ratios = sorted(r["warm"]["loss_over_reference"] for r in amd["changes"])
+    assert amd["met"] == {"first_update": True, "converged": False}  # the text's verdicts
+    for quoted in (
+        f"(probe {amd['probe_s_per_evaluation']['before']:.4f} s, against",
+        f"the first repaint still comes {first[0]:.2f}–{first[-1]:.2f} s after the release",
+        f"the warm previews settle after {settled['tv', 10.0]:.1f}–{amd['worst_warm_converged_s']:.1f} s",
+        f"(TV ×10 {settled['tv', 10.0]:.1f} s, β ÷10 {settled['beta', 1e-4]:.1f} s, β ×10 and α ÷10 "
+        f"{settled['alpha', 0.1]:.1f}–{settled['beta', 0.01]:.1f} s), ending at {ratios[0]:.3f}–{ratios[-1]:.3f}×",
+    ):
+        assert quoted in readme, quoted
     identity = json.loads((ROOT / "benchmarks/results/identity_from_noise.json").read_text())
     for row in identity["rows"]:
         if row["test"] == "identity":
