@@ -12,15 +12,12 @@ Peak memory hardly depends on the step count (each scale's arrays and tiles are 
 from __future__ import annotations
 
 import argparse
-import json
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CONTENT, ROOT, STYLE, write  # noqa: E402
+from common import CONTENT, STYLE, run_nst, write  # noqa: E402
 
 TARGET_MB = 6144  # 6 GiB
 
@@ -31,14 +28,9 @@ def main() -> None:
     args = parser.parse_args()
     from nst_lib.workbench.resolution import save_crop
 
-    with tempfile.TemporaryDirectory() as out:
-        content = save_crop(CONTENT, Path(out) / "tubingen_16x9.png")  # 1024 × 576: exactly 3840 × 2160 at size 3840
-        command = ["nst", "stylize", str(content), str(STYLE), "--size", "3840", "--steps", str(args.steps)]
-        t0 = time.perf_counter()
-        subprocess.run([*command, "--out", out], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        wall = time.perf_counter() - t0
-        (run_dir,) = [p for p in Path(out).iterdir() if (p / "config.json").is_file()]
-        record = json.loads((run_dir / "config.json").read_text())
+    with tempfile.TemporaryDirectory() as inputs:  # 1024 × 576: exactly 3840 × 2160 at size 3840
+        content = save_crop(CONTENT, Path(inputs) / "tubingen_16x9.png")
+        wall, record = run_nst([str(content), str(STYLE), "--size", "3840", "--steps", str(args.steps)])
     peak = record["peak_memory_mb"]["host"]
     write(
         "4k_run",

@@ -8,16 +8,11 @@ folder's record), and with --figure copies the output to the README's figure.
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import CONTENT, ROOT, STYLE, write  # noqa: E402
+from common import CONTENT, ROOT, STYLE, run_nst, write  # noqa: E402
 
 FIGURE = ROOT / "results" / "figures" / "quickstart_tubingen_starry_night.png"
 
@@ -26,15 +21,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--figure", action="store_true", help="copy the output to the README's Quickstart figure")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as out:
-        command = ["nst", "stylize", str(CONTENT.relative_to(ROOT)), str(STYLE.relative_to(ROOT)), "--out", out]
-        t0 = time.perf_counter()
-        subprocess.run(command, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
-        wall = time.perf_counter() - t0
-        (run_dir,) = [p for p in Path(out).iterdir() if (p / "config.json").is_file()]
-        record = json.loads((run_dir / "config.json").read_text())
-        if args.figure:
-            shutil.copyfile(run_dir / "output.png", FIGURE)
+    content, style = (str(path.relative_to(ROOT)) for path in (CONTENT, STYLE))
+    wall, record = run_nst([content, style], keep_output=FIGURE if args.figure else None)
     config = record["config"]
     write(
         "quickstart",

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import platform
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -31,17 +32,11 @@ def median_time(fn, repeats: int, warmup: int = 1) -> float:
 
 
 def machine() -> dict:
-    """The device (a CPU by its model name), cores, the CPU's bfloat16 instructions and library versions (whichever
-    Keras backend runs): the machine lent to a session changes, and figures compare only within one CPU model."""
+    """``backend.machine()`` (the device by its CPU model, cores, bfloat16 instructions, versions) less Python's
+    version, with TensorFlow's thread count (whichever Keras backend runs)."""
     from nst_lib import backend
 
-    out = {
-        "device": backend.device_name(),
-        "cpu_count": os.cpu_count(),
-        "cpu_bf16": backend.cpu_bf16_instructions(),
-        "platform": platform.platform(),
-    }
-    out.update({k: v for k, v in backend.versions().items() if k not in ("platform", "python")})
+    out = {k: v for k, v in backend.machine().items() if k != "python"}
     if backend.name() == "tensorflow":
         import tensorflow as tf
 
@@ -56,6 +51,19 @@ def write(name: str, payload: dict) -> Path:
     path.write_text(json.dumps(payload, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def run_nst(arguments: list[str], keep_output: Path | None = None) -> tuple[float, dict]:
+    """``nst stylize ARGUMENTS`` as a user runs it, in a fresh process with its run folder in a temporary directory:
+    the wall time (start-up included) and the run's record (its config.json); ``keep_output`` gets output.png."""
+    with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        subprocess.run(["nst", "stylize", *arguments, "--out", out], cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
+        wall = time.perf_counter() - t0
+        (run_dir,) = [p for p in Path(out).iterdir() if (p / "config.json").is_file()]
+        if keep_output is not None:
+            shutil.copyfile(run_dir / "output.png", keep_output)
+        return wall, json.loads((run_dir / "config.json").read_text())
 
 
 def report_rows(rows: list[dict]) -> None:

@@ -235,6 +235,7 @@ def gpu_available() -> bool:
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+@functools.cache  # read once: every Objective asks (inline_weights_pay), and a CPU does not change
 def _cpuinfo(path: str = "/proc/cpuinfo") -> dict[str, str]:
     """The first processor's fields of /proc/cpuinfo ('model name', 'flags', ...); empty where there is none."""
     fields: dict[str, str] = {}
@@ -295,6 +296,19 @@ def device_name() -> str:
             except Exception:  # details are best effort
                 return "GPU: " + gpus[0].name
     return f"CPU: {cpu_model()}"
+
+
+def machine() -> dict:
+    """The machine a result was measured on, for results files (benchmarks, notebooks' numbers.json): the device (a
+    CPU by its model name), cores, the CPU's bfloat16 instructions, the platform and library versions. The machine
+    lent to a session changes, and figures compare only within one CPU model."""
+    return {
+        "device": device_name(),
+        "cpu_count": os.cpu_count(),
+        "cpu_bf16": cpu_bf16_instructions(),
+        "platform": platform.platform(),
+        **versions(),
+    }
 
 
 def device_memory_bytes() -> int | None:

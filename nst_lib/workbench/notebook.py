@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import re
 import sys
 import time
@@ -207,21 +206,6 @@ def sync_notebooks(write: bool = False, folder: Path = NOTEBOOKS) -> dict[str, l
 
 
 # --- the numbers a notebook reports ------------------------------------------------------------------------------
-def machine() -> dict:
-    """Device (a CPU by its model name), cores, the CPU's bfloat16 instructions and library versions, as the
-    benchmarks record them."""
-    from ..backend import cpu_bf16_instructions, versions
-    from ..runs import device_name
-
-    return {
-        "device": device_name(),
-        "cpu_count": os.cpu_count(),
-        "cpu_bf16": cpu_bf16_instructions(),
-        "platform": platform.platform(),
-        **versions(),
-    }
-
-
 @dataclass
 class NotebookEnv:
     name: str
@@ -282,6 +266,8 @@ class NotebookEnv:
         return value
 
     def _write_numbers(self) -> None:
+        from ..backend import machine
+
         self.fig_dir.mkdir(parents=True, exist_ok=True)
         payload = {
             "notebook": self.name,
