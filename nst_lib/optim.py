@@ -118,11 +118,11 @@ class LBFGS:
         s, y = x_new - x, g_new - g
         sy, yy = float(np.dot(s, y)), float(np.dot(y, y))
         if sy > 1e-10 * yy and yy > 0:  # relative: scaling the loss must not change which pairs are kept
+            if len(self.s) >= self.m:  # the oldest pair leaves before the new one joins: never m + 1 in the history
+                del self.s[0], self.y[0], self.rho[0]
             self.s.append(s)
             self.y.append(y)
             self.rho.append(1.0 / sy)
-            if len(self.s) > self.m:
-                del self.s[0], self.y[0], self.rho[0]
         self.f, self.parts, self.g = f_new, parts_new, g_new
         return x_new
 

@@ -117,11 +117,18 @@ def total_steps(config: StyleConfig, long_side: int | None = None) -> int:
     return sum(scale.steps for scale in schedule(config, long_side or config.size))
 
 
+# image-sized float32 arrays L-BFGS holds besides its pairs while it evaluates a trial point: the iterate, its
+# gradient, the direction, the trial point and the trial's gradient
+LBFGS_WORKING_ARRAYS = 5
+
+
 def lbfgs_pairs(config: StyleConfig, values: int) -> int:
-    """Curvature pairs L-BFGS keeps for an image of ``values`` floats: ``lbfgs_history``, fewer where the pairs
-    (2 × 4 bytes a value each) would take more than a quarter of the memory budget (a 4K image's 20 pairs would
-    take 4 GB); at least 3."""
-    fit = int(OPTIMIZER_BUDGET_SHARE * memory_budget(config) / (8 * values))
+    """Curvature pairs L-BFGS keeps for an image of ``values`` floats: ``lbfgs_history``, fewer where its state —
+    the pairs (2 × 4 bytes a value each) and its working arrays — would take more than a quarter of the memory
+    budget (a 4K image's 20 pairs alone would take 4 GB); at least 3, which at 4K within the default 4 GB budget
+    take, with the working arrays, 1.09 GB of the 1.07 GB share."""
+    share = OPTIMIZER_BUDGET_SHARE * memory_budget(config) - LBFGS_WORKING_ARRAYS * 4 * values
+    fit = int(share / (8 * values))
     return max(3, min(config.lbfgs_history, fit))
 
 

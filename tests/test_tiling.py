@@ -172,6 +172,23 @@ def test_the_memory_budget_decides_when_and_how_to_tile():
         tile_size_for(config.replace(tile_size=100), extractor, 1024, 768)
 
 
+def test_the_optimisers_state_fits_its_share_of_the_budget():
+    from nst_lib.transfer import LBFGS_WORKING_ARRAYS, lbfgs_pairs
+
+    config = StyleConfig(weights=None, memory_budget_mb=4096)  # the CPU default's cap
+    share = OPTIMIZER_BUDGET_SHARE * memory_budget(config)
+    assert lbfgs_pairs(config, 384 * 512 * 3) == config.lbfgs_history  # small images keep the whole history
+    for h, w in [(1080, 1920), (1536, 2048)]:
+        values = h * w * 3
+        pairs = lbfgs_pairs(config, values)
+        assert 3 <= pairs < config.lbfgs_history
+        state = (2 * pairs + LBFGS_WORKING_ARRAYS) * 4 * values  # pairs and working arrays, float32
+        assert state <= share < state + 2 * 4 * values  # as many pairs as fit, not one more
+    assert lbfgs_pairs(config, 1080 * 1920 * 3) == 19 and lbfgs_pairs(config, 1536 * 2048 * 3) == 11  # as the README
+    assert lbfgs_pairs(config, 2160 * 3840 * 3) == 3  # 4K: the floor, 3 pairs (0.6 GB) beside 0.5 GB of working arrays
+    assert lbfgs_pairs(config.replace(memory_budget_mb=64), 2160 * 3840 * 3) == 3  # never fewer than 3
+
+
 def test_a_tiled_stylisation_follows_the_untiled_one(small_pair):
     content, style = small_pair
     content, style = load_image(CONTENT, 192), load_image(STYLE, 192)
