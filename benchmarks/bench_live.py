@@ -10,10 +10,15 @@ most ``preview_steps``, 150); the preview's final image is scored by the float32
 float32 cold run of the new settings, the optimum the preview approximates. A probe (seconds per evaluation of the
 preview's loss) before and after the timed previews records the machine's speed, which swings ~2x from minute to
 minute. The preview computes at the panel's ``preview_precision`` (``--precision``; default ``auto``: bfloat16 on a
-CPU with AMX or AVX512-BF16).
+CPU with AMX or AVX512-BF16). The panel adapts its preview size to settle within ``preview_seconds``
+(``--preview-seconds``, default the panel's 10 s; 0 keeps ``--size``): where the opening preview took longer, more
+previews of the default settings run until the size holds (at most 3, as a user's next previews would), the last
+one's image is the one the warm starts start from, and the timed previews all run at that size (the adaptation
+paused while they run; in use it would go on adapting). Every sample records its size and is scored against a
+reference at that size.
 
     python benchmarks/bench_live.py [--size 256] [--repeats 3] [--reference-steps 300] [--precision auto]
-                                    [--name live_preview]
+                                    [--preview-seconds 10] [--name live_preview]
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ def main() -> None:
     parser.add_argument("--reference-steps", type=int, default=300)
     parser.add_argument("--precision", default="auto", help="the panel's preview_precision")
     parser.add_argument("--name", default="live_preview", help="results file name (another CPU model's run)")
+    parser.add_argument("--preview-seconds", type=float, default=10.0, help="the panel's; 0: a fixed preview size")
     args = parser.parse_args()
 
     from nst_lib import StyleConfig, evaluate, stylize
@@ -46,7 +52,14 @@ def main() -> None:
 
     weights = "imagenet" if weights_available("vgg19") else None
     config = StyleConfig(weights=weights)
-    panel = StylePanel(config, live=True, preview_size=args.size, out="/nonexistent", preview_precision=args.precision)
+    panel = StylePanel(
+        config,
+        live=True,
+        preview_size=args.size,
+        out="/nonexistent",
+        preview_precision=args.precision,
+        preview_seconds=args.preview_seconds or None,
+    )
     panel.content.value = CONTENT
     panel.style.value = STYLE
     updates: list[float] = []
@@ -65,6 +78,7 @@ def main() -> None:
             "converged_s": round(end - t0, 3),
             "converged": job.converged,
             "steps": len(job.result.history),
+            "size": max(job.result.image.shape[:2]),
             "final_loss": job.result.history[-1]["total"],  # at the preview's precision
             "final_loss_float32": evaluate(
                 job.result.image, CONTENT, STYLE, job.result.config.replace(precision="float32")
@@ -75,6 +89,17 @@ def main() -> None:
     load_before = os.getloadavg()  # other work on the machine slows every timing: recorded with them
     # opening the panel: the first preview builds the network and traces its function
     first = timed(panel.start_preview)
+    # a preview size adapted after it: previews of the defaults until the size holds (at most 3), as a user's next
+    # previews would run; the last one is the image on show the timed changes start from, at the size they run at
+    settling = []
+    while panel.preview_side != (settling[-1]["size"] if settling else first["size"]) and len(settling) < 3:
+        settling.append(timed(panel.start_preview))
+    if settling:  # the size the last of them ran at, which the image on show has (if it had not held after 3)
+        panel.preview_side = settling[-1]["size"]
+    opened_at = panel.preview_side
+    adapt, panel.preview_seconds = panel.preview_seconds, None  # the timed previews all run at that size
+    print("opening preview", first["converged_s"], "s; then", [(s["size"], s["converged_s"]) for s in settling],
+          "; preview size now", opened_at, flush=True)  # fmt: skip
     probe = speed_probe(panel.preview_config())  # after the first preview, which is timed with its tracing
     speed_before = probe()
     print("probe (s per evaluation)", speed_before, flush=True)
@@ -109,22 +134,23 @@ def main() -> None:
         slider.value = defaults[key]
     rows = []
     for (name, value), runs in timed_runs.items():
-        reference = stylize(
-            CONTENT,
-            STYLE,
-            panel.preview_config().replace(steps=args.reference_steps, precision="float32", **{_field(name): value}),
-            out=None,
-            progress=False,
-        )
-        best = reference.history[-1]["total"]
+        best = {}  # preview size → the reference's loss there (the size adapts: a sample is scored at its own)
+        for size in sorted({s["size"] for samples in runs.values() for s in samples}):
+            config = panel.preview_config().replace(
+                size=size, steps=args.reference_steps, precision="float32", **{_field(name): value}
+            )
+            best[size] = stylize(CONTENT, STYLE, config, out=None, progress=False).history[-1]["total"]
         row = {"slider": name, "from": defaults[name], "to": value, "reference_loss": best}
         for mode, samples in runs.items():
             row[mode] = {
                 "first_update_s": statistics.median(s["first_update_s"] for s in samples),
                 "converged_s": statistics.median(s["converged_s"] for s in samples),
                 "steps": statistics.median(s["steps"] for s in samples),
+                "sizes": sorted({s["size"] for s in samples}),
                 "converged_by_rule": all(s["converged"] for s in samples),
-                "loss_over_reference": round(statistics.median(s["final_loss_float32"] for s in samples) / best, 3),
+                "loss_over_reference": round(
+                    statistics.median(s["final_loss_float32"] / best[s["size"]] for s in samples), 3
+                ),
                 "samples": samples,
             }
         print(name, value, {m: {k: row[m][k] for k in ("first_update_s", "converged_s", "steps")} for m in runs})
@@ -137,6 +163,9 @@ def main() -> None:
         {
             "settings": {
                 "preview_size": args.size,
+                "preview_seconds": adapt,
+                "preview_min_size": panel.preview_min_size,
+                "preview_size_after_opening": opened_at,
                 "weights": weights or "random",
                 "content": CONTENT.name,
                 "style": STYLE.name,
@@ -152,6 +181,7 @@ def main() -> None:
             # this machine's speed swings ~2x from minute to minute even idle, which the load does not show
             "probe_s_per_evaluation": {"before": speed_before, "after_the_timed_previews": speed_after},
             "first_preview_after_opening": first,
+            "previews_until_the_size_held": settling,
             "changes": rows,
             "worst_warm_first_update_s": warm_first,
             "worst_warm_converged_s": warm_conv,

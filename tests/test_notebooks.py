@@ -277,6 +277,27 @@ def test_the_results_files_the_readme_cites_exist_and_hold_its_numbers():
         f"{settled['alpha', 0.1]:.1f}–{settled['beta', 0.01]:.1f} s), ending at {ratios[0]:.3f}–{ratios[-1]:.3f}×",
     ):
         assert quoted in readme, quoted
+    adaptive = json.loads((ROOT / "benchmarks/results/live_preview_adaptive_avx512_bf16.json").read_text())
+    opening, (held,) = adaptive["first_preview_after_opening"], adaptive["previews_until_the_size_held"]
+    size = adaptive["settings"]["preview_size_after_opening"]
+    changes = {(r["slider"], r["to"]): r["warm"] for r in adaptive["changes"]}
+    assert all(r["warm"]["sizes"] == [size] for r in adaptive["changes"]) and held["size"] == size == 128
+    first = sorted(r["first_update_s"] for r in changes.values())
+    ratios = sorted(r["loss_over_reference"] for r in changes.values())
+    assert adaptive["met"] == {"first_update": True, "converged": True}  # the text's verdicts
+    assert not changes["alpha", 0.1]["converged_by_rule"] and changes["alpha", 0.1]["steps"] == 150
+    for quoted in (
+        f"settled after {opening['steps']} steps in {opening['converged_s']:.1f} s, so the next ones ran at {size} px",
+        f"settled there in {held['converged_s']:.1f} s ({held['steps']} steps)",
+        f"(probe {adaptive['probe_s_per_evaluation']['before']:.4f} s) the first repaint comes "
+        f"{first[0]:.2f}–{first[-1]:.2f} s after",
+        f"has ended after {changes['tv', 10.0]['converged_s']:.1f}–{adaptive['worst_warm_converged_s']:.1f} s",
+        f"(TV ×10 {changes['tv', 10.0]['converged_s']:.1f} s, β ÷10 {changes['beta', 1e-4]['converged_s']:.1f} s, "
+        f"β ×10 {changes['beta', 0.01]['converged_s']:.1f} s after {changes['beta', 0.01]['steps']:.0f} steps; "
+        f"α ÷10 ran to the 150-step cap, {changes['alpha', 0.1]['converged_s']:.1f} s",
+        f"ending at {ratios[0]:.3f}–{ratios[-1]:.3f}× a 300-step float32 run's loss at {size} px",
+    ):
+        assert quoted in readme, quoted
     identity = json.loads((ROOT / "benchmarks/results/identity_from_noise.json").read_text())
     for row in identity["rows"]:
         if row["test"] == "identity":

@@ -236,6 +236,49 @@ def test_a_preview_stops_once_its_loss_has_settled(panel):
     assert job.converged and len(job.result.history) == 4 and "preview converged" in panel.status.value
 
 
+def test_the_preview_size_adapts_so_that_a_preview_settles_in_time():
+    from nst_lib.workbench.widgets import PREVIEW_TIME_MARGIN, adapted_preview_size
+
+    # 20 s at 256 px against 10 s: the pixels scale by 0.7 × 10 / 20, the side by its square root (151 → 144 px)
+    assert PREVIEW_TIME_MARGIN == 0.7 and adapted_preview_size(256, 20.0, 27.0, 10.0, 128, 256) == 144
+    assert 144**2 / 256**2 * 20.0 <= PREVIEW_TIME_MARGIN * 10.0  # in time, with the margin
+    assert adapted_preview_size(256, 100.0, 150.0, 10.0, 128, 256) == 128  # never below the smallest
+    assert adapted_preview_size(256, 9.0, 12.0, 10.0, 128, 256) == 256  # in time: unchanged
+    # a quick preview (a small slider move) does not grow it while a preview to the step cap would be late there
+    assert adapted_preview_size(144, 1.0, 12.0, 10.0, 128, 256) == 144
+    assert adapted_preview_size(144, 1.0, 4.0, 10.0, 128, 256) == 192  # the cap fits at 144 × √(7 / 4) = 190 px
+    assert adapted_preview_size(144, 1.0, 1.0, 10.0, 128, 256) == 256  # at most preview_size
+    assert adapted_preview_size(48, 1.0, 1.0, 10.0, 128, 48) == 48  # a preview_size below the smallest is kept
+
+
+def test_a_slow_preview_makes_the_next_one_smaller(panel):
+    panel.preview_size = panel.preview_side = 64
+    panel.preview_seconds, panel.preview_min_size = 1e-6, 32  # any preview is too slow
+    panel.preview_steps, panel.settle_tol = 6, 0.0  # runs its 6 steps to the end
+    panel.size.value = 64
+    panel.start_preview(wait=True)
+    assert panel.result.status == "completed" and max(panel.result.image.shape[:2]) == 64
+    assert (
+        panel.preview_side == 32
+        and "(32 px)" in panel.live.description
+        and "next previews at 32 px" in (panel.status.value)
+    )
+    panel.start_preview(wait=True)
+    assert max(panel.result.image.shape[:2]) == 32  # the next preview ran smaller
+    panel.preview_seconds = 1e9  # now any preview is fast: back to preview_size
+    panel.start_preview(wait=True)
+    assert panel.preview_side == 64
+    panel.preview_seconds, panel.preview_steps = 1e-6, 2000  # too slow again, but stopped on its way
+    stopped = panel.start_preview()
+    deadline = time.monotonic() + 120
+    while panel.progress.value < 4 and time.monotonic() < deadline:
+        stopped.thread.join(0.05)
+    panel.stop()
+    panel.wait(timeout=120)
+    assert stopped.result.status == "stopped" and len(stopped.result.history) >= 4
+    assert panel.preview_side == 64  # a stopped preview says nothing about the time to settle
+
+
 def test_panel_stop_button_stops_the_render(panel):
     panel.steps.value = 1000
     panel.render()

@@ -6,8 +6,10 @@ JupyterLab without custom widget managers). Defaults and choices come from ``Sty
 
 Live mode (on by default): releasing the α, β or TV slider re-optimises at a preview size (256 px), warm-started
 from the image on show, in a background thread; the preview updates after the first step and then every few
-steps, and a slider moved again cancels the preview under way. The preview computes at ``preview_precision``
-(``"auto"``: bfloat16 on a CPU with bfloat16 units, float16 on a GPU; see ``StyleConfig.precision``).
+steps, and a slider moved again cancels the preview under way. Where a preview takes longer than
+``preview_seconds`` (10 s) to settle, the next ones run smaller (down to 128 px) so that they settle in time. The
+preview computes at ``preview_precision`` (``"auto"``: bfloat16 on a CPU with bfloat16 units, float16 on a GPU; see
+``StyleConfig.precision``).
 **Render** runs the full-size stylisation with the current settings, at the config's precision, as a recorded run
 (a run folder under ``out``); **Stop** ends whatever runs; **Export** writes the image on show, its config and its
 loss curve to a new folder.
@@ -16,6 +18,7 @@ loss curve to a new folder.
 from __future__ import annotations
 
 import io
+import math
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -100,6 +103,33 @@ class _PanelCallback(Callback):
         return job.stop.is_set()
 
 
+# a preview size is scaled to settle in this share of ``preview_seconds``: a step's fixed costs do not shrink with its
+# pixels, and a smaller preview may need more steps. On the AMD EPYC a margin of 0.8 took 256 px to 144, where the
+# hardest slider moves still ran to the 150-step cap in about 12 s (a run not kept); 0.7 takes it to 128 px, where
+# every preview ended within 9.6 s (benchmarks/results/live_preview_adaptive_avx512_bf16.json)
+PREVIEW_TIME_MARGIN = 0.7
+
+
+def adapted_preview_size(
+    side: int, settle_s: float, capped_s: float, target_s: float, smallest: int, largest: int
+) -> int:
+    """The preview size for the next previews, from one that ran to its end at ``side`` px in ``settle_s``, and
+    ``capped_s``: what all of its ``preview_steps`` would have taken there. A step's cost goes with the pixels, so
+    the side scales with the square root of a time ratio (to a multiple of 16, between ``smallest`` and
+    ``largest``). It shrinks when the preview took longer than ``target_s``, and grows only when even a preview
+    that runs to the step cap would be in time at the larger size: how far a slider moved decides how many steps a
+    preview takes (11 to 150 on the bundled pair), so growing on one quick preview would make the next hard one
+    late again."""
+    if settle_s > target_s:
+        ratio = PREVIEW_TIME_MARGIN * target_s / settle_s
+    elif 0 < capped_s < PREVIEW_TIME_MARGIN * target_s:
+        ratio = PREVIEW_TIME_MARGIN * target_s / capped_s
+    else:
+        return side
+    new = max(min(smallest, largest), min(largest, 16 * round(side * math.sqrt(ratio) / 16)))
+    return min(new, side) if settle_s > target_s else max(new, side)
+
+
 def settled(totals: list[float], window: int, tol: float) -> bool:
     """The loss fell by less than ``tol`` (relative) over the last ``window`` steps: a preview has converged."""
     if len(totals) <= window:
@@ -123,12 +153,20 @@ class StylePanel:
         settle_window: int = 10,
         settle_tol: float = 0.01,
         preview_precision: str = "auto",
+        preview_seconds: float | None = 10.0,
+        preview_min_size: int = 128,
     ):
+        """``preview_seconds``: how long a settled preview should take. After each preview that ran to its end,
+        the preview size adapts (``adapted_preview_size``) so that the next one settles within it, between
+        ``preview_min_size`` and ``preview_size``: on a slow CPU the sketch gets smaller rather than late. None
+        keeps ``preview_size``."""
         import ipywidgets as w
 
         self.defaults = config or StyleConfig()
         self.preview_every, self.out = preview_every, Path(out)
         self.preview_size, self.preview_steps = preview_size, preview_steps
+        self.preview_seconds, self.preview_min_size = preview_seconds, preview_min_size
+        self.preview_side = preview_size  # the size previews run at now: preview_size until a preview is too slow
         self.settle_window, self.settle_tol = settle_window, settle_tol
         # a preview is a sketch of the render: a faster, less exact network pays there (benchmarks/bench_precision.py)
         self.preview_precision = preview_precision
@@ -240,7 +278,7 @@ class StylePanel:
         steps, at ``preview_precision``, nothing saved."""
         config = self.config()
         return config.replace(
-            size=min(self.preview_size, config.size),
+            size=min(self.preview_side, config.size),
             steps=self.preview_steps,
             pyramid_levels=1,
             snapshot_every=0,
@@ -357,11 +395,31 @@ class StylePanel:
                 loss = f"loss {result.history[-1]['total']:.4g}" if result.history else "no step"
                 state = "converged" if job.converged else result.status
                 self.status.value = f"{job.kind} {state}: {steps} steps at {max(result.image.shape[:2])} px, {loss}"
+                if job.kind == "preview" and (job.converged or result.status == "completed"):
+                    self._adapt_preview_size(result)
                 if job.kind == "render":
                     self.run_dir = result.run_dir
                     self.message.value = f"rendered to {result.run_dir}"
             self.render_button.disabled, self.stop_button.disabled = False, True
             self.export_button.disabled = self.result is None
+
+    def _adapt_preview_size(self, result) -> None:
+        """After a preview that ran to its end: the size at which the next ones settle within ``preview_seconds``.
+        Its time per step is that after its first step (which includes tracing a new size)."""
+        times = [row["time_s"] for row in result.history]
+        if self.preview_seconds is None or len(times) < 3:
+            return
+        side = max(result.image.shape[:2])  # below preview_side where the config's own size is smaller
+        per_step = (times[-1] - times[0]) / (len(times) - 1)
+        settle_s, capped_s = len(times) * per_step, self.preview_steps * per_step
+        new = adapted_preview_size(
+            side, settle_s, capped_s, self.preview_seconds, self.preview_min_size, self.preview_size
+        )
+        new = min(new, self.preview_side) if settle_s > self.preview_seconds else max(new, self.preview_side)
+        if new != self.preview_side:
+            self.preview_side = new
+            self.live.description = f"live preview ({new} px)"
+            self.status.value += f"; next previews at {new} px to settle within {self.preview_seconds:g} s"
 
     def stop(self) -> None:
         """Stop the preview or render under way (after its current step)."""
