@@ -551,3 +551,8 @@ def test_the_readme_quotes_notebook_10s_full_run_and_its_4k_record():
         f"on today's code within {rounded(peak)} MB (10 steps a scale, `4k_run.json`)",
     ):
         assert quoted in readme, quoted
+    # what the fewer pairs at 4K cost, on the 384 px proxy (benchmarks/bench_lbfgs_pairs.py)
+    pairs = {r["pairs"]: r for r in json.loads((ROOT / "benchmarks/results/lbfgs_pairs.json").read_text())["rows"]}
+    loss = {n: f"{round(r['final_loss']):,}".replace(",", " ") for n, r in pairs.items()}
+    above = round(100 * (pairs[3]["final_over_5_pairs"] - 1))
+    assert f"at a loss {above} % above 5 pairs' ({loss[3]} against {loss[5]}; 20 pairs: {loss[20]})" in readme
