@@ -249,6 +249,12 @@ def test_the_preview_size_adapts_so_that_a_preview_settles_in_time():
     assert adapted_preview_size(144, 1.0, 4.0, 10.0, 128, 256) == 192  # the cap fits at 144 × √(7 / 4) = 190 px
     assert adapted_preview_size(144, 1.0, 1.0, 10.0, 128, 256) == 256  # at most preview_size
     assert adapted_preview_size(48, 1.0, 1.0, 10.0, 128, 48) == 48  # a preview_size below the smallest is kept
+    # a preview the config's own size capped at 96 px while previews run at 192 px: late (12 s), the next ones run at
+    # 96 × √(7 / 12) = 73 → 80 px (or the smallest); in time, it keeps 192 px; quick even to the cap, it grows
+    assert adapted_preview_size(96, 12.0, 16.0, 10.0, 32, 256, current=192) == 80
+    assert adapted_preview_size(96, 12.0, 16.0, 10.0, 128, 256, current=192) == 128
+    assert adapted_preview_size(96, 8.0, 12.0, 10.0, 32, 256, current=192) == 192
+    assert adapted_preview_size(96, 1.0, 1.0, 10.0, 32, 256, current=192) == 256
 
 
 def test_a_slow_preview_makes_the_next_one_smaller(panel):

@@ -111,7 +111,13 @@ PREVIEW_TIME_MARGIN = 0.7
 
 
 def adapted_preview_size(
-    side: int, settle_s: float, capped_s: float, target_s: float, smallest: int, largest: int
+    side: int,
+    settle_s: float,
+    capped_s: float,
+    target_s: float,
+    smallest: int,
+    largest: int,
+    current: int | None = None,
 ) -> int:
     """The preview size for the next previews, from one that ran to its end at ``side`` px in ``settle_s``, and
     ``capped_s``: what all of its ``preview_steps`` would have taken there. A step's cost goes with the pixels, so
@@ -119,15 +125,17 @@ def adapted_preview_size(
     ``largest``). It shrinks when the preview took longer than ``target_s``, and grows only when even a preview
     that runs to the step cap would be in time at the larger size: how far a slider moved decides how many steps a
     preview takes (11 to 150 on the bundled pair), so growing on one quick preview would make the next hard one
-    late again."""
+    late again. ``current`` is the size previews run at now (``side`` unless the config's own size capped this one):
+    a late preview never makes it larger, a quick one never smaller."""
+    current = side if current is None else current
     if settle_s > target_s:
         ratio = PREVIEW_TIME_MARGIN * target_s / settle_s
     elif 0 < capped_s < PREVIEW_TIME_MARGIN * target_s:
         ratio = PREVIEW_TIME_MARGIN * target_s / capped_s
     else:
-        return side
+        return current
     new = max(min(smallest, largest), min(largest, 16 * round(side * math.sqrt(ratio) / 16)))
-    return min(new, side) if settle_s > target_s else max(new, side)
+    return min(new, current) if settle_s > target_s else max(new, current)
 
 
 def settled(totals: list[float], window: int, tol: float) -> bool:
@@ -413,9 +421,8 @@ class StylePanel:
         per_step = (times[-1] - times[0]) / (len(times) - 1)
         settle_s, capped_s = len(times) * per_step, self.preview_steps * per_step
         new = adapted_preview_size(
-            side, settle_s, capped_s, self.preview_seconds, self.preview_min_size, self.preview_size
+            side, settle_s, capped_s, self.preview_seconds, self.preview_min_size, self.preview_size, self.preview_side
         )
-        new = min(new, self.preview_side) if settle_s > self.preview_seconds else max(new, self.preview_side)
         if new != self.preview_side:
             self.preview_side = new
             self.live.description = f"live preview ({new} px)"
