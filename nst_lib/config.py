@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
+import numbers
 import typing
 from dataclasses import dataclass, field
 from typing import Any
@@ -224,6 +226,21 @@ class StyleConfig(Config):
     )
 
     def validate(self) -> None:
+        counts = ("size", "steps", "lbfgs_history", "max_pixels", "pyramid_min_size", "pyramid_levels")
+        counts += ("first_scale_steps", "snapshot_every", "tile_size", "seed")
+        for name in counts:  # 2.5 steps would pass the checks below and fail inside range() later
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
+                raise ConfigError(f"{name} must be a whole number, got {value!r}")
+        for name in ("content_weight", "style_weight", "tv_weight", "style_scale", "pyramid_ratio", "adam_epsilon"):
+            if not math.isfinite(getattr(self, name)):  # nan passes every comparison below
+                raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)!r}")
+        if self.learning_rate is not None and not math.isfinite(self.learning_rate):
+            raise ConfigError(f"learning_rate must be a finite number, got {self.learning_rate!r}")
+        if not 0 <= self.adam_beta1 < 1:  # 1 would divide by 1 - beta1^t = 0 on the first step
+            raise ConfigError(f"adam_beta1 must be in [0, 1), got {self.adam_beta1!r}")
+        if not self.adam_epsilon > 0:
+            raise ConfigError(f"adam_epsilon must be positive, got {self.adam_epsilon!r}")
         positive = ("size", "steps", "lbfgs_history", "max_pixels", "style_scale", "pyramid_min_size")
         for name in positive:
             if not getattr(self, name) > 0:
@@ -242,7 +259,7 @@ class StyleConfig(Config):
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate!r}")
         for name in ("style_layer_weights", "style_blend_weights"):
             w = getattr(self, name)
-            if w is not None and (any(x < 0 for x in w) or sum(w) <= 0):
+            if w is not None and (any(not math.isfinite(x) or x < 0 for x in w) or sum(w) <= 0):
                 raise ConfigError(f"{name} must be non-negative with a positive sum, got {w!r}")
         if self.style_layer_weights is not None and self.style_layers is not None:
             if len(self.style_layer_weights) != len(self.style_layers):

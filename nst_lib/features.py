@@ -355,7 +355,8 @@ class FeatureExtractor:
         # float32 always does (the reorders are a smaller share there). None = bfloat16 only.
         self.constant_weights = precision == "bfloat16" if constant_weights is None else constant_weights
         base = build_base(arch, keras_weights, _POLICIES[precision], seed)
-        self.layers = list(dict.fromkeys(resolve_layer_name(n, base) for n in layers))
+        self.names = {n: resolve_layer_name(n, base) for n in layers}  # as requested → Keras (aliases resolved)
+        self.layers = list(dict.fromkeys(self.names.values()))  # one layer asked for under two names is one output
         if not self.layers:
             raise ConfigError("no layers requested")
         # A functional model on inner outputs keeps only the layers they need: the truncation.
@@ -461,6 +462,15 @@ class FeatureExtractor:
                 continue
             total += shape[-1] / self._all_geometry[layer.name].jump ** 2
         return ACTIVATION_OVERHEAD * itemsize * total
+
+    def keras_name(self, name: str) -> str:
+        """The Keras name of a layer this extractor computes, asked for by any of its names (``relu4_2``)."""
+        if name in self.names:
+            return self.names[name]
+        resolved = resolve_layer_name(name, self.model)
+        if resolved not in self.layers:
+            raise ConfigError(f"layer {name!r} is not one this extractor computes ({', '.join(self.layers)})")
+        return resolved
 
     def __repr__(self) -> str:
         return (

@@ -214,9 +214,8 @@ class Objective:
         ``constant_weights`` allows); None = for images up to ``INLINE_WEIGHTS_MAX_PIXELS`` on a CPU with AMX."""
         self.extractor, self.config = extractor, config
         content_layers, style_layers = resolve_layers(config)
-        resolve = {n: extractor.layers[i] for i, n in enumerate(dict.fromkeys(content_layers + style_layers))}
-        self.content_layers = [resolve[n] for n in content_layers]
-        self.style_layers = [resolve[n] for n in style_layers]
+        self.content_layers = [extractor.keras_name(n) for n in content_layers]
+        self.style_layers = [extractor.keras_name(n) for n in style_layers]
         self.shape = tuple(content.shape)
         self.layer_weights = normalize_weights(config.style_layer_weights, len(style_layers), "style_layer_weights")
         self.blend = normalize_weights(config.style_blend_weights, len(styles), "style_blend_weights")

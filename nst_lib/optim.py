@@ -27,8 +27,10 @@ DEFAULT_LEARNING_RATES = {"lbfgs": 1.0, "adam": 5.0}
 PIXEL_MIN, PIXEL_MAX = 0.0, 255.0
 
 
-def _finite(value: float) -> bool:
-    return math.isfinite(value)
+def _finite(value: float, grad: np.ndarray | None = None) -> bool:
+    """The loss, and its gradient where given, are finite (a float16 network's gradient can overflow while the
+    float32 loss does not)."""
+    return math.isfinite(value) and (grad is None or bool(np.isfinite(grad).all()))
 
 
 class LBFGS:
@@ -42,7 +44,9 @@ class LBFGS:
     jitter by ~2e-5 of its value between neighbouring images). Late in a run the true decrease per step falls to
     that size, so the Armijo test is relaxed by 2 · noise · |f| (Shi, Xie, Byrd & Nocedal 2022, noise-tolerant
     quasi-Newton); without it every step backtracked to the limit. A line search that still fails does not move:
-    it drops the curvature pairs (the likely cause) and the next step starts again from the gradient.
+    it drops the curvature pairs (the likely cause) and the next step starts again from the gradient. Where the
+    gradient's own line search fails, the image is stationary to the loss's precision: the remaining steps of the
+    scale stay there without evaluating the network (they would repeat the same failed search, 11 evaluations each).
     """
 
     name = "lbfgs"
@@ -63,6 +67,7 @@ class LBFGS:
         self.g: np.ndarray | None = None
         self.parts: dict = {}
         self.evaluations = 0
+        self.stalled = False  # the gradient's line search failed here: nothing left to gain at this precision
 
     def _direction(self, g: np.ndarray) -> np.ndarray:
         q = g.astype(np.float32, copy=True)
@@ -87,8 +92,10 @@ class LBFGS:
         if self.g is None:
             self.f, self.parts, self.g = fg(x)
             self.evaluations += 1
-            if not _finite(self.f):
-                raise NonFiniteLossError(f"the loss is {self.f} at the starting image")
+            if not _finite(self.f, self.g):
+                raise NonFiniteLossError(f"the loss or its gradient is not finite at the start (loss {self.f})")
+        if self.stalled:
+            return x
         g = self.g
         if self.s:
             d, t = self._direction(g), self.lr
@@ -105,20 +112,27 @@ class LBFGS:
             x_new = np.clip(x + t * d, PIXEL_MIN, PIXEL_MAX)
             f_new, parts_new, g_new = fg(x_new)
             self.evaluations += 1
-            if _finite(f_new) and f_new <= self.f + self.c1 * t * gtd + slack:
+            if _finite(f_new, g_new) and f_new <= self.f + self.c1 * t * gtd + slack:
                 accepted = True
                 break
             t *= 0.5
         if not accepted:
-            if not _finite(f_new):
-                raise NonFiniteLossError(f"the loss became {f_new} and backtracking could not recover")
+            if not _finite(f_new, g_new):
+                raise NonFiniteLossError(
+                    f"the loss or its gradient became non-finite (loss {f_new}) and backtracking could not recover"
+                )
             # no acceptable point along d: stay (a worse image is never taken) and restart from the gradient
+            self.stalled = not self.s  # d was the gradient already
             self.s, self.y, self.rho = [], [], []
             return x
         s, y = x_new - x, g_new - g
         sy, yy = float(np.dot(s, y)), float(np.dot(y, y))
-        if sy > 1e-10 * yy and yy > 0:  # relative: scaling the loss must not change which pairs are kept
-            if len(self.s) >= self.m:  # the oldest pair leaves before the new one joins: never m + 1 in the history
+        # positive curvature only: sᵀy / yᵀy (the two-loop's scaling, an inverse curvature) above 1e-10; that goes
+        # inversely with the loss's scale, so the test is not scale-free, but far from any loss's here
+        if sy > 1e-10 * yy and yy > 0:
+            # the oldest pairs leave before the new one joins: never m + 1 in the history, nor more than m after a
+            # resume with a smaller limit (a smaller memory budget)
+            while self.s and len(self.s) >= self.m:
                 del self.s[0], self.y[0], self.rho[0]
             self.s.append(s)
             self.y.append(y)
@@ -137,9 +151,11 @@ class LBFGS:
             "g": np.zeros(0, np.float32) if self.g is None else self.g,
             "parts": np.asarray([self.parts.get(k, np.nan) for k in ("content", "style", "tv")], np.float64),
             "evaluations": np.asarray(self.evaluations),
+            "stalled": np.asarray(self.stalled),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.stalled = bool(state["stalled"]) if "stalled" in state else False  # older checkpoints lack it
         self.rho = [float(r) for r in state["rho"]]
         if "s" in state:  # checkpoints written before the pairs were stored one by one
             self.s, self.y = list(state["s"]), list(state["y"])
@@ -177,8 +193,8 @@ class Adam:
     def step(self, x: np.ndarray, fg: FG) -> np.ndarray:
         f, parts, g = fg(x)
         self.evaluations += 1
-        if not _finite(f):
-            raise NonFiniteLossError(f"the loss became {f}")
+        if not _finite(f, g):  # a step along a non-finite gradient would write NaN pixels
+            raise NonFiniteLossError(f"the loss or its gradient became non-finite (loss {f})")
         if self.m is None:
             self.m, self.v = np.zeros_like(g), np.zeros_like(g)
         self.t += 1

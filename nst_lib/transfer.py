@@ -125,11 +125,12 @@ LBFGS_WORKING_ARRAYS = 5
 def lbfgs_pairs(config: StyleConfig, values: int) -> int:
     """Curvature pairs L-BFGS keeps for an image of ``values`` floats: ``lbfgs_history``, fewer where its state —
     the pairs (2 × 4 bytes a value each) and its working arrays — would take more than a quarter of the memory
-    budget (a 4K image's 20 pairs alone would take 4 GB); at least 3, which at 4K within the default 4 GB budget
-    take, with the working arrays, 1.09 GB of the 1.07 GB share."""
+    budget (a 4K image's 20 pairs alone would take 4 GB); the budget cuts them to no fewer than 3, which at 4K
+    within the default 4 GB budget take, with the working arrays, 1.09 GB of the 1.07 GB share. A smaller
+    ``lbfgs_history`` asked for is kept."""
     share = OPTIMIZER_BUDGET_SHARE * memory_budget(config) - LBFGS_WORKING_ARRAYS * 4 * values
     fit = int(share / (8 * values))
-    return max(3, min(config.lbfgs_history, fit))
+    return min(config.lbfgs_history, max(3, fit))
 
 
 def _check_size(image: np.ndarray, extractor: FeatureExtractor, name: str, what: str, fix: int | None = None) -> None:
@@ -222,9 +223,13 @@ class _Engine:
         return max([smallest_size(content_hw, min_side), *(smallest_size(hw, min_side, scale) for hw in style_hws)])
 
     def level_shapes(self, long_side: int) -> tuple[tuple[int, int], list[tuple[int, int]]]:
-        """(content, [styles]) heights and widths at a scale (the pixel budget was applied at load)."""
+        """(content, [styles]) heights and widths at a scale. The pixel budget was applied at load: a style it
+        shrank there is never enlarged past that size again (``style_scale`` > 1 asks for more pixels than the
+        content's)."""
         target = max(1, round(long_side * self.config.style_scale))
-        return fit_size(self.content.shape[:2], long_side), [fit_size(s.shape[:2], target) for s in self.styles]
+        return fit_size(self.content.shape[:2], long_side), [
+            fit_size(s.shape[:2], min(target, max(s.shape[:2]))) for s in self.styles
+        ]
 
     def level_images(self, level: int) -> tuple[np.ndarray, list[np.ndarray]]:
         content_hw, style_hws = self.level_shapes(self.scales[level].long_side)
@@ -422,13 +427,18 @@ def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = Tr
 def _execute(
     config, content_img, style_imgs, names, run, callbacks, progress, timer, start=None, initial=None, source_hws=None
 ) -> StyleResult:
-    with timer("build"):
-        extractor = extractor_for(config)
-    engine = _Engine(config, content_img, style_imgs, run, extractor.min_side, initial, source_hws)
-    if start is not None:
-        engine.history = start["history"]
-        engine.snapshots = run.numbered_images("snapshots", "*step_*.png")
-    unrounded, status = engine.run_all(extractor, names, as_callbacks(callbacks), progress, timer, start)
+    try:
+        with timer("build"):
+            extractor = extractor_for(config)
+        engine = _Engine(config, content_img, style_imgs, run, extractor.min_side, initial, source_hws)
+        if start is not None:
+            engine.history = start["history"]
+            engine.snapshots = run.numbered_images("snapshots", "*step_*.png")
+        unrounded, status = engine.run_all(extractor, names, as_callbacks(callbacks), progress, timer, start)
+    except Exception as exc:  # a bad layer name, blend weights, an input too thin: the folder must not say running
+        if run is not None and not str(run.record.get("status", "")).startswith("failed"):
+            run.write_record(status=f"failed: {type(exc).__name__}: {exc}")
+        raise
     image = to_uint8(unrounded)
     steps_done = engine.history[-1]["step"] if engine.history else 0
     timings = timer.summary(len(engine.history))

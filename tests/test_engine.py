@@ -86,13 +86,13 @@ def test_lbfgs_line_search_allows_for_the_losss_evaluation_noise():
         for _ in range(80):
             x = opt.step(x, fg)
             excess.append(true_f(x) - 1e4)
-        runs[noise] = (excess, opt.evaluations)
-    # the exact Armijo test stalls where the decrease per step is about the noise's size (1e4 x 2e-5 = 0.2): its
-    # last 20 steps spend every backtrack and do not move; allowing 2 x noise x |f| keeps one evaluation a step and
-    # goes on far below where the exact test stopped
+        runs[noise] = (excess, opt.evaluations, opt.stalled)
+    # the exact Armijo test stalls where the decrease per step is about the noise's size (1e4 x 2e-5 = 0.2): even
+    # the gradient's line search fails, and its last 20 steps do not move; allowing 2 x noise x |f| keeps one
+    # evaluation a step and goes on far below where the exact test stopped
     exact, tolerant = runs[0.0][0], runs[2e-5][0]
-    assert runs[0.0][1] > 3 * 80 and exact[-1] == exact[-20] > 1e-3
-    assert runs[2e-5][1] < 1.2 * 80 and tolerant[-1] < 1e-3 and tolerant[-1] < 0.1 * exact[-1]
+    assert runs[0.0][2] and exact[-1] == exact[-20] > 1e-3
+    assert not runs[2e-5][2] and runs[2e-5][1] < 1.2 * 80 and tolerant[-1] < 1e-3 and tolerant[-1] < 0.1 * exact[-1]
 
 
 def test_lbfgs_never_steps_to_a_worse_image_when_its_line_search_fails():
@@ -194,6 +194,64 @@ def test_interrupt_keeps_what_was_done(small_pair, tmp_path):
     assert json.loads((r.run_dir / "config.json").read_text())["status"] == "interrupted"
 
 
+def test_lbfgs_stays_put_without_evaluating_once_the_gradient_itself_finds_no_descent():
+    """A loss whose jitter (deterministic, 1e-3 of the value: beyond the line search's allowance of 0) hides the true
+    decrease near the minimum: the gradient's own line search fails; the steps after it cost no evaluations
+    instead of repeating the same 11 failed ones."""
+    diag = np.logspace(0, 2, 50).astype(np.float32)
+
+    def fg(x):
+        f = float(0.5 * np.sum(diag * x * x)) + 1e4
+        jitter = 1e-3 * f * np.sin(1e3 * float(np.sum(x)))
+        return f + jitter, {}, (diag * x).astype(np.float32)
+
+    opt, x = LBFGS(history=5), np.full(50, 30.0, np.float32)
+    for _ in range(60):
+        x = opt.step(x, fg)
+        if opt.stalled:
+            break
+    assert opt.stalled and not opt.s
+    stuck_at, evaluations, f = x.copy(), opt.evaluations, opt.f
+    for _ in range(5):
+        x = opt.step(x, fg)
+    assert opt.evaluations == evaluations and np.array_equal(x, stuck_at) and opt.f == f
+    restored = LBFGS(history=5)
+    restored.load_state_dict(opt.state_dict())  # a resume stays put too
+    assert restored.stalled and np.array_equal(restored.step(x, fg), stuck_at)
+    assert restored.evaluations == evaluations
+
+
+def test_a_non_finite_gradient_is_never_stepped_along():
+    """A float16 network's gradient can overflow while the float32 loss stays finite: Adam must not write NaN
+    pixels, and L-BFGS backtracks to a point whose gradient is finite."""
+
+    def fg(x):  # the minimum at 100; past 20 the gradient overflows
+        g = (2 * (x - 100.0)).astype(np.float32)
+        if x[0] > 20.0:
+            g[1] = np.inf
+        return float(np.sum((x - 100.0) ** 2)), {}, g
+
+    with pytest.raises(NonFiniteLossError, match="gradient"):
+        Adam(learning_rate=1.0).step(np.full(4, 30.0, np.float32), fg)
+    opt, x = LBFGS(learning_rate=8.0), np.full(4, 4.0, np.float32)
+    for _ in range(4):
+        x = opt.step(x, fg)
+        assert np.isfinite(x).all() and np.isfinite(opt.g).all() and x[0] <= 20.0
+    assert x[0] > 4.0  # it did move, towards the minimum
+
+
+def test_lbfgs_resumed_with_a_smaller_history_keeps_no_more_pairs_than_it():
+    fg = _quadratic(np.linspace(1, 10, 20).astype(np.float32))
+    opt, x = LBFGS(history=6), np.full(20, 50.0, np.float32)
+    for _ in range(8):
+        x = opt.step(x, fg)
+    assert len(opt.s) == 6
+    smaller = LBFGS(history=3)  # a resume whose memory budget keeps fewer pairs
+    smaller.load_state_dict(opt.state_dict())
+    smaller.step(x, fg)
+    assert len(smaller.s) == len(smaller.y) == len(smaller.rho) == 3
+
+
 def test_non_finite_loss_stops_with_last_good_image(small_pair, tmp_path, monkeypatch):
     from nst_lib import objective
 
@@ -212,6 +270,34 @@ def test_non_finite_loss_stops_with_last_good_image(small_pair, tmp_path, monkey
     (run_dir,) = tmp_path.iterdir()
     assert (run_dir / "snapshots" / "last_good.png").is_file()
     assert "non-finite" in json.loads((run_dir / "config.json").read_text())["status"]
+
+
+def test_a_style_the_pixel_budget_shrank_is_not_enlarged_again(small_pair, monkeypatch):
+    """style_scale 2 asks for a style of 4× the content's pixels; max_pixels shrinks it at load (with a warning) and
+    no scale may enlarge it past that again."""
+    from nst_lib import transfer
+
+    seen = []
+
+    class Recording(transfer.Objective):
+        def __init__(self, extractor, config, content, styles, *args, **kwargs):
+            seen.append([s.shape[:2] for s in styles])
+            super().__init__(extractor, config, content, styles, *args, **kwargs)
+
+    monkeypatch.setattr(transfer, "Objective", Recording)
+    content, style = small_pair
+    with pytest.warns(UserWarning, match="pixel budget"):
+        stylize(content, style, out=None, steps=1, progress=False, style_scale=2.0, max_pixels=64 * 48, **FAST)
+    assert seen and all(h * w <= 64 * 48 for shapes in seen for h, w in shapes)
+
+
+def test_an_error_after_the_folder_was_made_marks_the_run_failed(small_pair, tmp_path):
+    content, style = small_pair
+    with pytest.raises(ConfigError, match="style_blend_weights"):
+        stylize(content, [style, style], out=tmp_path, steps=1, progress=False, style_blend_weights=(1, 2, 3), **FAST)
+    (run_dir,) = tmp_path.iterdir()
+    status = json.loads((run_dir / "config.json").read_text())["status"]
+    assert status.startswith("failed: ConfigError") and "style_blend_weights" in status
 
 
 def test_multi_style_list_and_batch(small_pair):
@@ -386,6 +472,20 @@ def test_config_validation():
         StyleConfig(size=0)
     with pytest.raises(ConfigError, match="unknown preset"):
         StyleConfig.preset("nope")
+    bad = {  # each would pass to the run and fail there: NaN pixels, a TypeError inside range(), …
+        "adam_beta1": 1.0,
+        "adam_epsilon": 0.0,
+        "content_weight": float("nan"),
+        "learning_rate": float("inf"),
+        "steps": 2.5,
+        "pyramid_levels": 2.5,
+        "seed": True,
+        "style_blend_weights": (1.0, float("nan")),
+    }
+    for name, value in bad.items():
+        with pytest.raises(ConfigError, match=name):
+            StyleConfig(**{name: value})
+    assert StyleConfig(size=np.int64(64), adam_beta1=0.0).size == 64  # numpy integers are whole numbers
     assert StyleConfig.from_dict(StyleConfig(style_layers=["block1_conv1"]).to_dict()).style_layers == ("block1_conv1",)
 
 

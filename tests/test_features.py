@@ -76,6 +76,18 @@ def test_aliases_resolve_to_keras_names():
     assert fe.layers == ["block4_conv2", "block1_conv1", "block2_conv2", "block2_pool"]
 
 
+def test_a_layer_named_two_ways_is_one_layer_the_loss_uses_under_both_names():
+    from nst_lib import StyleConfig, evaluate
+
+    rng = np.random.default_rng(0)
+    image, content, style = (rng.uniform(0, 255, (40, 40, 3)).astype(np.float32) for _ in range(3))
+    kw = dict(weights=None, size=40, content_layers=("block2_conv2",))
+    aliased = evaluate(image, content, style, StyleConfig(style_layers=("conv2_2", "block1_conv1"), **kw))
+    keras_names = evaluate(image, content, style, StyleConfig(style_layers=("block2_conv2", "block1_conv1"), **kw))
+    assert aliased.total == pytest.approx(keras_names.total, rel=1e-6) and aliased.style > 0
+    np.testing.assert_allclose(aliased.grad, keras_names.grad, rtol=1e-5, atol=1e-6 * np.abs(aliased.grad).max())
+
+
 def test_unknown_layer_lists_the_valid_ones():
     with pytest.raises(ConfigError, match=r"unknown layer 'relu9_9'.*block1_conv1.*block5_conv4"):
         FeatureExtractor("vgg19", ["relu9_9"], weights=None)

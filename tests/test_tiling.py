@@ -187,6 +187,8 @@ def test_the_optimisers_state_fits_its_share_of_the_budget():
     assert lbfgs_pairs(config, 1080 * 1920 * 3) == 19 and lbfgs_pairs(config, 1536 * 2048 * 3) == 11  # as the README
     assert lbfgs_pairs(config, 2160 * 3840 * 3) == 3  # 4K: the floor, 3 pairs (0.6 GB) beside 0.5 GB of working arrays
     assert lbfgs_pairs(config.replace(memory_budget_mb=64), 2160 * 3840 * 3) == 3  # never fewer than 3
+    assert lbfgs_pairs(config.replace(lbfgs_history=2), 2160 * 3840 * 3) == 2  # … unless fewer were asked for
+    assert lbfgs_pairs(config.replace(lbfgs_history=1), 384 * 512 * 3) == 1
 
 
 def test_a_tiled_stylisation_follows_the_untiled_one(small_pair):
