@@ -33,6 +33,13 @@ def _finite(value: float, grad: np.ndarray | None = None) -> bool:
     return math.isfinite(value) and (grad is None or bool(np.isfinite(grad).all()))
 
 
+def _non_finite(value: float) -> str:
+    """What was not finite, for the error: the loss, or else its gradient."""
+    return (
+        f"the loss is {value}" if not math.isfinite(value) else f"the loss's gradient is not finite (loss {value:.6g})"
+    )
+
+
 class LBFGS:
     """Limited-memory BFGS with the two-loop recursion, Armijo backtracking and projection to the pixel box.
 
@@ -93,7 +100,7 @@ class LBFGS:
             self.f, self.parts, self.g = fg(x)
             self.evaluations += 1
             if not _finite(self.f, self.g):
-                raise NonFiniteLossError(f"the loss or its gradient is not finite at the start (loss {self.f})")
+                raise NonFiniteLossError(f"{_non_finite(self.f)} at the starting image")
         if self.stalled:
             return x
         g = self.g
@@ -118,9 +125,7 @@ class LBFGS:
             t *= 0.5
         if not accepted:
             if not _finite(f_new, g_new):
-                raise NonFiniteLossError(
-                    f"the loss or its gradient became non-finite (loss {f_new}) and backtracking could not recover"
-                )
+                raise NonFiniteLossError(f"{_non_finite(f_new)} and backtracking could not recover")
             # no acceptable point along d: stay (a worse image is never taken) and restart from the gradient
             self.stalled = not self.s  # d was the gradient already
             self.s, self.y, self.rho = [], [], []
@@ -194,7 +199,7 @@ class Adam:
         f, parts, g = fg(x)
         self.evaluations += 1
         if not _finite(f, g):  # a step along a non-finite gradient would write NaN pixels
-            raise NonFiniteLossError(f"the loss or its gradient became non-finite (loss {f})")
+            raise NonFiniteLossError(_non_finite(f))
         if self.m is None:
             self.m, self.v = np.zeros_like(g), np.zeros_like(g)
         self.t += 1

@@ -45,6 +45,27 @@ def slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._=+]+", "-", ascii_text).strip("-")[:120] or "run"
 
 
+def json_default(value: Any) -> Any:
+    """What JSON cannot hold: numpy numbers and arrays as Python's (a sweep's ``np.arange`` of steps must read
+    back as integers, not the strings '3'), anything else as its text (a path)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def changed_setting(recorded: dict, wanted: dict, ignore: Sequence[str] = ()) -> str:
+    """The first field (``'init: 'content' → 'noise''``) in which a run's recorded config differs from ``wanted``
+    (a config's ``to_dict()``), '' where none does; fields in ``ignore``, or that the record predates, are not
+    compared."""
+    wanted = json.loads(json.dumps(wanted, default=json_default))  # tuples as lists, numpy numbers as Python's
+    for key, value in wanted.items():
+        if key in recorded and key not in ignore and recorded[key] != value:
+            return f"{key}: {recorded[key]!r} → {value!r}"
+    return ""
+
+
 class Run:
     """A run folder. ``Run.create`` never reuses an existing folder; ``Run.open`` reads one back."""
 
@@ -90,7 +111,7 @@ class Run:
     def write_record(self, **fields: Any) -> None:
         self.record.update(fields)
         tmp = self.path / "config.json.tmp"
-        tmp.write_text(json.dumps(self.record, indent=2, default=str))
+        tmp.write_text(json.dumps(self.record, indent=2, default=json_default))
         tmp.replace(self.path / "config.json")
 
     def begin(self, kind: str, **fields: Any) -> None:

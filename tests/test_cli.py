@@ -38,6 +38,11 @@ def test_list_and_bool_flags_parse():
     )
     config = _config_from_args(args)
     assert config.style_layers == ("relu1_1", "relu2_1") and config.preserve_color and config.weights is None
+    # a field with choices that may be None: "none" is one of its choices (argparse checked the converted None)
+    args = build_parser().parse_args(["stylize", "c", "s", "--preprocessing", "none", "--optimizer", "adam"])
+    assert _config_from_args(args).preprocessing is None and args.optimizer == "adam"
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["stylize", "c", "s", "--optimizer", "none"])  # not optional: no none
 
 
 def test_none_resets_a_list_flag_to_its_default_and_stands_alone(capsys):

@@ -2,12 +2,11 @@
 back instead of re-run, the fixed style size, the 16:9 crop and the figures."""
 
 import json
-import subprocess
 
 import numpy as np
 import pytest
 
-from nst_lib import StyleConfig
+from nst_lib import StyleConfig, stylize
 from nst_lib.errors import NSTError
 from nst_lib.workbench import resolution
 from nst_lib.workbench.resolution import (
@@ -64,19 +63,48 @@ def test_a_study_runs_each_case_in_its_own_process_and_reads_completed_cases_bac
     def no_new_process(*args, **kwargs):
         raise AssertionError("a completed case was run again")
 
-    monkeypatch.setattr(resolution.subprocess, "run", no_new_process)
+    monkeypatch.setattr(resolution.subprocess, "Popen", no_new_process)
     again = resolution_study(content, STYLE, [48, 64], config, tmp_path / "study", modes=("fixed",), progress=False)
     assert [(r.run_dir, r.seconds) for r in again] == [(r.run_dir, r.seconds) for r in runs]
     for fig in (resolution_grid(runs), detail_crops(runs, crop=16), cost_plot(runs)):
         assert fig.axes
+    # another config (here: the seed) is another study: its cases are not read back from these folders
+    with pytest.raises(AssertionError, match="run again"):
+        resolution_study(content, STYLE, [48], config.replace(seed=1), tmp_path / "study", modes=("fixed",))
 
 
-def test_a_failed_case_names_its_folder(tmp_path, monkeypatch):
-    def fails(*args, **kwargs):
-        return subprocess.CompletedProcess(args, 0)  # exits without writing a completed run
+def test_a_case_stopped_part_way_goes_on_from_its_checkpoint(tmp_path):
+    content = save_crop(CONTENT, tmp_path / "inputs" / "content.png")
+    config = StyleConfig(weights=None, steps=3, snapshot_every=0, pyramid_levels=1)
+    case = resolution.case_config(config, 48, "proportional")
+    stopped = stylize(
+        content,
+        STYLE,
+        case,
+        out=tmp_path / "study" / "48px_proportional",
+        name="48px_proportional",
+        callbacks=[lambda info: info.step >= 1],
+        progress=False,
+    )
+    assert stopped.status == "stopped" and len(stopped.history) == 1
+    (run,) = resolution_study(content, STYLE, [48], config, tmp_path / "study", modes=("proportional",), progress=False)
+    assert run.run_dir == stopped.run_dir  # resumed in its folder, not started again beside it
+    record = json.loads((run.run_dir / "config.json").read_text())
+    assert record["status"] == "completed" and record["steps_done"] == 3
 
-    monkeypatch.setattr(resolution.subprocess, "run", fails)
-    with pytest.raises(NSTError, match="48px_proportional.*without a completed run"):
-        resolution_study(CONTENT, STYLE, [48], StyleConfig(weights=None), tmp_path, modes=("proportional",))
+
+def test_a_failed_case_is_left_out_with_a_warning(tmp_path, monkeypatch):
+    class Fails:  # a child that exits without writing a completed run
+        def __init__(self, *args, **kwargs): ...
+
+        def wait(self):
+            return 1
+
+    monkeypatch.setattr(resolution.subprocess, "Popen", Fails)
+    with pytest.warns(UserWarning, match="failed.*exit code 1") as caught:
+        runs = resolution_study(CONTENT, STYLE, [48, 64], StyleConfig(weights=None), tmp_path, modes=("proportional",))
+    assert runs == []
+    failed = [str(w.message) for w in caught if "failed" in str(w.message)]
+    assert len(failed) == 2 and "48px_proportional" in failed[0] and "64px_proportional" in failed[1]  # 64 still tried
     with pytest.raises(NSTError, match="not a file"):
         resolution_study(tmp_path / "missing.png", STYLE, [48], StyleConfig(weights=None), tmp_path)

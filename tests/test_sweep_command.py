@@ -84,6 +84,11 @@ def test_sweep_defaults_come_from_style_config_then_the_preset_the_file_and_the_
     assert load_spec(spec, args.preset, {"size": args.size})["base"] == StyleConfig.preset(
         "tf_tutorial", steps=9, size=64
     )
+    # … and beat the file's vary: a flag for a varied field fixes it
+    spec.write_text(json.dumps({"contents": [str(CONTENT)], "styles": [str(STYLE)], "vary": {"size": [32, 48]}}))
+    assert load_spec(spec)["vary"] == {"size": [32, 48]}
+    flagged = load_spec(spec, None, {"size": 64})
+    assert flagged["vary"] == {} and flagged["base"].size == 64
 
 
 GOOD = '"contents": "%(content)s", "styles": "%(style)s"'

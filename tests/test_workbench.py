@@ -25,6 +25,9 @@ def test_image_grid_labels_and_export(tmp_path):
     assert fig._suptitle.get_text() == "T"
     paths = save_figure(fig, tmp_path / "grid", dpi=50)
     assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in paths)
+    dotted = save_figure(fig, tmp_path / "beta_0.5", dpi=20, formats=("png",))
+    assert [p.name for p in dotted] == ["beta_0.5.png"]  # not beta_0.png, which beta_0.7 would overwrite
+    assert [p.name for p in save_figure(fig, tmp_path / "named.png", dpi=20, formats=("png",))] == ["named.png"]
     with pytest.raises(ValueError):
         image_grid([[img]], ["r0", "r1"])
 
@@ -80,6 +83,56 @@ def test_interrupted_sweep_resumes_where_it_stopped(tmp_path):
     second = sweep(CONTENT, STYLE, TINY.replace(init="noise"), vary, out=tmp_path, progress=False)
     assert [c.status for c in second] == ["skipped (done)", "resumed, completed", "completed"]
     assert all(len(c.history) == 3 for c in second)
+
+
+def test_a_cell_folder_from_other_settings_is_kept_aside_not_reused(tmp_path):
+    first = sweep(CONTENT, STYLE, TINY.replace(steps=1), {"style_weight": [1e-3]}, out=tmp_path, progress=False)
+    with pytest.warns(UserWarning, match=r"init: 'content' → 'noise'.*other-settings"):
+        second = sweep(
+            CONTENT, STYLE, TINY.replace(steps=1, init="noise"), {"style_weight": [1e-3]}, out=tmp_path, progress=False
+        )
+    assert [c.status for c in second] == ["completed"] and second[0].run_dir == first[0].run_dir
+    assert json.loads((second[0].run_dir / "config.json").read_text())["config"]["init"] == "noise"
+    (aside,) = tmp_path.glob("*.other-settings")
+    assert json.loads((aside / "config.json").read_text())["config"]["init"] == "content"  # nothing lost
+
+
+def test_a_failing_cell_is_reported_and_the_others_still_run(tmp_path):
+    vary = {"content_layers": [("block4_conv2",), ("no_such_layer",), ("block5_conv2",)]}
+    with pytest.warns(UserWarning, match="no_such_layer.*failed: ConfigError"):
+        result = sweep(CONTENT, STYLE, TINY.replace(steps=1), vary, out=tmp_path, progress=False)
+    assert [c.status.split(":")[0] for c in result] == ["completed", "failed", "completed"]
+    assert "unknown layer 'no_such_layer'" in result[1].status and (tmp_path / "sweep.csv").is_file()
+    images, _, _ = result.grid("style", "content_layers")
+    assert images[0][0] is not None and images[0][1] is None and images[0][2] is not None
+    fig = result.figure("style", "content_layers")
+    assert "1 cell(s) not finished" in fig.texts[-1].get_text()
+
+
+def test_sweep_names_cells_apart_or_says_why_it_cannot(tmp_path):
+    import shutil
+
+    from nst_lib.errors import ConfigError
+    from nst_lib.workbench.sweeps import _named
+
+    with pytest.raises(ConfigError, match="share the folder"):  # names keep 6 digits of a float
+        sweep(CONTENT, STYLE, TINY, {"style_weight": [0.0012345678, 0.0012345679]}, out=tmp_path, progress=False)
+    assert not any(tmp_path.iterdir())
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+        shutil.copy(CONTENT, tmp_path / folder / "photo.jpg")
+    named = _named([tmp_path / "a" / "photo.jpg", tmp_path / "b" / "photo.jpg"])
+    assert list(named) == ["a_photo", "b_photo"]  # one file of the name is never dropped for the other
+
+
+def test_sweep_values_from_numpy_and_lists_read_back(tmp_path):
+    vary = {"steps": np.array([1]), "style_layers": [["block1_conv1"], ["block2_conv1"]]}
+    result = sweep(CONTENT, STYLE, TINY, vary, out=tmp_path, progress=False)
+    recorded = json.loads((result[0].run_dir / "config.json").read_text())["config"]
+    assert recorded["steps"] == 1 and isinstance(recorded["steps"], int)  # not the string '1'
+    StyleConfig.from_dict(recorded)  # so the cell can be resumed
+    images, rows, cols = result.grid("style_layers", "style")  # list values are looked up by value
+    assert len(images) == 2 and all(row[0] is not None for row in images)
 
 
 def test_sweep_rejects_unknown_fields_before_running(tmp_path):

@@ -151,12 +151,11 @@ def resume_training(
 
 
 def train_or_load(model, data, epochs: int, out: str | Path, name: str, progress: bool = True, **kwargs) -> TrainResult:
-    """``out/name`` as a cache: a finished run there with the same model config, data and epochs is read
-    back, an unfinished one resumed, anything else trained anew (a mismatching folder is kept aside as
-    ``name-2`` …, never overwritten) — also a run whose checkpoint no longer fits the networks. Notebooks call
-    this so that re-running a cell does not retrain."""
-    path = Path(out) / name
-    if (path / "config.json").is_file():
+    """``out/name`` as a cache: a finished run there (or in ``name-2`` …, where runs of other settings went) with
+    the same model config, data and epochs is read back, an unfinished one resumed, anything else trained anew
+    beside them (as ``name-2`` …, never overwriting) — also a run whose checkpoint no longer fits the networks.
+    Notebooks call this so that re-running a cell does not retrain."""
+    for path in _numbered(Path(out), name):  # out/name, and the runs trained beside it before, newest first
         record = Run.open(path).record
         same = (
             record.get("model") == model.kind
@@ -176,6 +175,16 @@ def train_or_load(model, data, epochs: int, out: str | Path, name: str, progress
             )
     # anything else, and a run that finished no epoch, trains anew beside what is there
     return train(model, data, epochs, out=out, name=name, timestamp=False, progress=progress, **kwargs)
+
+
+def _numbered(out: Path, name: str) -> list[Path]:
+    """The run folders ``out/name``, ``out/name-2``, … (``Run.create``'s names for runs beside it), newest first."""
+    found = {1: out / name} if (out / name / "config.json").is_file() else {}
+    for path in out.glob(f"{name}-*") if out.is_dir() else ():
+        number = path.name[len(name) + 1 :]
+        if number.isdigit() and (path / "config.json").is_file():
+            found[int(number)] = path
+    return [found[k] for k in sorted(found, reverse=True)]
 
 
 def train_style_vae(
@@ -326,6 +335,9 @@ def _fit(model, data, run: Run, start: int, epochs: int, callbacks, progress: bo
             )
     except KeyboardInterrupt:
         status = "interrupted"
+        # its weights are mid-epoch, not the folder's checkpoint: what is built on it (a prior) must not record the
+        # folder as its source, since resuming would then load other weights (load_trained gives the checkpoint's)
+        model.source_run = ""
     finally:
         if bar is not None:
             bar.close()

@@ -468,7 +468,8 @@ class VQPrior(GenerativeModelMixin, keras.Model):
         source = getattr(vqgan, "source_run", "") or config.vqgan_run
         if not source:
             raise ConfigError(
-                "the VQGAN must come from a run folder (train() or load_trained()), so the prior can resume"
+                "the VQGAN must come from a run folder (train() or load_trained()), so the prior can resume; an "
+                "interrupted training's model holds weights no checkpoint has: load_trained(its run) or resume it"
             )
         window = config.window or vqgan.config.code_size
         if window > vqgan.config.code_size:

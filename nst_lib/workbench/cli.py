@@ -31,6 +31,16 @@ def _none_or(parse):
     return parser
 
 
+def _one_of(choices: list[str], optional: bool):
+    def parser(text: str):
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"invalid choice {text!r} (choose from {', '.join(choices)})")
+        return None if optional and text == "none" else text
+
+    parser.__name__ = "choice"
+    return parser
+
+
 class _ListOrNone(argparse.Action):
     """A list flag whose single value ``none`` means None."""
 
@@ -65,9 +75,10 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
             group.add_argument(flag, nargs="+", metavar=item.__name__.upper(), **kw)
             continue
         parse = _none_or(base) if optional else base
-        if f.metadata.get("choices"):
-            kw["choices"] = list(f.metadata["choices"]) + (["none"] if optional else [])
-            parse = _none_or(str) if optional else str
+        if f.metadata.get("choices"):  # checked by the parse itself: argparse would check the converted None
+            choices = list(f.metadata["choices"]) + (["none"] if optional else [])
+            parse = _one_of(choices, optional)
+            kw["help"] += f"; one of {', '.join(choices)}"
         group.add_argument(flag, type=parse, metavar=f.name.upper(), **kw)
 
 

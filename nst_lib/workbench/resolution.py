@@ -3,8 +3,9 @@ with the same config, the style image's size either proportional to the output's
 time and peak memory each size took (notebook 10).
 
 Each case runs in its own Python process, so its peak memory is its own (a process's peak resident set only grows),
-and lands in its own run folder ``out/<size>px_<mode>/``; a case whose folder already holds a completed run is read
-back, not run again, so an interrupted study picks up where it stopped.
+and lands in its own run folder ``out/<size>px_<mode>/``; a case whose folder already holds a completed run of the
+same config is read back, not run again, and one stopped part-way goes on from its checkpoint, so an interrupted
+study picks up where it stopped.
 
     runs = resolution_study("photo.jpg", "style.jpg", [256, 1024, 3840], StyleConfig(), out="results/resolution")
     resolution_grid(runs); detail_crops(runs); cost_plot(runs)
@@ -14,8 +15,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +29,7 @@ from PIL import Image
 from ..config import StyleConfig
 from ..errors import NSTError
 from ..images import ImageLike, load_image, resize, save_image
-from ..runs import Run
+from ..runs import Run, changed_setting
 from .viz import figure, image_grid
 
 # "proportional": the style image is resized with the output (style_scale of the config), so its brush strokes
@@ -98,15 +101,52 @@ def case_config(config: StyleConfig, size: int, mode: str, fixed_style_size: int
     return config.replace(size=size, style_scale=scale)
 
 
-def _completed(folder: Path) -> Run | None:
-    """The newest completed run under ``folder``, if any."""
+# fields that do not make another case: snapshots and the TIFF are output only
+_OUTPUT_FIELDS = ("snapshot_every", "tiff16")
+
+
+def _runs_of(folder: Path, config: StyleConfig) -> list[Run]:
+    """The runs under ``folder`` made with ``config`` (a study's earlier settings are not this one's), newest first."""
     if not folder.is_dir():
-        return None
-    for path in sorted((p for p in folder.iterdir() if (p / "config.json").is_file()), reverse=True):
-        run = Run.open(path)
-        if run.record.get("status") == "completed" and (path / "output.png").is_file():
+        return []
+    paths = sorted((p for p in folder.iterdir() if (p / "config.json").is_file()), reverse=True)
+    runs = [Run.open(path) for path in paths]
+    return [r for r in runs if not changed_setting(r.record.get("config") or {}, config.to_dict(), _OUTPUT_FIELDS)]
+
+
+def _completed(folder: Path, config: StyleConfig) -> Run | None:
+    """The newest completed run of ``config`` under ``folder``, if any."""
+    for run in _runs_of(folder, config):
+        if run.record.get("status") == "completed" and (run.path / "output.png").is_file():
             return run
     return None
+
+
+def _resumable(folder: Path, config: StyleConfig) -> Run | None:
+    """The newest run of ``config`` under ``folder`` that stopped part-way (interrupted, or killed while running)
+    with a checkpoint to go on from."""
+    for run in _runs_of(folder, config):
+        if run.record.get("status") != "completed" and (run.path / "checkpoint.npz").is_file():
+            return run
+    return None
+
+
+def _run_child(code: str, argument: str) -> int:
+    """``code`` in a new Python process; Ctrl-C here (or a notebook's interrupt, which the child does not see) is
+    passed on as SIGINT, so the child stops after its step and checkpoints instead of being killed; a second Ctrl-C
+    kills it."""
+    paths = [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    child = subprocess.Popen([sys.executable, "-c", code, argument], env=env)
+    try:
+        return child.wait()
+    except KeyboardInterrupt:
+        child.send_signal(signal.SIGINT)
+        try:
+            child.wait()
+        except KeyboardInterrupt:
+            child.kill()
+        raise
 
 
 def _read(run: Run, size: int, mode: str) -> ResolutionRun:
@@ -128,10 +168,13 @@ def _read(run: Run, size: int, mode: str) -> ResolutionRun:
 
 _CHILD = """
 import json, sys
-from nst_lib import StyleConfig, stylize
+from nst_lib import StyleConfig, resume, stylize
 spec = json.loads(sys.argv[1])
-stylize(spec["content"], spec["style"], StyleConfig.from_dict(spec["config"]), out=spec["out"], name=spec["name"],
-        progress=spec["progress"])
+if spec.get("resume"):
+    resume(spec["resume"], progress=spec["progress"])
+else:
+    stylize(spec["content"], spec["style"], StyleConfig.from_dict(spec["config"]), out=spec["out"], name=spec["name"],
+            progress=spec["progress"])
 """
 
 
@@ -146,7 +189,9 @@ def resolution_study(
     progress: bool = True,
 ) -> list[ResolutionRun]:
     """Stylise ``content`` with ``style`` at each size and style mode (each in its own process), or read back the
-    cases already completed under ``out``. ``content`` and ``style`` must be files (a child process loads them)."""
+    cases already completed under ``out`` with the same config; a case stopped part-way (Ctrl-C, a notebook's
+    interrupt, a killed process) goes on from its checkpoint. A case that fails is reported with a warning and left
+    out; the others still run. ``content`` and ``style`` must be files (a child process loads them)."""
     out = Path(out)
     for path in (content, style):
         if not Path(path).is_file():
@@ -155,9 +200,10 @@ def resolution_study(
     for size in sizes:
         for mode in modes:
             folder = out / f"{size}px_{mode}"
-            run = _completed(folder)
+            cfg = case_config(config, size, mode, fixed_style_size)
+            run = _completed(folder, cfg)
             if run is None:
-                cfg = case_config(config, size, mode, fixed_style_size)
+                earlier = _resumable(folder, cfg)
                 spec = {
                     "content": str(content),
                     "style": str(style),
@@ -165,15 +211,17 @@ def resolution_study(
                     "out": str(folder),
                     "name": f"{size}px_{mode}",
                     "progress": progress,
+                    "resume": str(earlier.path) if earlier else None,
                 }
                 if progress:
-                    print(f"resolution study: {size} px, style {mode}", flush=True)
-                paths = [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]
-                env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-                subprocess.run([sys.executable, "-c", _CHILD, json.dumps(spec)], check=True, env=env)
-                run = _completed(folder)
+                    print(f"resolution study: {size} px, style {mode}{', resumed' if earlier else ''}", flush=True)
+                code = _run_child(_CHILD, json.dumps(spec))
+                run = _completed(folder, cfg)
                 if run is None:
-                    raise NSTError(f"{folder}: the {size} px case ended without a completed run")
+                    warnings.warn(
+                        f"{folder}: the {size} px case (style {mode}) failed (exit code {code}); left out", stacklevel=2
+                    )
+                    continue
             runs.append(_read(run, size, mode))
     return runs
 

@@ -32,7 +32,7 @@ from ..config import PRESETS, StyleConfig
 from ..errors import ConfigError
 from ..images import ImageLike, source_name
 from ..optim import Callback, StepInfo
-from ..runs import Run, slug
+from ..runs import Run, changed_setting, slug
 from ..transfer import resume, schedule, stylize, total_steps
 from .viz import image_grid
 
@@ -53,6 +53,11 @@ class SweepCell:
     @property
     def image(self) -> np.ndarray:
         return np.asarray(Image.open(self.run_dir / "output.png").convert("RGB"))
+
+    @property
+    def finished(self) -> bool:
+        """Ran (or had run) all its steps: ``completed``, ``skipped (done)``, ``resumed, completed``."""
+        return self.status.endswith(("completed", "(done)"))
 
     def row(self) -> dict[str, Any]:
         return {
@@ -99,7 +104,8 @@ class SweepResult(list):
 
     def grid(self, rows: str, cols: str, **fixed: Any):
         """(images, row_labels, col_labels) with one row per value of ``rows`` and one column per value of
-        ``cols``, among the cells matching ``fixed``; a missing combination is None."""
+        ``cols``, among the cells matching ``fixed``; a missing combination, and a cell that has not finished
+        (pending, failed, stopped part-way: its output would be a half-optimised image), is None."""
         cells = [c for c in self if all(c.value(k) == v for k, v in fixed.items())]
         row_values = list(dict.fromkeys(c.value(rows) for c in cells))
         col_values = list(dict.fromkeys(c.value(cols) for c in cells))
@@ -109,11 +115,20 @@ class SweepResult(list):
             if key in lookup:
                 raise ValueError(f"several cells for {rows}={key[0]!r}, {cols}={key[1]!r}: fix the other fields")
             lookup[key] = c
-        images = [[lookup[(r, k)].image if (r, k) in lookup else None for k in col_values] for r in row_values]
+        images = [
+            [lookup[(r, k)].image if (r, k) in lookup and lookup[(r, k)].finished else None for k in col_values]
+            for r in row_values
+        ]
         return images, [_label(rows, r) for r in row_values], [_label(cols, k) for k in col_values]
 
     def figure(self, rows: str, cols: str, title: str | None = None, footnote: str | None = None, **fixed: Any):
         images, row_labels, col_labels = self.grid(rows, cols, **fixed)
+        unfinished = [c for c in self if all(c.value(k) == v for k, v in fixed.items()) and not c.finished]
+        if unfinished:  # a blank square says why
+            blank = (
+                f"blank: {len(unfinished)} cell(s) not finished ({', '.join(sorted({c.status for c in unfinished}))})"
+            )
+            footnote = f"{footnote}; {blank}" if footnote else blank
         return image_grid(images, row_labels, col_labels, title, footnote=footnote)
 
 
@@ -134,11 +149,17 @@ def _named(images: Mapping[str, ImageLike] | Sequence[ImageLike] | ImageLike) ->
         return dict(images)
     if isinstance(images, (str, Path)) or not isinstance(images, Sequence):
         images = [images]
-    named = {}
+    names = []
     for i, img in enumerate(images):
         name = source_name(img)
-        named[Path(name).stem if not name.startswith("<") else f"image{i}"] = img
-    return named
+        names.append((Path(name).stem, Path(name).parent.name) if not name.startswith("<") else (f"image{i}", ""))
+    stems = [stem for stem, _ in names]
+    # two files of one name in different folders: each named after its folder too, never one dropped for the other
+    keys = [f"{parent}_{stem}" if stems.count(stem) > 1 and parent else stem for stem, parent in names]
+    if len(set(keys)) < len(keys):
+        twice = next(k for k in keys if keys.count(k) > 1)
+        raise ConfigError(f"two images would both be named {twice!r} in the sweep: pass them as a dict of names")
+    return dict(zip(keys, images))
 
 
 class _SweepProgress(Callback):
@@ -155,6 +176,14 @@ def run_cell(cell: SweepCell, config: StyleConfig, content: ImageLike, style: Im
     resumed from its checkpoint when it holds an interrupted one, started otherwise. ``report(n)`` is told the
     steps already done before any step runs (the progress bar's offset); ``callbacks`` see every step."""
     record = _record(cell.run_dir)
+    changed = _changed_settings(record, config)
+    if changed:  # another sweep's result under this cell's name: kept aside, never reused as this one's
+        aside = _free(cell.run_dir.with_name(cell.run_dir.name + ".other-settings"))
+        warnings.warn(
+            f"sweep cell {cell.run_dir.name} was run with {changed}; that run moved to {aside.name}", stacklevel=2
+        )
+        cell.run_dir.rename(aside)
+        record = {}
     if record.get("status") == "completed" and record.get("steps_done", 0) >= config.steps:
         cell.status = "skipped (done)"
         cell.history = Run.open(cell.run_dir).read_rows("losses.csv")
@@ -180,6 +209,14 @@ def run_cell(cell: SweepCell, config: StyleConfig, content: ImageLike, style: Im
         )
         cell.status, cell.history = result.status, result.history
     cell.final = cell.history[-1] if cell.history else {}
+
+
+# fields a cell may change between calls without being another cell: more steps resume it, snapshots are output
+_RESUMABLE_FIELDS = ("steps", "snapshot_every", "tiff16")
+
+
+def _changed_settings(record: dict, config: StyleConfig) -> str:
+    return changed_setting(record.get("config") or {}, config.to_dict(), _RESUMABLE_FIELDS)
 
 
 def cell_name(content: str, style: str, overrides: Mapping[str, Any]) -> str:
@@ -222,12 +259,21 @@ def sweep(
 
         require_ray()  # before anything else: a missing extra fails at once
     base = base or StyleConfig()
-    vary = dict(vary or {})
+    # lists (a spec file's style_layers) as tuples, as StyleConfig holds them: cells are looked up by value
+    vary = {k: [tuple(v) if isinstance(v, list) else v for v in values] for k, values in (vary or {}).items()}
     base.replace(**{k: v[0] for k, v in vary.items()})  # unknown fields fail now, not after hours
     out = Path(out)
     contents, styles = _named(contents), _named(styles)
     combos = [dict(zip(vary, values)) for values in itertools.product(*vary.values())] or [{}]
     cells = SweepResult(SweepCell(c, s, o, out / cell_name(c, s, o)) for c in contents for s in styles for o in combos)
+    names = [cell.run_dir.name for cell in cells]
+    for i, name in enumerate(names):  # names are cut at 120 characters, floats to 6 digits, accents dropped
+        if name in names[:i]:
+            first = cells[names.index(name)]
+            raise ConfigError(
+                f"two sweep cells would share the folder {name!r} ({first.content}, {first.style}, {first.overrides} "
+                f"and {cells[i].content}, {cells[i].style}, {cells[i].overrides}): shorten the names or values"
+            )
     configs = [base.replace(**cell.overrides) for cell in cells]
     total = sum(total_steps(cfg) for cfg in configs)
     desc = f"sweep {out.name}"
@@ -264,7 +310,11 @@ def _run_local(cells, configs, contents, styles, callbacks, progress, total, des
     try:
         for cell, config in zip(cells, configs):
             callbacks_here = [_SweepProgress(bar, f"{cell.content}×{cell.style}"), *callbacks]
-            run_cell(cell, config, contents[cell.content], styles[cell.style], callbacks_here, bar.update)
+            try:
+                run_cell(cell, config, contents[cell.content], styles[cell.style], callbacks_here, bar.update)
+            except Exception as exc:  # reported by name (and nst sweep exits 1); the other cells still run
+                cell.status = f"failed: {type(exc).__name__}: {exc}"
+                continue
             if cell.status.endswith(("interrupted", "stopped")):
                 break
     finally:
@@ -306,8 +356,9 @@ def load_spec(path: str | Path, preset: str | None = None, overrides: Mapping[st
         [vary]                               # StyleConfig field = list of values
         style_weight = [1e-4, 1e-3, 1e-2]
 
-    ``preset`` and ``overrides`` (the command line's flags) take precedence over the file's. Every problem is
-    a ``SpecError`` naming the file and the field."""
+    ``preset`` and ``overrides`` (the command line's flags) take precedence over the file's, its ``vary`` too: a
+    flag for a varied field fixes it at the flag's value. Every problem is a ``SpecError`` naming the file and
+    the field."""
     path = Path(path)
     data = _read_spec(path)
     unknown = [k for k in data if k not in SPEC_FIELDS]
@@ -334,6 +385,8 @@ def load_spec(path: str | Path, preset: str | None = None, overrides: Mapping[st
         raise SpecError(f"{path}: vary: a table of StyleConfig field = list of values")
     checked = {}
     for key, values in vary.items():
+        if key in (overrides or {}):
+            continue
         if not isinstance(values, list) or not values:
             raise SpecError(f"{path}: vary.{key}: a non-empty list of values")
         checked[key] = [_spec_value(path, f"vary.{key}", key, v) for v in values]

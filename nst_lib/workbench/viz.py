@@ -105,13 +105,19 @@ def snapshot_strip(snapshots: Sequence[tuple[int, np.ndarray]], title: str | Non
     return image_grid([[img for _, img in snapshots]], None, [f"step {s}" for s, _ in snapshots], title, cell_size)
 
 
+FIGURE_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg", "eps", "ps", "tif", "tiff", "webp")
+
+
 def save_figure(fig, path: str | Path, dpi: int = 150, formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
-    """Write ``fig`` as ``path`` with each suffix in ``formats`` (the suffix of ``path`` is replaced)."""
+    """Write ``fig`` as ``path`` with each suffix in ``formats`` (a figure suffix of ``path`` is replaced; any other
+    dot stays in the name: ``beta_0.5`` → ``beta_0.5.png``, not ``beta_0.png``)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower().lstrip(".") in FIGURE_FORMATS:
+        path = path.with_suffix("")
     written = []
     for fmt in formats:
-        target = path.with_suffix("." + fmt)
+        target = path.with_name(f"{path.name}.{fmt}")
         fig.savefig(target, dpi=dpi, bbox_inches="tight")
         written.append(target)
     return written
