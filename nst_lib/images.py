@@ -307,6 +307,7 @@ def tile(images: np.ndarray, cols: int | None = None, pad: int = 2, fill: int = 
 # --- colour ---------------------------------------------------------------------------------------------
 _RGB_TO_YIQ = np.array([[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]])
 _YIQ_TO_RGB = np.linalg.inv(_RGB_TO_YIQ)
+LUMINANCE_WEIGHTS = _RGB_TO_YIQ[0].astype(np.float32)  # Y = 0.299 R + 0.587 G + 0.114 B
 
 
 def rgb_to_yiq(image: np.ndarray) -> np.ndarray:

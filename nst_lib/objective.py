@@ -23,6 +23,7 @@ Loss terms as in ``losses`` (see its docstring for what α and β mean under eac
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 from collections import OrderedDict
@@ -35,9 +36,9 @@ from keras import ops
 
 from . import backend
 from .config import StyleConfig
-from .errors import ConfigError
+from .errors import ConfigError, ImageError
 from .features import LAYER_PRESETS, FeatureExtractor, get_extractor
-from .images import ImageLike, load_image, resize
+from .images import LUMINANCE_WEIGHTS, ImageLike, grayscale, load_image, match_luminance, resize, source_name
 from .losses import content_loss, gram_matrix, normalize_weights, style_layer_loss, tv_loss, tv_loss_and_grad
 
 # A forward-only tile's side relative to a forward-and-backward tile's (Objective.forward_tiles). Forward-only
@@ -530,7 +531,12 @@ def evaluate(
     """The loss terms of ``image`` against ``content`` and ``style`` (one image or a list to blend) and d total /
     d pixel, exactly as ``stylize`` computes them at the image's size. Inputs are loaded as ``stylize`` loads them
     (long side ``config.size``; the style at ``style_scale`` × that); ``image`` is resized to the content's shape.
-    Tiled when ``config.tile_size`` says so (or the image would not fit the memory budget)."""
+    Tiled when ``config.tile_size`` says so (or the image would not fit the memory budget).
+
+    With ``preserve_color`` the terms are those of the luminance problem a colour-preserving run optimises: the
+    image's luminance against the content's and the styles' luminance matched to it; ``grad`` is then d total /
+    d pixel of ``image`` through its luminance (a run's own iterate is not kept in its colour output, so its
+    history can differ where that iterate strayed from grey)."""
     config = (config or StyleConfig()).replace(**overrides)
     content_img = load_image(content, config.size, config.max_pixels)
     h, w = content_img.shape[:2]
@@ -541,5 +547,18 @@ def evaluate(
     if x.shape[:2] != (h, w):
         x = resize(x, (h, w))
     extractor = extractor_for(config)
+    for img, src in [(content_img, content), *zip(style_imgs, styles)]:
+        if min(img.shape[:2]) < extractor.min_side:  # as stylize says it, not a pooling error from deep inside
+            raise ImageError(
+                f"{source_name(src)}: {img.shape[0]}×{img.shape[1]} px after resizing is too small for the layers "
+                f"chosen on {config.arch} (needs at least {extractor.min_side} px on each side): raise size"
+            )
+    if config.preserve_color:
+        style_imgs = [match_luminance(s, content_img) for s in style_imgs]
+        content_img, x = grayscale(content_img), grayscale(x)
     objective = Objective(extractor, config, content_img, style_imgs, tile_size_for(config, extractor, h, w))
-    return objective.evaluate(x)
+    result = objective.evaluate(x)
+    if config.preserve_color:  # the luminance's three equal channels each take Y = 0.299 R + 0.587 G + 0.114 B
+        y_grad = result.grad.sum(axis=-1, keepdims=True)
+        result = dataclasses.replace(result, grad=(y_grad * LUMINANCE_WEIGHTS).astype(np.float32))
+    return result

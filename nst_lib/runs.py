@@ -19,6 +19,7 @@ import json
 import re
 import time
 import unicodedata
+import zipfile
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -77,7 +78,10 @@ class Run:
     def create(cls, root: str | Path = "results", name: str = "run", timestamp: bool = True, subdirs=()) -> Run:
         """A new folder ``root/<time>_<name>`` (``root/<name>`` without timestamp); a taken name gets -2, -3…"""
         root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:  # a file of that name, no permission, a read-only disk
+            raise NSTError(f"{root}: cannot make the output folder ({err.strerror or err})") from None
         stem = f"{datetime.now():%Y%m%d-%H%M%S}_{slug(name)}" if timestamp else slug(name)
         for i in range(1, 10_000):
             path = root / (stem if i == 1 else f"{stem}-{i}")
@@ -98,7 +102,10 @@ class Run:
         if not (path / "config.json").is_file():
             raise NSTError(f"{path}: not a run folder (no config.json)")
         run = cls(path)
-        run.record = json.loads((path / "config.json").read_text())
+        try:
+            run.record = json.loads((path / "config.json").read_text())
+        except (OSError, ValueError) as err:
+            raise NSTError(f"{path / 'config.json'}: unreadable run record ({err})") from None
         if kind is not None and run.kind != kind:
             raise NSTError(f"{path}: a {run.kind} run, not a {kind} run")
         return run
@@ -175,8 +182,11 @@ class Run:
         path = self.path / name
         if not path.is_file():
             return None
-        with np.load(path) as data:
-            return {k: data[k] for k in (data.files if keys is None else keys)}
+        try:
+            with np.load(path) as data:
+                return {k: data[k] for k in (data.files if keys is None else keys)}
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # truncated, or not ours
+            raise NSTError(f"{path}: damaged checkpoint ({type(err).__name__}: {err})") from None
 
     # --- images ----------------------------------------------------------------------------------------
     def save_image(self, relative: str | Path, image) -> Path:

@@ -427,21 +427,30 @@ def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = Tr
 def _execute(
     config, content_img, style_imgs, names, run, callbacks, progress, timer, start=None, initial=None, source_hws=None
 ) -> StyleResult:
+    earlier_rows = start["history"] if start is not None else []
     try:
         with timer("build"):
             extractor = extractor_for(config)
+        if run is not None:
+            _record_network(run, extractor, resumed=start is not None)
         engine = _Engine(config, content_img, style_imgs, run, extractor.min_side, initial, source_hws)
         if start is not None:
-            engine.history = start["history"]
+            engine.history = list(start["history"])
             engine.snapshots = run.numbered_images("snapshots", "*step_*.png")
         unrounded, status = engine.run_all(extractor, names, as_callbacks(callbacks), progress, timer, start)
     except Exception as exc:  # a bad layer name, blend weights, an input too thin: the folder must not say running
         if run is not None and not str(run.record.get("status", "")).startswith("failed"):
             run.write_record(status=f"failed: {type(exc).__name__}: {exc}")
         raise
+    except KeyboardInterrupt:  # Ctrl-C before the first step (while building or computing targets)
+        if run is not None:
+            run.write_record(status="interrupted")
+        raise
     image = to_uint8(unrounded)
     steps_done = engine.history[-1]["step"] if engine.history else 0
-    timings = timer.summary(len(engine.history))
+    timings = timer.summary(len(engine.history) - len(earlier_rows))  # this session's steps, not the resumed ones
+    if run is not None and start is not None and run.record.get("timings"):  # the sessions before keep theirs
+        run.write_record(earlier_timings=[*run.record.get("earlier_timings", []), run.record["timings"]])
     if run is not None:
         with timer("save"):
             run.write_rows("losses.csv", engine.history, LOSS_COLUMNS)
@@ -469,6 +478,26 @@ def _execute(
 
 
 # --- the stylisation's part of its run folder ------------------------------------------------------------
+def network_description(extractor: FeatureExtractor) -> dict[str, str]:
+    """Which weights and preprocessing ``weights='imagenet'`` / ``'auto'`` resolved to on this machine: Keras' file,
+    torchvision's VGG16 in its stead, or random weights (by file name: no machine's path)."""
+    source = extractor.weights_source
+    weights = "random" if source is None else ("keras download" if source == "imagenet" else Path(source).name)
+    return {"weights": weights, "preprocessing": extractor.preprocessing}
+
+
+def _record_network(run: Run, extractor: FeatureExtractor, resumed: bool) -> None:
+    """Record what the run optimises against; a resume that would resolve to another network stops."""
+    network = network_description(extractor)
+    recorded = run.record.get("network")
+    if resumed and recorded and recorded != network:
+        raise ConfigError(
+            f"{run.path}: the run used weights {recorded['weights']} ({recorded['preprocessing']} preprocessing); "
+            f"here they resolve to {network['weights']} ({network['preprocessing']}): resume where those weights are"
+        )
+    run.write_record(network=network)
+
+
 def save_result(result: StyleResult, out: str | Path, name: str, inputs: dict[str, Any]) -> Path:
     """A new run folder for a result computed without one (``out=None``, e.g. the widget panel's runs): the
     record, ``losses.csv`` and ``output.png``. It has no checkpoint, so it is a record, not a resumable run; and no
@@ -492,9 +521,16 @@ def _save_inputs(run: Run, content: np.ndarray, styles: list[np.ndarray]) -> Non
 
 
 def _load_inputs(run: Run) -> tuple[np.ndarray, list[np.ndarray]]:
-    content = np.load(run.path / "inputs" / "content.npy")
     paths = sorted((run.path / "inputs").glob("style_*.npy"), key=lambda p: int(p.stem.split("_")[-1]))
-    return content, [np.load(p) for p in paths]
+    arrays = []
+    for path in [run.path / "inputs" / "content.npy", *paths]:
+        try:
+            arrays.append(np.load(path))
+        except (OSError, ValueError) as err:  # deleted or damaged: the run cannot go on against other inputs
+            raise ImageError(f"{path}: the run's input is missing or damaged ({err})") from None
+    if len(arrays) < 2:
+        raise ImageError(f"{run.path / 'inputs'}: the run's style inputs (style_0.npy …) are missing")
+    return arrays[0], arrays[1:]
 
 
 def _load_checkpoint(run: Run) -> dict[str, Any] | None:

@@ -88,6 +88,29 @@ def test_resume_command(tmp_path):
     assert (run_dir / "output.tif").is_file() and json.loads((run_dir / "config.json").read_text())["config"]["tiff16"]
 
 
+def test_a_damaged_run_folder_or_a_bad_output_place_gives_one_line(tmp_path, capsys):
+    import shutil
+
+    (tmp_path / "afile").write_text("a file, not a folder")
+    err = _error(capsys, ["stylize", str(CONTENT), str(STYLE), "--out", str(tmp_path / "afile"), *FAST], 2)
+    assert err.startswith(f"nst: error: {tmp_path / 'afile'}: cannot make the output folder") and "\n" not in err
+    err = _error(capsys, ["patterns", str(tmp_path / "patterns"), "--size", "0"], 2)
+    assert err == "nst: error: size must be positive, got 0"
+    assert main(["stylize", str(CONTENT), str(STYLE), "--out", str(tmp_path / "runs"), *FAST]) == 0
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    damaged = {name: shutil.copytree(run_dir, tmp_path / name) for name in ("ckpt", "inputs", "record")}
+    (damaged["ckpt"] / "checkpoint.npz").write_bytes(b"not a checkpoint")
+    (damaged["inputs"] / "inputs" / "content.npy").unlink()
+    (damaged["record"] / "config.json").write_text("{")
+    for name, message in [
+        ("ckpt", "checkpoint.npz: damaged checkpoint"),
+        ("inputs", "content.npy: the run's input is missing or damaged"),
+        ("record", "config.json: unreadable run record"),
+    ]:
+        err = _error(capsys, ["resume", str(damaged[name]), "--quiet"], 2)
+        assert message in err and err.startswith(f"nst: error: {damaged[name]}") and "\n" not in err
+
+
 def _error(capsys, argv, code):
     assert main(argv) == code
     err = capsys.readouterr().err.strip()

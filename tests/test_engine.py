@@ -291,6 +291,73 @@ def test_a_style_the_pixel_budget_shrank_is_not_enlarged_again(small_pair, monke
     assert seen and all(h * w <= 64 * 48 for shapes in seen for h, w in shapes)
 
 
+def test_evaluate_scores_a_colour_preserving_run_on_luminance_with_the_gradient_through_it(small_pair):
+    from nst_lib import evaluate
+    from nst_lib.images import grayscale, match_luminance
+
+    content, style = small_pair
+    rng = np.random.default_rng(1)
+    image = np.clip(content + rng.normal(0, 20, content.shape), 0, 255).astype(np.float32)
+    kw = dict(weights=None, size=48, tv_weight=1e-3)
+    kept = evaluate(image, content, style, preserve_color=True, **kw)
+    luminance = evaluate(grayscale(image), grayscale(content), match_luminance(style, content), **kw)
+    assert kept.total == pytest.approx(luminance.total, rel=1e-5) and kept.style > 0
+    assert evaluate(image, content, style, **kw).total != pytest.approx(kept.total, rel=1e-2)  # not the colour loss
+    # the gradient is the colour image's, through its luminance: a central difference along a random direction
+    direction = rng.normal(0, 1, image.shape).astype(np.float32)
+    eps = 0.5
+    plus = evaluate(image + eps * direction, content, style, preserve_color=True, **kw).total
+    minus = evaluate(image - eps * direction, content, style, preserve_color=True, **kw).total
+    assert (plus - minus) / (2 * eps) == pytest.approx(float(np.sum(kept.grad * direction)), rel=2e-2)
+
+
+def test_evaluate_names_an_input_too_small_for_the_layers():
+    from nst_lib import evaluate
+
+    tiny = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(ImageError, match="8×8 px after resizing is too small .* at least 16 px"):
+        evaluate(tiny, tiny, tiny, weights=None, size=8)
+
+
+def test_a_resumed_run_times_its_own_steps_and_checks_it_resolves_to_the_same_network(small_pair, tmp_path):
+    content, style = small_pair
+    first = stylize(
+        content,
+        style,
+        out=tmp_path,
+        steps=6,
+        progress=False,
+        pyramid_levels=1,
+        callbacks=[lambda info: info.step >= 2],
+        **FAST,
+    )
+    before = json.loads((first.run_dir / "config.json").read_text())
+    assert before["network"] == {"weights": "random", "preprocessing": "caffe"}  # what weights=None resolved to
+    resume(first.run_dir, progress=False)
+    record = json.loads((first.run_dir / "config.json").read_text())
+    assert record["earlier_timings"] == [before["timings"]]  # the first session's are kept
+    assert record["timings"]["per_step"] == round(record["timings"]["optimise"] / 4, 4)  # 4 steps ran this time
+    # a record whose network this machine would not resolve to (another weights file) does not go on silently
+    record["network"] = {"weights": "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", "preprocessing": "caffe"}
+    (first.run_dir / "config.json").write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match="used weights vgg19_weights.*resolve to random"):
+        resume(first.run_dir, progress=False, steps=8)
+
+
+def test_ctrl_c_before_the_first_step_leaves_the_run_interrupted(small_pair, tmp_path, monkeypatch):
+    from nst_lib import transfer
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(transfer, "extractor_for", interrupted)
+    content, style = small_pair
+    with pytest.raises(KeyboardInterrupt):
+        stylize(content, style, out=tmp_path, steps=2, progress=False, **FAST)
+    (run_dir,) = tmp_path.iterdir()
+    assert json.loads((run_dir / "config.json").read_text())["status"] == "interrupted"
+
+
 def test_an_error_after_the_folder_was_made_marks_the_run_failed(small_pair, tmp_path):
     content, style = small_pair
     with pytest.raises(ConfigError, match="style_blend_weights"):

@@ -97,6 +97,16 @@ def test_a_cell_folder_from_other_settings_is_kept_aside_not_reused(tmp_path):
     assert json.loads((aside / "config.json").read_text())["config"]["init"] == "content"  # nothing lost
 
 
+def test_a_cell_whose_input_file_changed_is_run_again(tmp_path):
+    tiny = TINY.replace(steps=1)
+    sweep({"photo": CONTENT}, {"s": STYLE}, tiny, out=tmp_path, progress=False)
+    other = DATA / "content" / "skimage_chelsea.png"
+    with pytest.warns(UserWarning, match=r"content: .*tubingen_neckarfront.jpg → .*skimage_chelsea.png"):
+        again = sweep({"photo": other}, {"s": STYLE}, tiny, out=tmp_path, progress=False)
+    assert [c.status for c in again] == ["completed"]
+    assert json.loads((again[0].run_dir / "config.json").read_text())["inputs"]["content"] == str(other)
+
+
 def test_a_failing_cell_is_reported_and_the_others_still_run(tmp_path):
     vary = {"content_layers": [("block4_conv2",), ("no_such_layer",), ("block5_conv2",)]}
     with pytest.warns(UserWarning, match="no_such_layer.*failed: ConfigError"):

@@ -270,6 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     except NSTError as exc:
         print(f"nst: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # the disk's answer (full, read-only, no permission): one line naming the file
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"nst: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("nst: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

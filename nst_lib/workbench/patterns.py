@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
 from ..images import save_image
 
 
@@ -62,5 +63,7 @@ def mandala(size: int = 512, rings: int = 7, seed: int = 0) -> np.ndarray:
 
 
 def write_patterns(out_dir: str | Path, size: int = 512) -> list[Path]:
+    if not size > 0:
+        raise ConfigError(f"size must be positive, got {size}")
     out = Path(out_dir)
     return [save_image(out / "honeycomb.png", honeycomb(size)), save_image(out / "mandala.png", mandala(size))]

@@ -33,7 +33,7 @@ from ..errors import ConfigError
 from ..images import ImageLike, source_name
 from ..optim import Callback, StepInfo
 from ..runs import Run, changed_setting, slug
-from ..transfer import resume, schedule, stylize, total_steps
+from ..transfer import _as_style_list, resume, schedule, stylize, total_steps
 from .viz import image_grid
 
 
@@ -176,7 +176,7 @@ def run_cell(cell: SweepCell, config: StyleConfig, content: ImageLike, style: Im
     resumed from its checkpoint when it holds an interrupted one, started otherwise. ``report(n)`` is told the
     steps already done before any step runs (the progress bar's offset); ``callbacks`` see every step."""
     record = _record(cell.run_dir)
-    changed = _changed_settings(record, config)
+    changed = _changed_settings(record, config) or _changed_inputs(record, content, style)
     if changed:  # another sweep's result under this cell's name: kept aside, never reused as this one's
         aside = _free(cell.run_dir.with_name(cell.run_dir.name + ".other-settings"))
         warnings.warn(
@@ -217,6 +217,21 @@ _RESUMABLE_FIELDS = ("steps", "snapshot_every", "tiff16")
 
 def _changed_settings(record: dict, config: StyleConfig) -> str:
     return changed_setting(record.get("config") or {}, config.to_dict(), _RESUMABLE_FIELDS)
+
+
+def _changed_inputs(record: dict, content: ImageLike, style: ImageLike) -> str:
+    """'content: a.png → b.png' where the cell's recorded run had other input files (compared by file name, so a
+    moved repository or another working folder is the same cell); '' otherwise."""
+    inputs = record.get("inputs")
+    if not inputs:
+        return ""
+    wanted = {"content": [source_name(content)], "styles": [source_name(s) for s in _as_style_list(style)]}
+    for key, names in wanted.items():
+        had = inputs.get(key)
+        had = [had] if isinstance(had, str) else list(had or [])
+        if [Path(n).name for n in had] != [Path(n).name for n in names]:
+            return f"{key}: {', '.join(had)} → {', '.join(names)}"
+    return ""
 
 
 def cell_name(content: str, style: str, overrides: Mapping[str, Any]) -> str:
