@@ -263,7 +263,16 @@ def test_a_model_interrupted_mid_epoch_is_not_passed_off_as_its_folders(tmp_path
             if batch == 1:
                 raise KeyboardInterrupt
 
-    vqgan = VQGAN(image_size=16, batch_size=16, downsample=4, codes=16, embed_dim=8, filters=8, channel_mult=(1, 2))
+    vqgan = VQGAN(
+        image_size=16,
+        batch_size=16,
+        downsample=4,
+        codes=16,
+        embed_dim=8,
+        filters=8,
+        channel_mult=(1, 2),
+        perceptual_weight=0,
+    )
     cut = train(vqgan, tiny_paintings(48, 16, seed=2), 1, out=tmp_path, progress=False, callbacks=[Stop()])
     assert cut.status == "interrupted" and not cut.model.source_run
     with pytest.raises(ConfigError, match="interrupted training's model"):
