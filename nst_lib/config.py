@@ -131,6 +131,11 @@ def _unwrap(hint: Any) -> tuple[Any, bool]:
     return hint, False
 
 
+# StyleConfig fields that change what a run writes, not what it computes: a sweep cell or a resolution case run with
+# other values of these is still the same cell
+OUTPUT_FIELDS = ("snapshot_every", "tiff16")
+
+
 @dataclass(frozen=True)
 class StyleConfig(Config):
     """Everything that determines one stylisation. Frozen: derive variants with ``replace``."""

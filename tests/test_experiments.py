@@ -101,3 +101,37 @@ def test_interpolation_study_paths_start_at_zero_and_end_at_one():
     assert e["paths"] == 4 and e["from_start"].shape == (4, 5) and study["m"]["path"].shape == (5, 16, 16, 3)
     assert np.allclose(e["from_start"][:, 0], 0) and np.allclose(e["from_start"][:, -1], 1)
     assert interpolation_figure(study) is not None
+
+
+def test_identity_test_reports_the_run_it_made_with_overrides_and_counts_steps_over_scales():
+    from nst_lib import StyleConfig
+    from nst_lib.workbench.experiments import identity_test
+
+    from .conftest import CONTENT
+
+    config = StyleConfig(weights=None, size=48, steps=2, init="noise", pyramid_levels=1, snapshot_every=0)
+    r = identity_test(CONTENT, config, checkpoints=(1, 2), size=32, init="content", progress=False)
+    assert r["init"] == "content" and max(r["image"].shape[:2]) == 32  # the overrides' run, scored at its size
+    assert sorted(r["ssim_at"]) == [1, 2]
+    two_scales = identity_test(CONTENT, config.replace(pyramid_levels=2), checkpoints=(2, 5, 6), progress=False)
+    # 4 steps at the coarse scale, then 2: steps 5 and 6 are the second scale's 1 and 2, not overwriting 1 and 2
+    assert sorted(two_scales["ssim_at"]) == [2, 5, 6] and two_scales["steps"] == 6
+
+
+def test_a_cancelled_ray_cell_reports_what_its_folder_holds(tmp_path):
+    from nst_lib import StyleConfig
+    from nst_lib.workbench.ray_executor import _from_folder
+    from nst_lib.workbench.sweeps import sweep
+
+    from .conftest import CONTENT, STYLE
+
+    config = StyleConfig(weights=None, size=48, steps=2, snapshot_every=0)
+    (cell,) = sweep(CONTENT, STYLE, config, out=tmp_path, progress=False)
+    cell.status = "pending"
+    _from_folder(cell, config)  # completed by an earlier call with these settings: done, not interrupted
+    assert cell.status == "skipped (done)" and len(cell.history) == 2
+    _from_folder(cell, config.replace(steps=4))  # asked for more steps: there is more to do
+    assert cell.status == "interrupted"
+    cell.status = "pending"
+    _from_folder(cell, config.replace(seed=3))  # another cell's run, which the next call sets aside
+    assert cell.status == "pending"

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from ..config import StyleConfig
-from ..images import ImageLike, grayscale, load_image, tile
+from ..images import ImageLike, grayscale, load_image, resize, tile
 from ..metrics import gram_distance, lowpass_distance, mean_saturation, ssim
 from ..models.style_vae import interpolation_evenness
 from ..transfer import stylize
@@ -36,15 +36,30 @@ def style_reconstruction(style: ImageLike, layers: Sequence[str], config: StyleC
 
 
 class _SSIMTrack:
-    """A stylize callback: SSIM (luminance) of the image to ``reference`` at the given steps."""
+    """A stylize callback: SSIM (luminance) of the image to ``reference`` after the given numbers of steps,
+    counted over all scales (a scale's own step numbers start again at 1)."""
 
     def __init__(self, reference: np.ndarray, at: Sequence[int]):
-        self.reference, self.at, self.values = reference, set(at), {}
+        self.reference, self.at, self.values, self.steps = reference, set(at), {}, 0
 
     def __call__(self, info) -> bool:
-        if info.step in self.at:
-            self.values[info.step] = ssim(info.image(), self.reference)
+        self.steps += 1
+        if self.steps in self.at:
+            image = info.image()  # a coarse scale's image is smaller: compared with the reference at its size
+            reference = (
+                self.reference if image.shape == self.reference.shape else resize(self.reference, image.shape[:2])
+            )
+            self.values[self.steps] = ssim(image, reference)
         return False
+
+
+def _with_overrides(config: StyleConfig, kw: dict) -> tuple[StyleConfig, dict]:
+    """``config`` with the StyleConfig fields among ``kw`` (which stylize would apply), and the rest of ``kw``: the
+    test's reference image and its record must be the run's size and init."""
+    fields = set(StyleConfig.__dataclass_fields__)
+    return config.replace(**{k: v for k, v in kw.items() if k in fields}), {
+        k: v for k, v in kw.items() if k not in fields
+    }
 
 
 def identity_test(content: ImageLike, config: StyleConfig, checkpoints: Sequence[int] = (), **kw) -> dict:
@@ -53,6 +68,7 @@ def identity_test(content: ImageLike, config: StyleConfig, checkpoints: Sequence
 
     Only a start from white noise (``init="noise"``, seed 003) tests the claim: from the content image the
     content and style losses are 0 at the first step, so only the TV term moves the image (a TV-blur test)."""
+    config, kw = _with_overrides(config, kw)
     c = load_image(content, config.size, config.max_pixels)
     track = _SSIMTrack(c, checkpoints)
     result = stylize(c, c, config, **{"out": None, **kw, "callbacks": [track, *kw.get("callbacks", ())]})
@@ -69,6 +85,7 @@ def grayscale_test(content: ImageLike, config: StyleConfig, checkpoints: Sequenc
     """f(C, g(C)) = g(C)? Returns the output, its mean saturation next to C's, its SSIM to g(C), the steps taken
     and the SSIM to g(C) at each step in ``checkpoints`` (from ``config.init``: use "noise", as for the
     identity test)."""
+    config, kw = _with_overrides(config, kw)
     c = load_image(content, config.size, config.max_pixels)
     g = grayscale(c)
     track = _SSIMTrack(g, checkpoints)

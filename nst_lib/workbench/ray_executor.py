@@ -23,10 +23,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..config import StyleConfig
+from ..config import OUTPUT_FIELDS, StyleConfig
 from ..errors import ConfigError, NSTError
 from ..optim import Callback, StepInfo
-from ..runs import Run
+from ..runs import Run, changed_setting
 
 EXTRA = "nst-workbench[ray]"
 # how long the driver waits, after Ctrl-C, for running cells to write their checkpoint and stop
@@ -125,7 +125,7 @@ def cell_task(run_cell, cell, config: StyleConfig, content, style, callbacks: Se
     reporter.offset(0)  # a retried cell counts again from what its folder holds
     run_cell(cell, config, content, style, [reporter, *callbacks], reporter.offset)
     reporter.flush()
-    if (cell.run_dir / "config.json").is_file():
+    if (cell.run_dir / "config.json").is_file() and cell.status != "skipped (done)":  # the worker that ran it
         Run.open(cell.run_dir).write_record(worker=worker)
     return cell
 
@@ -202,7 +202,7 @@ def run_on_ray(
             content, style = _absolute(contents[cell.content]), styles[cell.style]
             style = [_absolute(s) for s in style] if isinstance(style, (list, tuple)) else _absolute(style)
             refs[task.remote(run_cell, remote_cell, config, content, style, list(callbacks), counter, i)] = i
-        _drive(ray, refs, cells, counter, bar)
+        _drive(ray, refs, cells, configs, counter, bar)
     finally:
         bar.close()
         if counter is not None:
@@ -211,11 +211,11 @@ def run_on_ray(
             ray.shutdown()
 
 
-def _drive(ray, refs: dict, cells, counter, bar) -> None:
+def _drive(ray, refs: dict, cells, configs, counter, bar) -> None:
     collected: set = set()
 
     def collect(ref):
-        _collect(ray, ref, cells[refs[ref]])
+        _collect(ray, ref, cells[refs[ref]], configs[refs[ref]])
         collected.add(ref)
 
     def show():
@@ -243,14 +243,14 @@ def _drive(ray, refs: dict, cells, counter, bar) -> None:
                 collect(ref)
         for ref in refs:
             if ref not in collected:
-                _from_folder(cells[refs[ref]])
+                _from_folder(cells[refs[ref]], configs[refs[ref]])
 
 
-def _collect(ray, ref, cell) -> None:
+def _collect(ray, ref, cell, config) -> None:
     try:
         done = ray.get(ref)
     except ray.exceptions.TaskCancelledError:
-        _from_folder(cell)
+        _from_folder(cell, config)
         return
     except ray.exceptions.RayTaskError as err:  # the cell itself raised (bad image, non-finite loss, …)
         cause = getattr(err, "cause", None) or err
@@ -262,11 +262,17 @@ def _collect(ray, ref, cell) -> None:
     cell.status, cell.history, cell.final = done.status, done.history, done.final
 
 
-def _from_folder(cell) -> None:
-    """A cancelled cell: interrupted when it wrote a checkpoint, else still pending."""
+def _from_folder(cell, config) -> None:
+    """A cancelled cell: what its folder says (this cell's run completed by an earlier call, or interrupted with a
+    checkpoint), else still pending."""
     if (cell.run_dir / "checkpoint.npz").is_file():
-        rows = Run.open(cell.run_dir).read_rows("losses.csv")
-        cell.status, cell.history = "interrupted", rows
+        run = Run.open(cell.run_dir)
+        rows = run.read_rows("losses.csv")
+        record = run.record
+        if changed_setting(record.get("config") or {}, config.to_dict(), ("steps", *OUTPUT_FIELDS)):
+            return  # another cell's run (other settings), which the next call sets aside: this one is pending
+        done = record.get("status") == "completed" and record.get("steps_done", 0) >= config.steps
+        cell.status, cell.history = ("skipped (done)" if done else "interrupted"), rows
         cell.final = rows[-1] if rows else {}
 
 

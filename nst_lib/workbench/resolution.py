@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..config import StyleConfig
+from ..config import OUTPUT_FIELDS, StyleConfig
 from ..errors import NSTError
 from ..images import ImageLike, load_image, resize, save_image
 from ..runs import Run, changed_setting
@@ -101,17 +101,13 @@ def case_config(config: StyleConfig, size: int, mode: str, fixed_style_size: int
     return config.replace(size=size, style_scale=scale)
 
 
-# fields that do not make another case: snapshots and the TIFF are output only
-_OUTPUT_FIELDS = ("snapshot_every", "tiff16")
-
-
 def _runs_of(folder: Path, config: StyleConfig) -> list[Run]:
     """The runs under ``folder`` made with ``config`` (a study's earlier settings are not this one's), newest first."""
     if not folder.is_dir():
         return []
     paths = sorted((p for p in folder.iterdir() if (p / "config.json").is_file()), reverse=True)
     runs = [Run.open(path) for path in paths]
-    return [r for r in runs if not changed_setting(r.record.get("config") or {}, config.to_dict(), _OUTPUT_FIELDS)]
+    return [r for r in runs if not changed_setting(r.record.get("config") or {}, config.to_dict(), OUTPUT_FIELDS)]
 
 
 def _completed(folder: Path, config: StyleConfig) -> Run | None:

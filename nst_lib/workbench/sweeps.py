@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..config import PRESETS, StyleConfig
+from ..config import OUTPUT_FIELDS, PRESETS, StyleConfig
 from ..errors import ConfigError
 from ..images import ImageLike, source_name
 from ..optim import Callback, StepInfo
@@ -211,8 +211,8 @@ def run_cell(cell: SweepCell, config: StyleConfig, content: ImageLike, style: Im
     cell.final = cell.history[-1] if cell.history else {}
 
 
-# fields a cell may change between calls without being another cell: more steps resume it, snapshots are output
-_RESUMABLE_FIELDS = ("steps", "snapshot_every", "tiff16")
+# fields a cell may change between calls without being another cell: more steps resume it, the rest is output
+_RESUMABLE_FIELDS = ("steps", *OUTPUT_FIELDS)
 
 
 def _changed_settings(record: dict, config: StyleConfig) -> str:
