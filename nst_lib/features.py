@@ -463,6 +463,14 @@ class FeatureExtractor:
             total += shape[-1] / self._all_geometry[layer.name].jump ** 2
         return ACTIVATION_OVERHEAD * itemsize * total
 
+    def resolved(self) -> dict[str, str]:
+        """Which weights and preprocessing ``weights='imagenet'`` / ``'auto'`` resolved to on this machine: Keras'
+        file, torchvision's VGG16 in its stead, or random weights (by file name: no machine's path). Run records
+        keep it, so that a resume elsewhere cannot go on against another network unnoticed."""
+        source = self.weights_source
+        weights = "random" if source is None else ("keras download" if source == "imagenet" else Path(source).name)
+        return {"weights": weights, "preprocessing": self.preprocessing}
+
     def keras_name(self, name: str) -> str:
         """The Keras name of a layer this extractor computes, asked for by any of its names (``relu4_2``)."""
         if name in self.names:

@@ -428,6 +428,7 @@ def _execute(
     config, content_img, style_imgs, names, run, callbacks, progress, timer, start=None, initial=None, source_hws=None
 ) -> StyleResult:
     earlier_rows = start["history"] if start is not None else []
+    start_level = start["level"] if start is not None else 0
     try:
         with timer("build"):
             extractor = extractor_for(config)
@@ -460,8 +461,12 @@ def _execute(
                 save_tiff16(tif, unrounded)
             else:  # resumed without it: no TIFF of an earlier image beside the new PNG
                 tif.unlink(missing_ok=True)
+            # a resumed run's scales before the one it resumed in ran in an earlier session: as that recorded them
+            before = {s["level"]: s for s in run.record.get("schedule") or []} if start is not None else {}
             scales = [
-                {"level": s.level, "long_side": s.long_side, "steps": s.steps, "tiles": engine.tiles.get(s.level)}
+                before[s.level]
+                if s.level < start_level and s.level in before
+                else {"level": s.level, "long_side": s.long_side, "steps": s.steps, "tiles": engine.tiles.get(s.level)}
                 for s in engine.scales
             ]
             # 'auto' precision resolves by machine: the record says what this run computed in
@@ -478,17 +483,9 @@ def _execute(
 
 
 # --- the stylisation's part of its run folder ------------------------------------------------------------
-def network_description(extractor: FeatureExtractor) -> dict[str, str]:
-    """Which weights and preprocessing ``weights='imagenet'`` / ``'auto'`` resolved to on this machine: Keras' file,
-    torchvision's VGG16 in its stead, or random weights (by file name: no machine's path)."""
-    source = extractor.weights_source
-    weights = "random" if source is None else ("keras download" if source == "imagenet" else Path(source).name)
-    return {"weights": weights, "preprocessing": extractor.preprocessing}
-
-
 def _record_network(run: Run, extractor: FeatureExtractor, resumed: bool) -> None:
     """Record what the run optimises against; a resume that would resolve to another network stops."""
-    network = network_description(extractor)
+    network = extractor.resolved()
     recorded = run.record.get("network")
     if resumed and recorded and recorded != network:
         raise ConfigError(

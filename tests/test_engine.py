@@ -518,6 +518,10 @@ def test_a_multi_scale_run_records_every_scale_and_resumes_mid_schedule_exactly(
     resumed = resume(cut.run_dir, progress=False)
     np.testing.assert_array_equal(resumed.image, full.image)
     assert [r["total"] for r in resumed.history] == [r["total"] for r in full.history]
+    # resumed with more steps a scale: the scale that ran before it keeps what it recorded (4 steps, 1 tile)
+    resume(cut.run_dir, progress=False, steps=5)
+    record = json.loads((cut.run_dir / "config.json").read_text())
+    assert [(s["long_side"], s["steps"], s["tiles"]) for s in record["schedule"]] == [(32, 4, 1), (48, 5, 1)]
     if optimizer == "adam":  # Adam's moments and step count went on across the scales
         with np.load(full.run_dir / "checkpoint.npz") as state:
             assert int(state["opt_t"]) == 7 and state["opt_m"].shape == (36 * 48 * 3,)

@@ -2,6 +2,7 @@
 sets, training behaviour, interpolation evenness and the deception survey."""
 
 import csv
+import json
 import math
 
 import numpy as np
@@ -12,7 +13,15 @@ from keras import ops
 from nst_lib.errors import ConfigError, NSTError
 from nst_lib.losses import gram_matrix, style_layer_loss
 from nst_lib.metrics import path_evenness
-from nst_lib.models import StyleVAE, StyleVAEConfig, build_model, load_trained, train, train_style_vae
+from nst_lib.models import (
+    StyleVAE,
+    StyleVAEConfig,
+    build_model,
+    load_trained,
+    resume_training,
+    train,
+    train_style_vae,
+)
 from nst_lib.models.data import ContentStyleData, DataError, tiny_paintings, tiny_photos
 from nst_lib.models.layers import AdaIN, adain, instance_norm
 from nst_lib.models.losses import fixpoint_loss, fixpoint_triplet_loss, kl_normal, paired_gram_loss, perceptual_loss
@@ -170,6 +179,15 @@ def test_stage_one_lowers_the_reconstruction_loss_and_later_stages_start_from_it
         for name, net in stage2.networks().items():
             weights = zip(net.get_weights(), model.networks()[name].get_weights())
             assert all(np.array_equal(a, b) for a, b in weights), name
+    # the record says which perceptual network 'perceptual_weights' resolved to; a resume where it would resolve
+    # to another (e.g. 'auto' with ImageNet weights on this machine and not on that one) stops
+    record_path = result.run_dir / "config.json"
+    record = json.loads(record_path.read_text())
+    assert record["perceptual_network"] == {"weights": "random", "preprocessing": "caffe"}
+    record["perceptual_network"] = {"weights": "vgg16_torchvision.h5", "preprocessing": "torch"}
+    record_path.write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match="perceptual weights vgg16_torchvision.h5; here they resolve to random"):
+        resume_training(result.run_dir, data16, epochs=5, progress=False)
     # the constructor itself never reads a run folder; the trainer does, and names a bad one
     unread = StyleVAE(stage="style", init_from=str(tmp_path / "nowhere"), **SMALL)
     with pytest.raises(NSTError, match="not a run folder"):

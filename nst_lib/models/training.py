@@ -306,6 +306,15 @@ def distributed_dataset(data, cfg, start: int, strategy):
 
 def _fit(model, data, run: Run, start: int, epochs: int, callbacks, progress: bool, strategy=None) -> TrainResult:
     cfg = model.config
+    perceptual = getattr(model, "_perceptual", None)  # a loss network whose weights 'auto' resolves per machine
+    if perceptual is not None:
+        network, recorded = perceptual.resolved(), run.record.get("perceptual_network")
+        if recorded and recorded != network:
+            raise ConfigError(
+                f"{run.path}: trained with perceptual weights {recorded['weights']}; here they resolve to "
+                f"{network['weights']}: resume where those weights are"
+            )
+        run.write_record(perceptual_network=network)
     model.source_run = str(run.path)  # what is built on this model (a prior, guidance) records where it came from
     spe = data.steps_per_epoch(cfg.batch_size)
     rec = run.record["samples"]
