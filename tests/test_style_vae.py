@@ -314,6 +314,9 @@ def test_the_survey_records_answers_blind_and_reports_the_rate(tmp_path):
     assert again.remaining("C") == list(range(1, 10)) and again.remaining("A") == []
     with pytest.raises(NSTError, match="answer must be"):
         survey.answer("C", 1, "maybe")
+    # floats in 0..1 (a generator's output) are images too, not black squares
+    floats = DeceptionSurvey.create(tmp_path / "floats", np.full((1, 8, 8, 3), 0.5), np.full((1, 8, 8, 3), 1.0))
+    assert sorted(int(floats.image(i)[0, 0, 0]) for i in range(2)) == [128, 255]
 
 
 def test_the_survey_widget_records_clicks(tmp_path):
@@ -327,3 +330,8 @@ def test_the_survey_widget_records_clicks(tmp_path):
     report = survey.report()
     assert report["n_generated"] + report["n_real"] == 3 and painting.disabled
     assert "Deception rate" in panel.children[2].value
+    # two people who give no name are two respondents: the second is not shown "Done"
+    for _ in range(2):
+        first, _ = survey.widget(size=32).children[1].children
+        first.click()
+    assert survey.report()["respondents"] == 3

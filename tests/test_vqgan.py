@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nst_lib.errors import ConfigError
+from nst_lib.errors import ConfigError, NSTError
 from nst_lib.models import VQGAN, VQPrior, train
 from nst_lib.models import losses as L
 from nst_lib.models.data import tiny_paintings
@@ -222,6 +222,11 @@ def test_an_interrupted_guidance_run_resumes_to_the_same_image(trained_vqgan, tm
     cut = G.guide(vq, content, prompt, out=tmp_path / "b", **kw)
     monkeypatch.setattr(G, "_checkpoint", real_checkpoint)
     assert cut.status == "interrupted" and len(cut.losses) == 2
+    # it goes on only with what it started with
+    with pytest.raises(NSTError, match="other prompts"):
+        G.guide(vq, content, G.GramPrompt(style, weights=None, weight=2.0), resume=cut.run_dir, **kw)
+    with pytest.raises(NSTError, match="another content image"):
+        G.guide(vq, style, prompt, resume=cut.run_dir, **kw)
     resumed = G.guide(vq, content, prompt, resume=cut.run_dir, **kw)
     assert resumed.status == "completed" and [r["total"] for r in resumed.losses] == [r["total"] for r in full.losses]
     assert np.array_equal(resumed.image, full.image)

@@ -23,6 +23,7 @@ on Ctrl-C; ``guide(..., resume=run_dir)`` continues it exactly (cutouts are draw
 
 from __future__ import annotations
 
+import json
 import string
 import time
 import warnings
@@ -38,10 +39,10 @@ from ..backend import require_tensorflow
 from ..config import Config, cited
 from ..errors import ConfigError, NSTError
 from ..features import get_extractor
-from ..images import centre_crop_resize, from_unit, load_image
+from ..images import centre_crop_resize, from_unit, load_image, to_uint8
 from ..losses import StyleLoss
 from ..optim import Adam, Callback, StepInfo, as_callbacks, run_steps
-from ..runs import Run
+from ..runs import Run, json_default
 from .losses import spherical_distance
 
 # CLIP's image normalisation (Radford et al. 2021, the released preprocessing)
@@ -398,6 +399,7 @@ def guide(
         run = Run.open(resume, kind="guidance")
         if run.record.get("guidance_config") != c.to_dict():
             raise NSTError(f"{run.path}: a guidance run with another config")
+        _check_same_run(run, vqgan, content, prompts)
         state = run.load_arrays()
         z, start = state["z"].astype(np.float32), int(state["iteration"])
         optimizer.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("opt_")})
@@ -486,6 +488,19 @@ class _GuidanceRecorder(Callback):
     def _snapshot(self, iteration: int, z: np.ndarray) -> None:
         if iteration in self.config.snapshots:
             self.run.save_image(f"snapshots/iter_{iteration:05d}.png", self.decode(z))
+
+
+def _check_same_run(run: Run, vqgan, content: np.ndarray, prompts) -> None:
+    """A resume goes on only with what the run started with: its prompts, VQGAN and content image."""
+    described = json.loads(json.dumps([p.describe() for p in prompts], default=json_default))
+    if run.record.get("prompts") != described:
+        raise NSTError(f"{run.path}: a guidance run with other prompts ({run.record.get('prompts')})")
+    recorded, here = run.record.get("vqgan_run"), getattr(vqgan, "source_run", "")
+    if recorded and here and Path(recorded).resolve() != Path(here).resolve():
+        raise NSTError(f"{run.path}: a guidance run on the VQGAN of {recorded}, not {here}")
+    saved = run.path / "inputs" / "content.png"
+    if saved.is_file() and not np.array_equal(load_image(saved).astype(np.uint8), to_uint8(content)):
+        raise NSTError(f"{run.path}: a guidance run from another content image ({saved})")
 
 
 def _checkpoint(run: Run, z, iteration: int, optimizer) -> None:

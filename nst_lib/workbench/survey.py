@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import NSTError
-from ..images import load_image, png_bytes, save_image
+from ..images import load_image, png_bytes, save_image, to_uint8
 
 ANSWERS = ("painting", "generated")
 FIELDS = ("time", "respondent", "item", "truth", "answer", "seconds")
@@ -96,10 +97,11 @@ class DeceptionSurvey:
         folder = Path(folder)
         if (folder / "key.json").is_file():
             return cls.open(folder)
-        real, generated = np.asarray(real, np.uint8), np.asarray(generated, np.uint8)
+        # uint8, or floats in 0..1 or 0..255 as everywhere in the library (a cast would make 0..1 floats black)
+        real, generated = ([to_uint8(load_image(im)) for im in images] for images in (real, generated))
         if len(real) == 0 or len(generated) == 0:
             raise NSTError("a deception survey needs real and generated images")
-        images = np.concatenate([real, generated])
+        images = [*real, *generated]
         truth = ["painting"] * len(real) + ["generated"] * len(generated)
         order = np.random.default_rng(seed).permutation(len(images))
         (folder / "items").mkdir(parents=True, exist_ok=True)
@@ -161,11 +163,14 @@ class DeceptionSurvey:
     def report(self, confidence: float = 0.95) -> dict:
         return deception_rate(self.answers_file, confidence)
 
-    def widget(self, respondent: str = "anonymous", size: int = 256):
+    def widget(self, respondent: str | None = None, size: int = 256):
         """An ipywidgets panel: one image at a time, two buttons, then the result. Answers go to the CSV
-        as they are given; re-opening continues where this respondent stopped."""
+        as they are given; re-opening with the same ``respondent`` continues where they stopped. Without a name
+        each panel is a new anonymous respondent (one shared default name would count two people as one, and
+        show the second one "Done")."""
         import ipywidgets as w
 
+        respondent = respondent or f"anonymous-{uuid.uuid4().hex[:8]}"
         queue = self.remaining(respondent)
         img = w.Image(format="png", width=size, height=size)
         buttons = [
