@@ -68,6 +68,8 @@ def _pil_to_rgb(img: Image.Image) -> np.ndarray:
         return np.repeat(np.asarray(img, dtype=np.float32)[..., None] / 257.0, 3, axis=-1)
     if img.mode in ("I", "F"):
         arr = np.asarray(img, dtype=np.float32)
+        if img.mode == "F" and arr.max(initial=0) <= 1.0:  # a float image in 0..1, read as float arrays are
+            return np.repeat(np.clip(arr * 255.0, 0, 255)[..., None], 3, axis=-1)
         scale = 257.0 if arr.max(initial=0) > 255 else 1.0
         return np.repeat(np.clip(arr / scale, 0, 255)[..., None], 3, axis=-1)
     if img.mode == "P":

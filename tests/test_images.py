@@ -65,6 +65,13 @@ def test_modes_convert_to_rgb(make, tmp_path):
         np.testing.assert_allclose(out, 255.0, atol=1.0)  # transparent/16-bit max/CMYK zero ink → white
 
 
+def test_a_float_tiff_in_0_to_1_reads_as_a_float_array_does(tmp_path):
+    half = np.full((8, 10), 0.5, np.float32)
+    Image.fromarray(half, mode="F").save(tmp_path / "half.tif")
+    np.testing.assert_allclose(load_image(tmp_path / "half.tif"), load_image(half), atol=1e-4)  # 127.5, not 0.5
+    np.testing.assert_allclose(load_image(tmp_path / "half.tif"), 127.5, atol=1e-4)
+
+
 def test_array_inputs():
     assert load_image(np.zeros((5, 6), np.uint8)).shape == (5, 6, 3)
     assert load_image(np.ones((5, 6, 3), np.float32)).max() == 255.0  # 0..1 floats are scaled
