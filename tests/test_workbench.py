@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from nst_lib import StyleConfig
+from nst_lib.errors import NSTError
 from nst_lib.images import DecodedImage, load_image, source_name
 from nst_lib.workbench.sweeps import sweep
 from nst_lib.workbench.viz import image_grid, loss_curves, save_figure, snapshot_strip
@@ -355,6 +356,77 @@ def test_panel_stop_button_stops_the_render(panel):
     panel.wait(timeout=120)
     assert panel.result.status == "stopped" and len(panel.result.history) < 1000
     assert not panel.render_button.disabled
+
+
+def test_stop_before_a_job_began_leaves_the_buttons_usable_and_keeps_what_is_on_show(panel):
+    panel.preview_steps, panel.settle_tol = 2000, 0.0
+    preview = panel.start_preview()
+    deadline = time.monotonic() + 120
+    while panel.progress.value < 2 and time.monotonic() < deadline:
+        preview.thread.join(0.05)
+    render = panel.render()  # waits for the preview to stop after its step…
+    panel.stop()  # …and is stopped before it began
+    render.thread.join(timeout=120)
+    assert not panel.render_button.disabled and panel.stop_button.disabled and not panel.export_button.disabled
+    assert panel.result is preview.result and "stopped" in panel.status.value and panel.run_dir is None
+
+
+def test_the_panel_says_what_went_wrong_whatever_it_was(panel, monkeypatch):
+    from nst_lib.workbench import widgets
+
+    def broken(*args, **kwargs):
+        raise ValueError("something unexpected")
+
+    monkeypatch.setattr(widgets, "stylize", broken)
+    panel.render(wait=True)
+    assert "ValueError: something unexpected" in panel.message.value and not panel.render_button.disabled
+    monkeypatch.undo()
+    # an upload that is no image is named at once, in the panel
+    monkeypatch.setattr(widgets, "_upload_item", lambda upload: {"name": "holiday.png", "content": b"not a png"})
+    panel._uploaded["content"] = True
+    with pytest.raises(NSTError, match="holiday.png: not an image"):
+        panel.render()
+    assert "holiday.png: not an image" in panel.message.value
+    panel.content.index = (panel.content.index + 1) % len(panel.content.options)  # a bundled image chosen after it
+    assert not panel._uploaded["content"] and panel._input("content") == panel.content.value
+
+
+def test_a_preview_warm_starts_only_from_an_image_of_its_own_inputs(panel, monkeypatch):
+    from nst_lib.workbench import widgets
+
+    calls = []
+    real = widgets.stylize
+    monkeypatch.setattr(widgets, "stylize", lambda *a, **k: calls.append(k) or real(*a, **k))
+    panel.start_preview(wait=True)  # content A, to the end
+    a = panel.content.index
+    panel.content.index = (a + 1) % len(panel.content.options)  # content B, under way…
+    panel.preview_steps, panel.settle_tol = 2000, 0.0
+    b = panel.start_preview()
+    deadline = time.monotonic() + 120
+    while panel.progress.value < 2 and time.monotonic() < deadline:
+        b.thread.join(0.05)
+    panel.content.index = a  # …back to A: what is on show is B's
+    panel.preview_steps = 3
+    panel.start_preview(wait=True)
+    assert calls[-1]["initial"] is None
+
+
+def test_export_records_what_the_image_was_made_from_and_a_render_resumes_the_preview(panel, monkeypatch):
+    made_from = str(panel.content.value)
+    panel.render(wait=True)
+    panel.content.index = (panel.content.index + 1) % len(panel.content.options)  # picked after the render
+    record = json.loads((panel.export() / "config.json").read_text())
+    assert record["inputs"]["content"] == made_from != str(panel.content.value)
+    # a slider released during a render: its preview follows the render
+    panel.live.value = True
+    panel.steps.value = 40
+    render = panel.render()
+    panel.beta.value = 1.0
+    assert "resumes after the render" in panel.message.value
+    render.thread.join(timeout=300)
+    assert panel._job is not render and panel._job.kind == "preview"
+    panel.wait(timeout=300)
+    assert panel.result.config.style_weight == pytest.approx(1.0) and panel.result.run_dir is None
 
 
 def test_panel_reports_bad_input_in_the_panel(panel, tmp_path):

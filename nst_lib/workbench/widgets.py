@@ -27,7 +27,7 @@ import numpy as np
 from PIL import Image
 
 from ..config import StyleConfig
-from ..errors import NSTError
+from ..errors import ImageError, NSTError
 from ..features import LAYER_PRESETS
 from ..images import DecodedImage, png_bytes
 from ..optim import Callback, StepInfo
@@ -68,10 +68,13 @@ class Job:
     """One optimisation of the panel: a live preview or a render, with its own stop flag."""
 
     kind: str  # "preview" or "render"
+    inputs: tuple = ()  # the inputs' key (``StylePanel._inputs_key``): a warm start needs the same ones
+    names: tuple[str, str] = ("", "")  # the content's and style's file names, for the record and the folder
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     result: object = None
     converged: bool = False
+    adopted: bool = False  # stopped before it began: it shows the result of the job it replaced
 
     def running(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
@@ -216,10 +219,19 @@ class StylePanel:
         self.run_dir: Path | None = None  # the last render's run folder
         self._job: Job | None = None
         self._shown_inputs = None  # the inputs of the image on show: a warm start needs the same ones
+        self._result_names = ("", "")  # the file names the result was made from (Export records them)
+        self._uploaded = {"content": False, "style": False}  # use the upload, not the dropdown (the later choice)
+        self._preview_after_render = False  # a slider moved during a render
         self._preview_inputs_cache: tuple | None = None  # (inputs key, content, style), decoded
         self._lock = threading.Lock()
 
         self.arch.observe(lambda change: self._set_layers(change["new"]), names="value")
+        for which, dropdown, upload in (
+            ("content", self.content, self.content_upload),
+            ("style", self.style, self.style_upload),
+        ):  # whichever was chosen last is the input: a bundled image picked after an upload replaces it
+            dropdown.observe(lambda _, which=which: self._uploaded.update({which: False}), names="value")
+            upload.observe(lambda _, which=which: self._uploaded.update({which: True}), names="value")
         self._set_layers(d.arch, d.content_layers, d.style_layers)
         for slider in (self.alpha, self.beta, self.tv):
             slider.observe(self._weight_changed, names="value")
@@ -293,20 +305,38 @@ class StylePanel:
             precision=self.preview_precision,
         )
 
-    def _input(self, dropdown, upload):
-        item = _upload_item(upload)
-        if item is not None:
-            return Image.open(io.BytesIO(bytes(item["content"])))
-        return dropdown.value
+    def _upload(self, which: str):
+        """The uploaded file of ``which`` (content, style) where it, not the dropdown, was chosen last."""
+        upload = self.content_upload if which == "content" else self.style_upload
+        return _upload_item(upload) if self._uploaded[which] else None
+
+    def _input(self, which: str):
+        item = self._upload(which)
+        if item is None:
+            return (self.content if which == "content" else self.style).value
+        try:  # decoded here, so that a bad file is named now and not by an error deep in the optimisation
+            image = Image.open(io.BytesIO(bytes(item["content"])))
+            image.load()
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageError(f"{_upload_name(item)}: not an image, or a truncated one ({exc})") from None
+        return image
 
     def _inputs_key(self):
-        def key(dropdown, upload):
-            item = _upload_item(upload)
+        def key(which):
+            item = self._upload(which)
+            dropdown = self.content if which == "content" else self.style
             return (
                 ("upload", len(bytes(item["content"])), hash(bytes(item["content"]))) if item else str(dropdown.value)
             )
 
-        return key(self.content, self.content_upload), key(self.style, self.style_upload)
+        return key("content"), key("style")
+
+    def _names(self) -> tuple[str, str]:
+        def name(which):
+            item = self._upload(which)
+            return _upload_name(item) if item else str((self.content if which == "content" else self.style).value)
+
+        return name("content"), name("style")
 
     # --- actions ---------------------------------------------------------------------------------
     def _weight_changed(self, change) -> None:
@@ -314,6 +344,7 @@ class StylePanel:
         if not self.live.value:
             return
         if job is not None and job.kind == "render" and job.running():
+            self._preview_after_render = True
             self.message.value = "rendering: the live preview resumes after the render (or press Stop)"
             return
         self.start_preview()
@@ -321,7 +352,7 @@ class StylePanel:
     def start_preview(self, wait: bool = False) -> Job:
         """Re-optimise at the preview size with the current settings, warm-started from the image on show when it
         is of the same inputs, cancelling any preview under way (what releasing a weight slider does)."""
-        warm = self.image if self._shown_inputs == self._inputs_key() else None
+        warm = self.image if self._shown_inputs == self._inputs_key() else None  # the inputs of the image on show
         return self._start("preview", self.preview_config(), None, warm, wait)
 
     def render(self, wait: bool = False) -> Job:
@@ -332,8 +363,12 @@ class StylePanel:
         return self._start("render", self.config(), self.out, None, wait)
 
     def _start(self, kind: str, config: StyleConfig, out, initial, wait: bool) -> Job:
-        content, style = self._input(self.content, self.content_upload), self._input(self.style, self.style_upload)
-        job = Job(kind)
+        try:
+            content, style = self._input("content"), self._input("style")
+        except NSTError as exc:  # shown in the panel: a slider's or button's own error goes to a log nobody reads
+            self.message.value = f"<span style='color:#b00'>{exc}</span>"
+            raise
+        job = Job(kind, inputs=self._inputs_key(), names=self._names())
         with self._lock:
             previous, self._job = self._job, job
             if previous is not None:
@@ -344,7 +379,7 @@ class StylePanel:
             self.message.value = ""
             job.thread = threading.Thread(
                 target=self._work,
-                args=(job, previous, content, style, config, out, initial, self._inputs_key()),
+                args=(job, previous, content, style, config, out, initial),
                 daemon=True,
             )
             job.thread.start()
@@ -352,29 +387,37 @@ class StylePanel:
             job.thread.join()
         return job
 
-    def _work(self, job: Job, previous: Job | None, content, style, config, out, initial, inputs) -> None:
-        if previous is not None and previous.thread is not None:
-            previous.thread.join()  # one optimisation at a time: the cancelled one stops after its current step
-        if job.stop.is_set():
-            return
+    def _work(self, job: Job, previous: Job | None, content, style, config, out, initial) -> None:
         try:
+            if previous is not None and previous.thread is not None:
+                previous.thread.join()  # one optimisation at a time: the cancelled one stops after its current step
+            if job.stop.is_set():  # Stop before it began: what is on show is the replaced job's
+                if previous is not None and previous.result is not None:
+                    job.result, job.inputs, job.names, job.adopted = (
+                        previous.result,
+                        previous.inputs,
+                        previous.names,
+                        True,
+                    )
+                return
             if job.kind == "preview":
-                content, style = self._preview_inputs(content, style, inputs)
+                content, style = self._preview_inputs(content, style, job.inputs)
             job.result = stylize(
                 content,
                 style,
                 config,
                 out=out,
-                name=_run_name(self) if out is not None else None,
+                name=_run_name(*job.names) if out is not None else None,
                 progress=False,
                 initial=initial,
                 callbacks=[_PanelCallback(self, job)],
             )
-        except NSTError as exc:
+        except Exception as exc:  # whatever it is, the panel says it (a thread's traceback goes to a log)
             if job is self._job:
-                self.message.value = f"<span style='color:#b00'>{exc}</span>"
+                text = str(exc) if isinstance(exc, NSTError) else f"{type(exc).__name__}: {exc}"
+                self.message.value = f"<span style='color:#b00'>{text}</span>"
         finally:
-            self._finish(job, inputs)
+            self._finish(job)
 
     def _preview_inputs(self, content, style, inputs) -> tuple[DecodedImage, DecodedImage]:
         """The content and style decoded, kept for the next preview of the same inputs (``stylize`` still resizes
@@ -388,28 +431,38 @@ class StylePanel:
     def _show(self, image: np.ndarray, job: Job) -> None:
         if job is self._job:
             self.image = image
+            self._shown_inputs = job.inputs  # every step's image is of its job's inputs
             self.preview.value = png_bytes(image)
 
-    def _finish(self, job: Job, inputs) -> None:
+    def _finish(self, job: Job) -> None:
         with self._lock:
             if job is not self._job:  # replaced by a newer job, which owns the widgets now
                 return
             result = job.result
             if result is not None:
-                self.result = result
-                self._shown_inputs = inputs
+                self.result, self._result_names = result, job.names
                 self._show(result.image, job)
                 steps = len(result.history)
                 loss = f"loss {result.history[-1]['total']:.4g}" if result.history else "no step"
                 state = "converged" if job.converged else result.status
-                self.status.value = f"{job.kind} {state}: {steps} steps at {max(result.image.shape[:2])} px, {loss}"
-                if job.kind == "preview" and (job.converged or result.status == "completed"):
+                what = "stopped; on show: the last preview's" if job.adopted else f"{job.kind} {state}"
+                self.status.value = f"{what}: {steps} steps at {max(result.image.shape[:2])} px, {loss}"
+                if job.kind == "preview" and not job.adopted and (job.converged or result.status == "completed"):
                     self._adapt_preview_size(result)
-                if job.kind == "render":
+                if job.kind == "render" and not job.adopted:
                     self.run_dir = result.run_dir
-                    self.message.value = f"rendered to {result.run_dir}"
+                    self.message.value = f"render {result.status}: {result.run_dir}"
+            elif job.stop.is_set():
+                self.status.value = f"{job.kind} stopped before its first step"
             self.render_button.disabled, self.stop_button.disabled = False, True
             self.export_button.disabled = self.result is None
+            resume_preview = job.kind == "render" and self._preview_after_render and self.live.value
+            self._preview_after_render = False
+        if resume_preview and not job.stop.is_set():  # the slider moved during the render: its preview now
+            try:
+                self.start_preview()
+            except NSTError:
+                pass  # the panel's message says what is wrong with the inputs
 
     def _adapt_preview_size(self, result) -> None:
         """After a preview that ran to its end: the size at which the next ones settle within ``preview_seconds``.
@@ -443,9 +496,16 @@ class StylePanel:
         """Write the image on show, its config and the loss curve to a new run folder."""
         if self.result is None:
             raise RuntimeError("nothing to export: move a slider or press Render first")
-        inputs = {"content": str(self.content.value), "styles": [str(self.style.value)]}
-        path = save_result(self.result, self.out, _run_name(self), inputs)
-        save_figure(loss_curves({"run": self.result.history}, title="loss"), path / "loss_curve.png", formats=("png",))
+        content, style = self._result_names  # what the result was made from, whatever the pickers show now
+        try:
+            path = save_result(
+                self.result, self.out, _run_name(content, style), {"content": content, "styles": [style]}
+            )
+            curve = loss_curves({"run": self.result.history}, title="loss")
+            save_figure(curve, path / "loss_curve.png", formats=("png",))
+        except (NSTError, OSError) as exc:
+            self.message.value = f"<span style='color:#b00'>export failed: {exc}</span>"
+            raise
         self.message.value = f"exported to {path}"
         return path
 
@@ -458,7 +518,10 @@ def _modified(src) -> int | None:
         return None
 
 
-def _run_name(panel: StylePanel) -> str:
-    content = Path(str(panel.content.value)).stem if not panel.content_upload.value else "upload"
-    style = Path(str(panel.style.value)).stem if not panel.style_upload.value else "upload"
-    return f"panel_{content}_x_{style}"
+def _upload_name(item: dict) -> str:
+    """An uploaded file's name: ipywidgets 8 puts it in the item, 7 in its metadata."""
+    return str(item.get("name") or item.get("metadata", {}).get("name") or "upload")
+
+
+def _run_name(content: str, style: str) -> str:
+    return f"panel_{Path(content).stem}_x_{Path(style).stem}"
