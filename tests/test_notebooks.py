@@ -4,6 +4,7 @@ notebook executes in QUICK mode, writes its figures and records finite numbers w
 per notebook)."""
 
 import json
+import math
 import re
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import types
 from decimal import ROUND_HALF_UP, Decimal
 
+import numpy as np
 import pytest
 
 from nst_lib.workbench import notebook as nbmod
@@ -207,7 +209,12 @@ def test_setup_puts_results_and_figures_under_nst_results_dir(monkeypatch, tmp_p
     env.record("ssim", 0.5, 0, 1, "a number")
     saved = json.loads(env.numbers_file.read_text())
     assert saved["numbers"]["ssim"] == {"value": 0.5, "low": 0, "high": 1, "what": "a number"}
-    assert saved["settings"] == {"size": 48} and saved["mode"] == "QUICK" and "keras" in saved["machine"]
+    assert saved["settings"] == {"vgg19_weights": "imagenet" if env.vgg19_weights else "random", "size": 48}
+    assert saved["mode"] == "QUICK" and "keras" in saved["machine"]
+    env.setting(sizes=np.array([48, 64]))  # arrays and missing measurements are recorded, not a crash
+    env.record("peak", None, 0, None, "a run that recorded no peak")
+    saved = json.loads(env.numbers_file.read_text())
+    assert saved["settings"]["sizes"] == [48, 64] and math.isnan(saved["numbers"]["peak"]["value"])
     assert not nbmod.within(float("nan"), None, None) and not nbmod.within(1.5, 0, 1) and nbmod.within(1.0, 0, 1)
 
 

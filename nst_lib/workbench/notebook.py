@@ -258,7 +258,7 @@ class NotebookEnv:
         bound) and what it is, in ``numbers.json`` beside the figures (with the machine, versions, settings and
         date). A number that is not finite or out of bounds is recorded as it is, with a printed warning; the
         notebook test fails on it. Returns the value."""
-        value = float(value)
+        value = float("nan") if value is None else float(value)  # a measurement that did not happen: not finite
         self.numbers[key] = {"value": value, "low": low, "high": high, "what": what}
         if not within(value, low, high):
             print(f"warning: {self.name}: {key} = {value} is outside [{low}, {high}]", file=sys.stderr)
@@ -274,7 +274,8 @@ class NotebookEnv:
             "mode": "QUICK" if self.quick else "full",
             "date": time.strftime("%Y-%m-%d %H:%M"),
             "machine": machine(),
-            "settings": self.settings,
+            # every number says whether VGG19 had its ImageNet weights (random ones are no result)
+            "settings": {"vgg19_weights": "imagenet" if self.vgg19_weights else "random", **self.settings},
             "numbers": self.numbers,
         }
         self.numbers_file.write_text(json.dumps(payload, indent=1, ensure_ascii=False, default=_plain) + "\n")
@@ -286,9 +287,9 @@ def within(value: float, low: float | None, high: float | None) -> bool:
 
 
 def _plain(value):
-    """JSON for the settings' NumPy scalars, tuples of them and paths."""
-    if hasattr(value, "item"):
-        return value.item()
+    """JSON for the settings' NumPy scalars and arrays, tuples of them and paths."""
+    if hasattr(value, "tolist"):  # a NumPy array or scalar (an array's .item() raises for more than one value)
+        return value.tolist()
     return str(value)
 
 
