@@ -9,7 +9,7 @@ import pytest
 
 from nst_lib import StyleConfig, backend, resume, stylize
 from nst_lib.errors import ConfigError, ImageError, NonFiniteLossError
-from nst_lib.images import rgb_to_yiq
+from nst_lib.images import load_image, rgb_to_yiq
 from nst_lib.optim import LBFGS, Adam
 
 from .conftest import read_tiff16
@@ -265,10 +265,22 @@ def test_non_finite_loss_stops_with_last_good_image(small_pair, tmp_path, monkey
 
     monkeypatch.setattr(objective.Objective, "__call__", poisoned)
     content, style = small_pair
+    images = {}
     with pytest.raises(NonFiniteLossError, match="last good image is kept in"):
-        stylize(content, style, out=tmp_path, steps=10, progress=False, optimizer="adam", **FAST)
+        stylize(
+            content,
+            style,
+            out=tmp_path,
+            steps=10,
+            progress=False,
+            optimizer="adam",
+            callbacks=[lambda info: images.update({info.step: info.image()})],
+            **FAST,
+        )
     (run_dir,) = tmp_path.iterdir()
-    assert (run_dir / "snapshots" / "last_good.png").is_file()
+    # Adam's 5th evaluation (of the image after step 4) was not finite: that image is the last one it reached
+    assert sorted(images) == [1, 2, 3, 4]
+    np.testing.assert_array_equal(load_image(run_dir / "snapshots" / "last_good.png").astype(np.uint8), images[4])
     assert "non-finite" in json.loads((run_dir / "config.json").read_text())["status"]
 
 
@@ -873,3 +885,112 @@ def test_mixed_precision_halves_an_overflowing_loss_scale_until_the_gradient_is_
     halved_to = mixed.loss_scale
     mixed.evaluate(x)
     assert mixed.loss_scale == halved_to  # a scale that works is kept
+
+
+# --- every loss setting reaches the loss (a field the engine dropped would leave these failing) -------------------
+def _noisy(content, seed=3):
+    rng = np.random.default_rng(seed)
+    return np.clip(content + rng.normal(0, 25, content.shape), 0, 255).astype(np.float32)
+
+
+def test_alpha_and_the_style_layer_weights_reach_the_loss(small_pair):
+    from nst_lib import evaluate
+
+    content, style = small_pair
+    image, kw = _noisy(content), dict(weights=None, size=48)
+    base = evaluate(image, content, style, **kw)
+    five = evaluate(image, content, style, content_weight=5.0, **kw)
+    assert five.content == pytest.approx(5 * base.content, rel=1e-5) and five.style == pytest.approx(base.style)
+    layers = ("block1_conv1", "block2_conv1", "block3_conv1")
+    first_only = evaluate(image, content, style, style_layers=layers, style_layer_weights=(1, 0, 0), **kw)
+    alone = evaluate(image, content, style, style_layers=layers[:1], **kw)
+    equal = evaluate(image, content, style, style_layers=layers, **kw)
+    assert first_only.style == pytest.approx(alone.style, rel=1e-5) and equal.style != pytest.approx(alone.style)
+    # two content layers: α times the mean of each layer's term, whole or in tiles
+    two = ("block2_conv2", "block4_conv2")
+    terms = [evaluate(image, content, style, content_layers=(layer,), **kw).content for layer in two]
+    both = evaluate(image, content, style, content_layers=two, tile_size=0, **kw)
+    tiled = evaluate(image, content, style, content_layers=two, tile_size=176, size=192, weights=None)
+    whole = evaluate(image, content, style, content_layers=two, tile_size=0, size=192, weights=None)
+    assert both.content == pytest.approx(np.mean(terms), rel=1e-5)
+    assert tiled.tiles > 1 and tiled.content == pytest.approx(whole.content, rel=1e-4)
+
+
+def test_blend_weights_and_a_batch_of_styles_reach_the_loss(small_pair):
+    from nst_lib import evaluate
+
+    content, style = small_pair
+    other = style[::-1, ::-1].copy()
+    image, kw = _noisy(content), dict(weights=None, size=48)
+    e_a, e_b = (evaluate(image, content, s, **kw).style for s in (style, other))
+    assert e_a != pytest.approx(e_b)
+    assert evaluate(image, content, [style, other], style_blend_weights=(1, 0), **kw).style == pytest.approx(e_a)
+    three_to_one = evaluate(image, content, [style, other], style_blend_weights=(3, 1), **kw).style
+    assert three_to_one == pytest.approx(0.75 * e_a + 0.25 * e_b, rel=1e-5)
+    # a batch is the equal blend of its images (seed 004), in the engine as in evaluate
+    run = dict(out=None, steps=1, progress=False, pyramid_levels=1, optimizer="adam", **FAST)
+    batch = stylize(content, np.stack([style, other]), **run).history[0]["style"]
+    listed = stylize(content, [style, other], **run).history[0]["style"]
+    single = stylize(content, style, **run).history[0]["style"]
+    assert batch == pytest.approx(listed, rel=1e-6) and batch != pytest.approx(single)
+
+
+def test_style_scale_sets_the_size_the_style_is_optimised_against(small_pair, monkeypatch):
+    from nst_lib import transfer
+
+    seen = []
+
+    class Recording(transfer.Objective):
+        def __init__(self, extractor, config, content, styles, *args, **kwargs):
+            seen.append(max(styles[0].shape[:2]))
+            super().__init__(extractor, config, content, styles, *args, **kwargs)
+
+    monkeypatch.setattr(transfer, "Objective", Recording)
+    content, style = small_pair
+    stylize(content, style, out=None, steps=1, progress=False, pyramid_levels=1, style_scale=2.0, **FAST)
+    assert seen == [96]  # twice the 48 px content
+
+
+def test_each_scale_starts_from_the_previous_result_upsampled_and_colour_runs_optimise_luminance(small_pair):
+    """Adam reports the loss of the image it is handed: a scale's first row is the loss of its starting image."""
+    from nst_lib import evaluate
+    from nst_lib.images import resize
+
+    content, style = small_pair
+    ends = {}
+
+    def keep(info):
+        ends[info.level] = info.x.copy()
+
+    kw = dict(out=None, progress=False, optimizer="adam", steps=2, first_scale_steps=2, **FAST)
+    r = stylize(content, style, pyramid_levels=2, pyramid_ratio=1.5, callbacks=[keep], **kw)
+    coarse = [row for row in r.history if row["level"] == 0]
+    h0, w0 = round(36 / 1.5), 32
+    start = resize(ends[0].reshape(h0, w0, 3), (36, 48))
+    first = next(row for row in r.history if row["level"] == 1)
+    assert len(coarse) == 2 and first["total"] == pytest.approx(evaluate(start, content, style, **FAST).total, rel=1e-4)
+    # preserve_color: the run optimises the luminance problem from the content's luminance
+    kept = stylize(content, style, preserve_color=True, pyramid_levels=1, **kw)
+    expected = evaluate(content, content, style, preserve_color=True, **FAST)
+    assert kept.history[0]["total"] == pytest.approx(expected.total, rel=1e-4)
+    assert kept.history[0]["style"] != pytest.approx(evaluate(content, content, style, **FAST).style, rel=1e-2)
+
+
+def test_adam_steps_as_its_formula_says():
+    """Two steps on gradients that change (so momentum and both bias corrections matter), against Kingma & Ba's
+    update written out by hand: m = β1 m + (1 − β1) g, v = β2 v + (1 − β2) g², x −= lr m̂ / (√v̂ + ε)."""
+    from nst_lib.optim import make_optimizer
+
+    grads = iter([np.array([2.0, -4.0], np.float32), np.array([-1.0, 3.0], np.float32)])
+
+    def fg(x):
+        return 0.0, {}, next(grads)
+
+    opt = Adam(learning_rate=0.5, beta1=0.5, beta2=0.9, epsilon=1e-3, box=None)
+    x = opt.step(opt.step(np.zeros(2, np.float32), fg), fg)
+    m1, v1 = 0.5 * np.array([2.0, -4.0]), 0.1 * np.array([4.0, 16.0])
+    x1 = -0.5 * (m1 / 0.5) / (np.sqrt(v1 / 0.1) + 1e-3)
+    m2, v2 = 0.5 * m1 + 0.5 * np.array([-1.0, 3.0]), 0.9 * v1 + 0.1 * np.array([1.0, 9.0])
+    x2 = x1 - 0.5 * (m2 / 0.75) / (np.sqrt(v2 / 0.19) + 1e-3)
+    np.testing.assert_allclose(x, x2, rtol=1e-5)
+    assert make_optimizer(StyleConfig(optimizer="adam", adam_beta1=0.5, adam_epsilon=1e-3)).b1 == 0.5

@@ -114,6 +114,13 @@ def test_style_layer_weights_are_normalised(rng):
     targets = [gram_matrix(rng.normal(size=(1, 4, 4, 3)).astype(np.float32)) for _ in range(2)]
     e0 = float(style_loss(feats[:1], targets[:1]))
     e1 = float(style_loss(feats[1:], targets[1:]))
+
+    def by_hand(f, a):  # 'size': Σ (Ĝ − Â)² / (4 N²), Ĝ = FᵀF / M
+        flat = f.reshape(-1, f.shape[-1]).astype(np.float64)
+        return float(np.sum((flat.T @ flat / len(flat) - np.asarray(a)[0]) ** 2) / (4 * f.shape[-1] ** 2))
+
+    assert e0 == pytest.approx(by_hand(feats[0], targets[0]), rel=1e-5) and e0 > 0
+    assert e1 == pytest.approx(by_hand(feats[1], targets[1]), rel=1e-5) and e1 > 0
     assert float(style_loss(feats, targets, [3, 1])) == pytest.approx(0.75 * e0 + 0.25 * e1, rel=1e-5)
     assert float(style_loss(feats, targets, [30, 10])) == pytest.approx(0.75 * e0 + 0.25 * e1, rel=1e-5)
 
