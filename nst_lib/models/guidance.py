@@ -492,8 +492,12 @@ class _GuidanceRecorder(Callback):
 
 def _check_same_run(run: Run, vqgan, content: np.ndarray, prompts) -> None:
     """A resume goes on only with what the run started with: its prompts, VQGAN and content image."""
+
+    def what(described):  # the prompts' kind, text, layers, weights; an image prompt's name is only its label
+        return [{k: v for k, v in d.items() if k != "image"} for d in described]
+
     described = json.loads(json.dumps([p.describe() for p in prompts], default=json_default))
-    if run.record.get("prompts") != described:
+    if what(run.record.get("prompts") or []) != what(described):
         raise NSTError(f"{run.path}: a guidance run with other prompts ({run.record.get('prompts')})")
     recorded, here = run.record.get("vqgan_run"), getattr(vqgan, "source_run", "")
     if recorded and here and Path(recorded).resolve() != Path(here).resolve():

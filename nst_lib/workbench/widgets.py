@@ -451,7 +451,8 @@ class StylePanel:
                     self._adapt_preview_size(result)
                 if job.kind == "render" and not job.adopted:
                     self.run_dir = result.run_dir
-                    self.message.value = f"render {result.status}: {result.run_dir}"
+                    done = "rendered to" if result.status == "completed" else f"render {result.status}, in"
+                    self.message.value = f"{done} {result.run_dir}"
             elif job.stop.is_set():
                 self.status.value = f"{job.kind} stopped before its first step"
             self.render_button.disabled, self.stop_button.disabled = False, True
