@@ -468,7 +468,9 @@ class FeatureExtractor:
         file, torchvision's VGG16 in its stead, or random weights (by file name: no machine's path). Run records
         keep it, so that a resume elsewhere cannot go on against another network unnoticed."""
         source = self.weights_source
-        weights = "random" if source is None else ("keras download" if source == "imagenet" else Path(source).name)
+        if source == "imagenet":  # Keras downloads it now, as the file a resume will then find on disk
+            source = KERAS_WEIGHT_FILES[self.arch]
+        weights = "random" if source is None else Path(source).name
         return {"weights": weights, "preprocessing": self.preprocessing}
 
     def keras_name(self, name: str) -> str:

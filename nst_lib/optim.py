@@ -156,11 +156,12 @@ class LBFGS:
             "g": np.zeros(0, np.float32) if self.g is None else self.g,
             "parts": np.asarray([self.parts.get(k, np.nan) for k in ("content", "style", "tv")], np.float64),
             "evaluations": np.asarray(self.evaluations),
-            "stalled": np.asarray(self.stalled),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.stalled = bool(state["stalled"]) if "stalled" in state else False  # older checkpoints lack it
+        # not restored: a resume (perhaps with other weights or precision) tries the gradient once more; where
+        # nothing changed that search fails again at once and leaves the image, so the result is the same
+        self.stalled = False
         self.rho = [float(r) for r in state["rho"]]
         if "s" in state:  # checkpoints written before the pairs were stored one by one
             self.s, self.y = list(state["s"]), list(state["y"])

@@ -216,9 +216,9 @@ def test_lbfgs_stays_put_without_evaluating_once_the_gradient_itself_finds_no_de
         x = opt.step(x, fg)
     assert opt.evaluations == evaluations and np.array_equal(x, stuck_at) and opt.f == f
     restored = LBFGS(history=5)
-    restored.load_state_dict(opt.state_dict())  # a resume stays put too
-    assert restored.stalled and np.array_equal(restored.step(x, fg), stuck_at)
-    assert restored.evaluations == evaluations
+    restored.load_state_dict(opt.state_dict())  # a resume tries the gradient once more, fails, and stays put
+    assert not restored.stalled and np.array_equal(restored.step(x, fg), stuck_at) and restored.stalled
+    assert restored.evaluations == evaluations + 11 and restored.f == f
 
 
 def test_a_non_finite_gradient_is_never_stepped_along():

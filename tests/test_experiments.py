@@ -135,3 +135,5 @@ def test_a_cancelled_ray_cell_reports_what_its_folder_holds(tmp_path):
     cell.status = "pending"
     _from_folder(cell, config.replace(seed=3))  # another cell's run, which the next call sets aside
     assert cell.status == "pending"
+    _from_folder(cell, config, own=False)  # a run of other input files (sweeps.other_run says so)
+    assert cell.status == "pending"

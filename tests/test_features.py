@@ -88,6 +88,19 @@ def test_a_layer_named_two_ways_is_one_layer_the_loss_uses_under_both_names():
     np.testing.assert_allclose(aliased.grad, keras_names.grad, rtol=1e-5, atol=1e-6 * np.abs(aliased.grad).max())
 
 
+def test_a_run_records_the_weights_file_a_download_becomes():
+    """Keras downloads 'imagenet' weights into the cache where the next process finds the file: recorded as that
+    file, so a resume after the download is not taken for another network."""
+    from nst_lib.features import KERAS_WEIGHT_FILES
+
+    fe = FeatureExtractor("vgg19", ["block1_conv1"], weights=None)
+    assert fe.resolved() == {"weights": "random", "preprocessing": "caffe"}
+    fe.weights_source = "imagenet"  # what resolve_weights says when the file is still to be downloaded
+    assert fe.resolved()["weights"] == KERAS_WEIGHT_FILES["vgg19"]
+    fe.weights_source = "/somewhere/" + KERAS_WEIGHT_FILES["vgg19"]  # found on disk, as after the download
+    assert fe.resolved()["weights"] == KERAS_WEIGHT_FILES["vgg19"]
+
+
 def test_unknown_layer_lists_the_valid_ones():
     with pytest.raises(ConfigError, match=r"unknown layer 'relu9_9'.*block1_conv1.*block5_conv4"):
         FeatureExtractor("vgg19", ["relu9_9"], weights=None)

@@ -91,6 +91,8 @@ def test_a_case_stopped_part_way_goes_on_from_its_checkpoint(tmp_path):
     assert run.run_dir == stopped.run_dir  # resumed in its folder, not started again beside it
     record = json.loads((run.run_dir / "config.json").read_text())
     assert record["status"] == "completed" and record["steps_done"] == 3
+    # its time is both sessions'
+    assert run.seconds == pytest.approx(record["timings"]["total"] + record["earlier_timings"][0]["total"])
 
 
 def test_a_failed_case_is_left_out_with_a_warning(tmp_path, monkeypatch):

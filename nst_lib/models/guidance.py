@@ -500,7 +500,7 @@ def _check_same_run(run: Run, vqgan, content: np.ndarray, prompts) -> None:
     if what(run.record.get("prompts") or []) != what(described):
         raise NSTError(f"{run.path}: a guidance run with other prompts ({run.record.get('prompts')})")
     recorded, here = run.record.get("vqgan_run"), getattr(vqgan, "source_run", "")
-    if recorded and here and Path(recorded).resolve() != Path(here).resolve():
+    if recorded and here and Path(recorded).name != Path(here).name:  # by folder name: paths may be relative
         raise NSTError(f"{run.path}: a guidance run on the VQGAN of {recorded}, not {here}")
     saved = run.path / "inputs" / "content.png"
     if saved.is_file() and not np.array_equal(load_image(saved).astype(np.uint8), to_uint8(content)):

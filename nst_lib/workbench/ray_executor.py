@@ -182,9 +182,12 @@ def run_on_ray(
     resources: Mapping[str, float] | None,
     workers: int | None,
     retries: int,
+    other_run=None,
 ) -> None:
     """Run ``cells`` as Ray tasks (each ``run_cell(cell, config, content, style, callbacks, report)``) and fill in
-    each one's status, history and final losses."""
+    each one's status, history and final losses. ``other_run(record, config, content, style)`` says why a cell
+    folder's run is not the cell's own ('' when it is; ``sweeps.other_run``): a cell cancelled before it started
+    reports a finished run in its folder as done only where it is its own."""
     ray = require_ray()
     if retries < 0:
         raise ConfigError(f"retries must be ≥ 0, got {retries}")
@@ -202,7 +205,15 @@ def run_on_ray(
             content, style = _absolute(contents[cell.content]), styles[cell.style]
             style = [_absolute(s) for s in style] if isinstance(style, (list, tuple)) else _absolute(style)
             refs[task.remote(run_cell, remote_cell, config, content, style, list(callbacks), counter, i)] = i
-        _drive(ray, refs, cells, configs, counter, bar)
+
+        def from_folder(i):  # a cell cancelled before it started
+            cell = cells[i]
+            own = other_run is None or not other_run(
+                _record(cell.run_dir), configs[i], contents[cell.content], styles[cell.style]
+            )
+            _from_folder(cell, configs[i], own)
+
+        _drive(ray, refs, cells, counter, bar, from_folder)
     finally:
         bar.close()
         if counter is not None:
@@ -211,11 +222,11 @@ def run_on_ray(
             ray.shutdown()
 
 
-def _drive(ray, refs: dict, cells, configs, counter, bar) -> None:
+def _drive(ray, refs: dict, cells, counter, bar, from_folder) -> None:
     collected: set = set()
 
     def collect(ref):
-        _collect(ray, ref, cells[refs[ref]], configs[refs[ref]])
+        _collect(ray, ref, cells[refs[ref]], lambda: from_folder(refs[ref]))
         collected.add(ref)
 
     def show():
@@ -243,14 +254,14 @@ def _drive(ray, refs: dict, cells, configs, counter, bar) -> None:
                 collect(ref)
         for ref in refs:
             if ref not in collected:
-                _from_folder(cells[refs[ref]], configs[refs[ref]])
+                from_folder(refs[ref])
 
 
-def _collect(ray, ref, cell, config) -> None:
+def _collect(ray, ref, cell, cancelled) -> None:
     try:
         done = ray.get(ref)
     except ray.exceptions.TaskCancelledError:
-        _from_folder(cell, config)
+        cancelled()
         return
     except ray.exceptions.RayTaskError as err:  # the cell itself raised (bad image, non-finite loss, …)
         cause = getattr(err, "cause", None) or err
@@ -262,15 +273,20 @@ def _collect(ray, ref, cell, config) -> None:
     cell.status, cell.history, cell.final = done.status, done.history, done.final
 
 
-def _from_folder(cell, config) -> None:
+def _record(run_dir: Path) -> dict:
+    return Run.open(run_dir).record if (run_dir / "config.json").is_file() else {}
+
+
+def _from_folder(cell, config, own: bool = True) -> None:
     """A cancelled cell: what its folder says (this cell's run completed by an earlier call, or interrupted with a
-    checkpoint), else still pending."""
+    checkpoint), else still pending; ``own`` False: the folder holds another cell's run (other settings or input
+    files), which the next call sets aside."""
     if (cell.run_dir / "checkpoint.npz").is_file():
         run = Run.open(cell.run_dir)
         rows = run.read_rows("losses.csv")
         record = run.record
-        if changed_setting(record.get("config") or {}, config.to_dict(), ("steps", *OUTPUT_FIELDS)):
-            return  # another cell's run (other settings), which the next call sets aside: this one is pending
+        if not own or changed_setting(record.get("config") or {}, config.to_dict(), ("steps", *OUTPUT_FIELDS)):
+            return  # pending
         done = record.get("status") == "completed" and record.get("steps_done", 0) >= config.steps
         cell.status, cell.history = ("skipped (done)" if done else "interrupted"), rows
         cell.final = rows[-1] if rows else {}

@@ -133,7 +133,9 @@ def _run_child(code: str, argument: str) -> int:
     kills it."""
     paths = [str(Path(__file__).parents[2]), os.environ.get("PYTHONPATH", "")]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-    child = subprocess.Popen([sys.executable, "-c", code, argument], env=env)
+    # its own session: a terminal's Ctrl-C reaches only this process, which passes it on once (a second SIGINT could
+    # land while the child writes its checkpoint)
+    child = subprocess.Popen([sys.executable, "-c", code, argument], env=env, start_new_session=True)
     try:
         return child.wait()
     except KeyboardInterrupt:
@@ -154,7 +156,8 @@ def _read(run: Run, size: int, mode: str) -> ResolutionRun:
         size,
         mode,
         run.path,
-        float(record["timings"]["total"]),
+        # a case resumed in a later session: its time is all its sessions'
+        float(record["timings"]["total"]) + sum(t.get("total", 0.0) for t in record.get("earlier_timings", [])),
         peak,
         (height, width),
         list(record.get("schedule", [])),

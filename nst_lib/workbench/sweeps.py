@@ -106,6 +106,7 @@ class SweepResult(list):
         """(images, row_labels, col_labels) with one row per value of ``rows`` and one column per value of
         ``cols``, among the cells matching ``fixed``; a missing combination, and a cell that has not finished
         (pending, failed, stopped part-way: its output would be a half-optimised image), is None."""
+        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in fixed.items()}  # cells hold lists as tuples
         cells = [c for c in self if all(c.value(k) == v for k, v in fixed.items())]
         row_values = list(dict.fromkeys(c.value(rows) for c in cells))
         col_values = list(dict.fromkeys(c.value(cols) for c in cells))
@@ -123,6 +124,7 @@ class SweepResult(list):
 
     def figure(self, rows: str, cols: str, title: str | None = None, footnote: str | None = None, **fixed: Any):
         images, row_labels, col_labels = self.grid(rows, cols, **fixed)
+        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in fixed.items()}
         unfinished = [c for c in self if all(c.value(k) == v for k, v in fixed.items()) and not c.finished]
         if unfinished:  # a blank square says why
             blank = (
@@ -176,7 +178,7 @@ def run_cell(cell: SweepCell, config: StyleConfig, content: ImageLike, style: Im
     resumed from its checkpoint when it holds an interrupted one, started otherwise. ``report(n)`` is told the
     steps already done before any step runs (the progress bar's offset); ``callbacks`` see every step."""
     record = _record(cell.run_dir)
-    changed = _changed_settings(record, config) or _changed_inputs(record, content, style)
+    changed = other_run(record, config, content, style)
     if changed:  # another sweep's result under this cell's name: kept aside, never reused as this one's
         aside = _free(cell.run_dir.with_name(cell.run_dir.name + ".other-settings"))
         warnings.warn(
@@ -232,6 +234,11 @@ def _changed_inputs(record: dict, content: ImageLike, style: ImageLike) -> str:
         if [Path(n).name for n in had] != [Path(n).name for n in names]:
             return f"{key}: {', '.join(had)} → {', '.join(names)}"
     return ""
+
+
+def other_run(record: dict, config: StyleConfig, content: ImageLike, style: ImageLike) -> str:
+    """Why a cell folder's recorded run is not this cell's ('' when it is): other settings or other input files."""
+    return _changed_settings(record, config) or _changed_inputs(record, content, style)
 
 
 def cell_name(content: str, style: str, overrides: Mapping[str, Any]) -> str:
@@ -309,6 +316,7 @@ def sweep(
             resources,
             workers,
             retries,
+            other_run,
         )
     else:
         _run_local(cells, configs, contents, styles, callbacks, progress, total, desc)

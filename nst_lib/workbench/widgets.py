@@ -75,6 +75,7 @@ class Job:
     result: object = None
     converged: bool = False
     adopted: bool = False  # stopped before it began: it shows the result of the job it replaced
+    done: bool = False  # its results are in the widgets (set under the panel's lock)
 
     def running(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
@@ -340,11 +341,14 @@ class StylePanel:
 
     # --- actions ---------------------------------------------------------------------------------
     def _weight_changed(self, change) -> None:
-        job = self._job
         if not self.live.value:
             return
-        if job is not None and job.kind == "render" and job.running():
-            self._preview_after_render = True
+        with self._lock:  # decided against _finish: a render that has put its result up no longer defers
+            job = self._job
+            deferred = job is not None and job.kind == "render" and job.thread is not None and not job.done
+            if deferred:
+                self._preview_after_render = True
+        if deferred:
             self.message.value = "rendering: the live preview resumes after the render (or press Stop)"
             return
         self.start_preview()
@@ -370,6 +374,8 @@ class StylePanel:
             raise
         job = Job(kind, inputs=self._inputs_key(), names=self._names())
         with self._lock:
+            if kind == "render":  # a slider moved before this render has no preview owed to it
+                self._preview_after_render = False
             previous, self._job = self._job, job
             if previous is not None:
                 previous.stop.set()
@@ -436,6 +442,7 @@ class StylePanel:
 
     def _finish(self, job: Job) -> None:
         with self._lock:
+            job.done = True
             if job is not self._job:  # replaced by a newer job, which owns the widgets now
                 return
             result = job.result
