@@ -520,6 +520,18 @@ def _crop(image: np.ndarray, tile: Tile) -> np.ndarray:
     return np.ascontiguousarray(image[tile.top : tile.bottom, tile.left : tile.right], np.float32)
 
 
+def check_size(image: np.ndarray, extractor: FeatureExtractor, name: str, what: str, fix: int | None = None) -> None:
+    """An input too thin for the layers stops the run with a message naming the file and, where known, ``fix``:
+    the smallest ``size`` at which every input is wide enough."""
+    if min(image.shape[:2]) < extractor.min_side:
+        remedy = f"size {fix} or more works (--size {fix})" if fix else "raise size"
+        raise ImageError(
+            f"{name}: {image.shape[0]}×{image.shape[1]} px {what} is too small for the layers chosen on "
+            f"{extractor.arch} (needs at least {extractor.min_side} px on each side; {remedy}, or choose "
+            "shallower layers)"
+        )
+
+
 # --- the public function ----------------------------------------------------------------------------------
 def evaluate(
     image: ImageLike,
@@ -547,12 +559,8 @@ def evaluate(
     if x.shape[:2] != (h, w):
         x = resize(x, (h, w))
     extractor = extractor_for(config)
-    for img, src in [(content_img, content), *zip(style_imgs, styles)]:
-        if min(img.shape[:2]) < extractor.min_side:  # as stylize says it, not a pooling error from deep inside
-            raise ImageError(
-                f"{source_name(src)}: {img.shape[0]}×{img.shape[1]} px after resizing is too small for the layers "
-                f"chosen on {config.arch} (needs at least {extractor.min_side} px on each side): raise size"
-            )
+    for img, src in [(content_img, content), *zip(style_imgs, styles)]:  # as stylize says it, not a pooling error
+        check_size(img, extractor, source_name(src), "after resizing")
     if config.preserve_color:
         style_imgs = [match_luminance(s, content_img) for s in style_imgs]
         content_img, x = grayscale(content_img), grayscale(x)

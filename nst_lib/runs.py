@@ -29,7 +29,7 @@ import numpy as np
 from PIL import Image
 
 from .backend import device_name, peak_memory_mb, versions
-from .errors import NSTError
+from .errors import ConfigError, NSTError
 from .images import save_image
 
 # columns read back as integers; every other column is a float where it parses as one
@@ -65,6 +65,19 @@ def changed_setting(recorded: dict, wanted: dict, ignore: Sequence[str] = ()) ->
         if key in recorded and key not in ignore and recorded[key] != value:
             return f"{key}: {recorded[key]!r} → {value!r}"
     return ""
+
+
+def record_network(run: Run, key: str, network: dict[str, str], what: str) -> None:
+    """Record in ``run`` under ``key`` the network (``FeatureExtractor.resolved()``: weights file and
+    preprocessing) its ``what`` resolved to on this machine; a resumed run whose record names another stops, since
+    it would go on against other weights."""
+    recorded = run.record.get(key)
+    if recorded and recorded != network:
+        raise ConfigError(
+            f"{run.path}: the run used {what} {recorded['weights']} ({recorded['preprocessing']} preprocessing); "
+            f"here they resolve to {network['weights']} ({network['preprocessing']}): resume where those weights are"
+        )
+    run.write_record(**{key: network})
 
 
 class Run:

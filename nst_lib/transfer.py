@@ -24,7 +24,6 @@ import numpy as np
 
 from .config import StyleConfig
 from .errors import ConfigError, ImageError, NonFiniteLossError
-from .features import FeatureExtractor
 from .images import (
     ImageLike,
     fit_image,
@@ -40,9 +39,16 @@ from .images import (
     to_uint8,
     transfer_luminance,
 )
-from .objective import OPTIMIZER_BUDGET_SHARE, Objective, extractor_for, memory_budget, tile_size_for
+from .objective import (
+    OPTIMIZER_BUDGET_SHARE,
+    Objective,
+    check_size,
+    extractor_for,
+    memory_budget,
+    tile_size_for,
+)
 from .optim import Adam, Callback, StepInfo, as_callbacks, make_optimizer, run_steps
-from .runs import Run, Timer
+from .runs import Run, Timer, record_network
 
 LOSS_COLUMNS = ("step", "level", "scale", "total", "content", "style", "tv", "time_s")
 
@@ -131,18 +137,6 @@ def lbfgs_pairs(config: StyleConfig, values: int) -> int:
     share = OPTIMIZER_BUDGET_SHARE * memory_budget(config) - LBFGS_WORKING_ARRAYS * 4 * values
     fit = int(share / (8 * values))
     return min(config.lbfgs_history, max(3, fit))
-
-
-def _check_size(image: np.ndarray, extractor: FeatureExtractor, name: str, what: str, fix: int | None = None) -> None:
-    """An input too thin for the layers stops the run with a message naming the file and, where known, ``fix``:
-    the smallest ``size`` at which every input is wide enough."""
-    if min(image.shape[:2]) < extractor.min_side:
-        remedy = f"size {fix} or more works (--size {fix})" if fix else "raise size"
-        raise ImageError(
-            f"{name}: {image.shape[0]}×{image.shape[1]} px {what} is too small for the layers chosen on "
-            f"{extractor.arch} (needs at least {extractor.min_side} px on each side; {remedy}, or choose "
-            "shallower layers)"
-        )
 
 
 def _resized_adam_state(state: dict, old_shape: tuple, new_shape: tuple) -> dict:
@@ -249,9 +243,9 @@ class _Engine:
                 content, styles = self.level_images(level)
                 what = "after resizing" if level == last else f"at scale {level + 1} of {last + 1}"
                 fix = self.smallest_size(extractor.min_side) if level == last else None
-                _check_size(content, extractor, names[0], what, fix)
+                check_size(content, extractor, names[0], what, fix)
                 for s, n in zip(styles, names[1:]):
-                    _check_size(s, extractor, n, what, fix)
+                    check_size(s, extractor, n, what, fix)
                 content_opt, styles_opt = content, styles
                 if config.preserve_color:  # luminance-only transfer (Gatys et al. 2017)
                     content_opt = grayscale(content)
@@ -427,13 +421,13 @@ def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = Tr
 def _execute(
     config, content_img, style_imgs, names, run, callbacks, progress, timer, start=None, initial=None, source_hws=None
 ) -> StyleResult:
-    earlier_rows = start["history"] if start is not None else []
+    resumed_steps = len(start["history"]) if start is not None else 0
     start_level = start["level"] if start is not None else 0
     try:
         with timer("build"):
             extractor = extractor_for(config)
         if run is not None:
-            _record_network(run, extractor, resumed=start is not None)
+            record_network(run, "network", extractor.resolved(), "weights")
         engine = _Engine(config, content_img, style_imgs, run, extractor.min_side, initial, source_hws)
         if start is not None:
             engine.history = list(start["history"])
@@ -449,7 +443,7 @@ def _execute(
         raise
     image = to_uint8(unrounded)
     steps_done = engine.history[-1]["step"] if engine.history else 0
-    timings = timer.summary(len(engine.history) - len(earlier_rows))  # this session's steps, not the resumed ones
+    timings = timer.summary(len(engine.history) - resumed_steps)  # this session's steps, not the resumed ones
     if run is not None and start is not None and run.record.get("timings"):  # the sessions before keep theirs
         run.write_record(earlier_timings=[*run.record.get("earlier_timings", []), run.record["timings"]])
     if run is not None:
@@ -483,18 +477,6 @@ def _execute(
 
 
 # --- the stylisation's part of its run folder ------------------------------------------------------------
-def _record_network(run: Run, extractor: FeatureExtractor, resumed: bool) -> None:
-    """Record what the run optimises against; a resume that would resolve to another network stops."""
-    network = extractor.resolved()
-    recorded = run.record.get("network")
-    if resumed and recorded and recorded != network:
-        raise ConfigError(
-            f"{run.path}: the run used weights {recorded['weights']} ({recorded['preprocessing']} preprocessing); "
-            f"here they resolve to {network['weights']} ({network['preprocessing']}): resume where those weights are"
-        )
-    run.write_record(network=network)
-
-
 def save_result(result: StyleResult, out: str | Path, name: str, inputs: dict[str, Any]) -> Path:
     """A new run folder for a result computed without one (``out=None``, e.g. the widget panel's runs): the
     record, ``losses.csv`` and ``output.png``. It has no checkpoint, so it is a record, not a resumable run; and no

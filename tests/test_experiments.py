@@ -121,19 +121,24 @@ def test_identity_test_reports_the_run_it_made_with_overrides_and_counts_steps_o
 def test_a_cancelled_ray_cell_reports_what_its_folder_holds(tmp_path):
     from nst_lib import StyleConfig
     from nst_lib.workbench.ray_executor import _from_folder
-    from nst_lib.workbench.sweeps import sweep
+    from nst_lib.workbench.sweeps import other_run, sweep
 
-    from .conftest import CONTENT, STYLE
+    from .conftest import CONTENT, DATA, STYLE
+
+    def judged(config, content=CONTENT):  # what run_on_ray hands _from_folder: sweeps.other_run for this cell
+        return lambda record: other_run(record, config, content, STYLE)
 
     config = StyleConfig(weights=None, size=48, steps=2, snapshot_every=0)
     (cell,) = sweep(CONTENT, STYLE, config, out=tmp_path, progress=False)
     cell.status = "pending"
-    _from_folder(cell, config)  # completed by an earlier call with these settings: done, not interrupted
+    _from_folder(cell, config, judged(config))  # completed by an earlier call with these settings: done
     assert cell.status == "skipped (done)" and len(cell.history) == 2
-    _from_folder(cell, config.replace(steps=4))  # asked for more steps: there is more to do
+    more = config.replace(steps=4)
+    _from_folder(cell, more, judged(more))  # asked for more steps: there is more to do
     assert cell.status == "interrupted"
     cell.status = "pending"
-    _from_folder(cell, config.replace(seed=3))  # another cell's run, which the next call sets aside
+    other = config.replace(seed=3)
+    _from_folder(cell, other, judged(other))  # another cell's run, which the next call sets aside
     assert cell.status == "pending"
-    _from_folder(cell, config, own=False)  # a run of other input files (sweeps.other_run says so)
+    _from_folder(cell, config, judged(config, DATA / "content" / "skimage_chelsea.png"))  # of other input files
     assert cell.status == "pending"

@@ -252,33 +252,6 @@ def test_ast_gan_paints_the_content_with_the_generated_batch(tmp_path):
     assert len(record["inputs"]["styles"]) == 3 and record["config"]["gram_norm"] == "mean"
 
 
-def test_a_model_interrupted_mid_epoch_is_not_passed_off_as_its_folders(tmp_path):
-    """Its weights are no checkpoint's: a prior built on it would record the folder and, resumed, load others."""
-    import keras
-
-    from nst_lib.models import VQGAN, VQPrior
-
-    class Stop(keras.callbacks.Callback):
-        def on_train_batch_begin(self, batch, logs=None):
-            if batch == 1:
-                raise KeyboardInterrupt
-
-    vqgan = VQGAN(
-        image_size=16,
-        batch_size=16,
-        downsample=4,
-        codes=16,
-        embed_dim=8,
-        filters=8,
-        channel_mult=(1, 2),
-        perceptual_weight=0,
-    )
-    cut = train(vqgan, tiny_paintings(48, 16, seed=2), 1, out=tmp_path, progress=False, callbacks=[Stop()])
-    assert cut.status == "interrupted" and not cut.model.source_run
-    with pytest.raises(ConfigError, match="interrupted training's model"):
-        VQPrior(vqgan=cut.model, window=2, layers=1, heads=2, dim=16)
-
-
 def test_train_or_load_reuses_finished_runs_and_never_overwrites_a_different_one(tmp_path, monkeypatch):
     from nst_lib.models import train_or_load
     from nst_lib.models import training as training_mod

@@ -186,7 +186,10 @@ def test_stage_one_lowers_the_reconstruction_loss_and_later_stages_start_from_it
     assert record["perceptual_network"] == {"weights": "random", "preprocessing": "caffe"}
     record["perceptual_network"] = {"weights": "vgg16_torchvision.h5", "preprocessing": "torch"}
     record_path.write_text(json.dumps(record))
-    with pytest.raises(ConfigError, match="perceptual weights vgg16_torchvision.h5; here they resolve to random"):
+    with pytest.raises(
+        ConfigError,
+        match=r"perceptual weights vgg16_torchvision.h5 \(torch preprocessing\); here they resolve to random",
+    ):
         resume_training(result.run_dir, data16, epochs=5, progress=False)
     # the constructor itself never reads a run folder; the trainer does, and names a bad one
     unread = StyleVAE(stage="style", init_from=str(tmp_path / "nowhere"), **SMALL)

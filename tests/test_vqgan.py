@@ -113,6 +113,21 @@ def test_causal_masking_a_later_token_never_changes_an_earlier_logit(rng):
         assert not np.allclose(out[0, t], base[0, t])  # its own position sees it
 
 
+def test_a_model_interrupted_mid_epoch_is_not_passed_off_as_its_folders(tmp_path):
+    """Its weights are no checkpoint's: a prior built on it would record the folder and, resumed, load others."""
+    import keras
+
+    class Stop(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            if batch == 1:
+                raise KeyboardInterrupt
+
+    cut = train(VQGAN(**TINY), tiny_paintings(48, 16, seed=2), 1, out=tmp_path, progress=False, callbacks=[Stop()])
+    assert cut.status == "interrupted" and not cut.model.source_run
+    with pytest.raises(ConfigError, match="interrupted training's model"):
+        VQPrior(vqgan=cut.model, window=2, layers=1, heads=2, dim=16)
+
+
 @pytest.fixture(scope="module")
 def trained_vqgan(tmp_path_factory):
     out = tmp_path_factory.mktemp("vq")

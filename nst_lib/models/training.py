@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from ..runs import Run
+from ..runs import Run, record_network
 from .callbacks import EpochEnd, Progress, StepLog, epochs_done, load_checkpoint
 from .data import from_spec
 from .registry import build_model, load_start_weights, load_trained
@@ -308,13 +308,7 @@ def _fit(model, data, run: Run, start: int, epochs: int, callbacks, progress: bo
     cfg = model.config
     perceptual = getattr(model, "_perceptual", None)  # a loss network whose weights 'auto' resolves per machine
     if perceptual is not None:
-        network, recorded = perceptual.resolved(), run.record.get("perceptual_network")
-        if recorded and recorded != network:
-            raise ConfigError(
-                f"{run.path}: trained with perceptual weights {recorded['weights']}; here they resolve to "
-                f"{network['weights']}: resume where those weights are"
-            )
-        run.write_record(perceptual_network=network)
+        record_network(run, "perceptual_network", perceptual.resolved(), "perceptual weights")
     model.source_run = str(run.path)  # what is built on this model (a prior, guidance) records where it came from
     spe = data.steps_per_epoch(cfg.batch_size)
     rec = run.record["samples"]

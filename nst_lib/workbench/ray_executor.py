@@ -23,10 +23,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..config import OUTPUT_FIELDS, StyleConfig
+from ..config import StyleConfig
 from ..errors import ConfigError, NSTError
 from ..optim import Callback, StepInfo
-from ..runs import Run, changed_setting
+from ..runs import Run
 
 EXTRA = "nst-workbench[ray]"
 # how long the driver waits, after Ctrl-C, for running cells to write their checkpoint and stop
@@ -182,7 +182,7 @@ def run_on_ray(
     resources: Mapping[str, float] | None,
     workers: int | None,
     retries: int,
-    other_run=None,
+    other_run,
 ) -> None:
     """Run ``cells`` as Ray tasks (each ``run_cell(cell, config, content, style, callbacks, report)``) and fill in
     each one's status, history and final losses. ``other_run(record, config, content, style)`` says why a cell
@@ -208,10 +208,11 @@ def run_on_ray(
 
         def from_folder(i):  # a cell cancelled before it started
             cell = cells[i]
-            own = other_run is None or not other_run(
-                _record(cell.run_dir), configs[i], contents[cell.content], styles[cell.style]
+            _from_folder(
+                cell,
+                configs[i],
+                lambda record: other_run(record, configs[i], contents[cell.content], styles[cell.style]),
             )
-            _from_folder(cell, configs[i], own)
 
         _drive(ray, refs, cells, counter, bar, from_folder)
     finally:
@@ -273,21 +274,16 @@ def _collect(ray, ref, cell, cancelled) -> None:
     cell.status, cell.history, cell.final = done.status, done.history, done.final
 
 
-def _record(run_dir: Path) -> dict:
-    return Run.open(run_dir).record if (run_dir / "config.json").is_file() else {}
-
-
-def _from_folder(cell, config, own: bool = True) -> None:
+def _from_folder(cell, config, other_run) -> None:
     """A cancelled cell: what its folder says (this cell's run completed by an earlier call, or interrupted with a
-    checkpoint), else still pending; ``own`` False: the folder holds another cell's run (other settings or input
-    files), which the next call sets aside."""
+    checkpoint), else still pending, as where ``other_run(record)`` says the folder holds another cell's run (other
+    settings or input files), which the next call sets aside."""
     if (cell.run_dir / "checkpoint.npz").is_file():
         run = Run.open(cell.run_dir)
+        if other_run(run.record):
+            return
         rows = run.read_rows("losses.csv")
-        record = run.record
-        if not own or changed_setting(record.get("config") or {}, config.to_dict(), ("steps", *OUTPUT_FIELDS)):
-            return  # pending
-        done = record.get("status") == "completed" and record.get("steps_done", 0) >= config.steps
+        done = run.record.get("status") == "completed" and run.record.get("steps_done", 0) >= config.steps
         cell.status, cell.history = ("skipped (done)" if done else "interrupted"), rows
         cell.final = rows[-1] if rows else {}
 

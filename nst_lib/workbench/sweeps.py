@@ -106,8 +106,7 @@ class SweepResult(list):
         """(images, row_labels, col_labels) with one row per value of ``rows`` and one column per value of
         ``cols``, among the cells matching ``fixed``; a missing combination, and a cell that has not finished
         (pending, failed, stopped part-way: its output would be a half-optimised image), is None."""
-        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in fixed.items()}  # cells hold lists as tuples
-        cells = [c for c in self if all(c.value(k) == v for k, v in fixed.items())]
+        cells = self._matching(fixed)
         row_values = list(dict.fromkeys(c.value(rows) for c in cells))
         col_values = list(dict.fromkeys(c.value(cols) for c in cells))
         lookup = {}
@@ -122,16 +121,25 @@ class SweepResult(list):
         ]
         return images, [_label(rows, r) for r in row_values], [_label(cols, k) for k in col_values]
 
+    def _matching(self, fixed: Mapping[str, Any]) -> list[SweepCell]:
+        """The cells whose values are those of ``fixed`` (a list as the tuple the cells hold)."""
+        fixed = {k: _hashable(v) for k, v in fixed.items()}
+        return [c for c in self if all(c.value(k) == v for k, v in fixed.items())]
+
     def figure(self, rows: str, cols: str, title: str | None = None, footnote: str | None = None, **fixed: Any):
         images, row_labels, col_labels = self.grid(rows, cols, **fixed)
-        fixed = {k: tuple(v) if isinstance(v, list) else v for k, v in fixed.items()}
-        unfinished = [c for c in self if all(c.value(k) == v for k, v in fixed.items()) and not c.finished]
+        unfinished = [c for c in self._matching(fixed) if not c.finished]
         if unfinished:  # a blank square says why
             blank = (
                 f"blank: {len(unfinished)} cell(s) not finished ({', '.join(sorted({c.status for c in unfinished}))})"
             )
             footnote = f"{footnote}; {blank}" if footnote else blank
         return image_grid(images, row_labels, col_labels, title, footnote=footnote)
+
+
+def _hashable(value: Any) -> Any:
+    """A list (a spec file's style_layers) as the tuple StyleConfig holds: cells are looked up by value."""
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _short(value: Any) -> str:
@@ -281,8 +289,7 @@ def sweep(
 
         require_ray()  # before anything else: a missing extra fails at once
     base = base or StyleConfig()
-    # lists (a spec file's style_layers) as tuples, as StyleConfig holds them: cells are looked up by value
-    vary = {k: [tuple(v) if isinstance(v, list) else v for v in values] for k, values in (vary or {}).items()}
+    vary = {k: [_hashable(v) for v in values] for k, values in (vary or {}).items()}
     base.replace(**{k: v[0] for k, v in vary.items()})  # unknown fields fail now, not after hours
     out = Path(out)
     contents, styles = _named(contents), _named(styles)

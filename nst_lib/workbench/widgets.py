@@ -227,10 +227,10 @@ class StylePanel:
         self._lock = threading.Lock()
 
         self.arch.observe(lambda change: self._set_layers(change["new"]), names="value")
-        for which, dropdown, upload in (
-            ("content", self.content, self.content_upload),
-            ("style", self.style, self.style_upload),
-        ):  # whichever was chosen last is the input: a bundled image picked after an upload replaces it
+        # each input's dropdown and upload; whichever was chosen last is the input (a bundled image picked after an
+        # upload replaces it)
+        self._pickers = {"content": (self.content, self.content_upload), "style": (self.style, self.style_upload)}
+        for which, (dropdown, upload) in self._pickers.items():
             dropdown.observe(lambda _, which=which: self._uploaded.update({which: False}), names="value")
             upload.observe(lambda _, which=which: self._uploaded.update({which: True}), names="value")
         self._set_layers(d.arch, d.content_layers, d.style_layers)
@@ -308,13 +308,12 @@ class StylePanel:
 
     def _upload(self, which: str):
         """The uploaded file of ``which`` (content, style) where it, not the dropdown, was chosen last."""
-        upload = self.content_upload if which == "content" else self.style_upload
-        return _upload_item(upload) if self._uploaded[which] else None
+        return _upload_item(self._pickers[which][1]) if self._uploaded[which] else None
 
     def _input(self, which: str):
         item = self._upload(which)
         if item is None:
-            return (self.content if which == "content" else self.style).value
+            return self._pickers[which][0].value
         try:  # decoded here, so that a bad file is named now and not by an error deep in the optimisation
             image = Image.open(io.BytesIO(bytes(item["content"])))
             image.load()
@@ -325,17 +324,16 @@ class StylePanel:
     def _inputs_key(self):
         def key(which):
             item = self._upload(which)
-            dropdown = self.content if which == "content" else self.style
-            return (
-                ("upload", len(bytes(item["content"])), hash(bytes(item["content"]))) if item else str(dropdown.value)
-            )
+            if item is None:
+                return str(self._pickers[which][0].value)
+            return "upload", len(bytes(item["content"])), hash(bytes(item["content"]))
 
         return key("content"), key("style")
 
     def _names(self) -> tuple[str, str]:
         def name(which):
             item = self._upload(which)
-            return _upload_name(item) if item else str((self.content if which == "content" else self.style).value)
+            return _upload_name(item) if item else str(self._pickers[which][0].value)
 
         return name("content"), name("style")
 
