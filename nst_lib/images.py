@@ -10,6 +10,7 @@ Every problem with an input raises ``ImageError`` whose message starts with the 
 
 from __future__ import annotations
 
+import hashlib
 import io
 import warnings
 from pathlib import Path
@@ -156,6 +157,13 @@ def read_image(src: ImageLike) -> np.ndarray:
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise ImageError(f"{name}: image is empty ({rgb.shape[0]}×{rgb.shape[1]})")
     return rgb
+
+
+def pixel_digest(rgb: np.ndarray) -> str:
+    """A short fingerprint of decoded pixels (``read_image``'s array): two inputs of one file name whose pixels
+    differ have different digests, and a file moved or re-encoded to the same pixels keeps its digest."""
+    rgb = np.ascontiguousarray(rgb, dtype=np.float32)
+    return hashlib.sha256(repr(rgb.shape).encode() + rgb.tobytes()).hexdigest()[:16]
 
 
 # more enlargement than this invents detail the original does not have: warned about

@@ -31,6 +31,7 @@ from .images import (
     grayscale,
     load_image,
     match_luminance,
+    pixel_digest,
     read_image,
     resize,
     save_tiff16,
@@ -364,10 +365,12 @@ def stylize(
     names = [source_name(content)] + [source_name(s) for s in styles_in]
     with timer("load"):
         source_hws = []  # the inputs' own sizes: their aspect ratios tell the smallest size that fits the layers
+        digests = []  # the inputs' pixels, for a sweep to tell a changed file of the same name from its own
 
         def load(src, name, size):
             rgb = read_image(src)
             source_hws.append(rgb.shape[:2])
+            digests.append(pixel_digest(rgb))
             return fit_image(rgb, size, config.max_pixels, name)
 
         content_img = load(content, names[0], config.size)
@@ -381,7 +384,10 @@ def stylize(
         if initial_img is not None:  # what the first scale starts from, for a resume before the first checkpoint
             np.save(run.path / "inputs" / "initial.npy", initial_img)
         run.begin(
-            "stylize", config=config.to_dict(), inputs={"content": names[0], "styles": names[1:]}, seed=config.seed
+            "stylize",
+            config=config.to_dict(),
+            inputs={"content": names[0], "styles": names[1:], "digests": digests},
+            seed=config.seed,
         )
     return _execute(
         config,

@@ -71,6 +71,10 @@ def test_a_study_runs_each_case_in_its_own_process_and_reads_completed_cases_bac
     # another config (here: the seed) is another study: its cases are not read back from these folders
     with pytest.raises(AssertionError, match="run again"):
         resolution_study(content, STYLE, [48], config.replace(seed=1), tmp_path / "study", modes=("fixed",))
+    # so is another photo saved under the same file name
+    save_crop(STYLE, content)
+    with pytest.raises(AssertionError, match="run again"):
+        resolution_study(content, STYLE, [48], config, tmp_path / "study", modes=("fixed",))
 
 
 def test_a_case_stopped_part_way_goes_on_from_its_checkpoint(tmp_path):

@@ -1,10 +1,12 @@
 """Figure grids, sweeps and the widget panel (driven without a browser), with random weights at tiny sizes."""
 
 import json
+import shutil
 import time
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from nst_lib import StyleConfig
 from nst_lib.errors import NSTError
@@ -106,6 +108,24 @@ def test_a_cell_whose_input_file_changed_is_run_again(tmp_path):
         again = sweep({"photo": other}, {"s": STYLE}, tiny, out=tmp_path, progress=False)
     assert [c.status for c in again] == ["completed"]
     assert json.loads((again[0].run_dir / "config.json").read_text())["inputs"]["content"] == str(other)
+
+
+def test_a_cell_whose_input_file_was_overwritten_is_run_again_and_a_moved_one_is_not(tmp_path):
+    tiny = TINY.replace(steps=1)
+    photo = tmp_path / "in" / "photo.png"
+    photo.parent.mkdir()
+    shutil.copy(DATA / "content" / "skimage_chelsea.png", photo)
+    sweep({"photo": photo}, {"s": STYLE}, tiny, out=tmp_path / "sweep", progress=False)
+    moved = tmp_path / "elsewhere" / "photo.png"  # the same pixels in another folder: the same cell
+    moved.parent.mkdir()
+    shutil.copy(photo, moved)
+    same = sweep({"photo": moved}, {"s": STYLE}, tiny, out=tmp_path / "sweep", progress=False)
+    assert [c.status for c in same] == ["skipped (done)"]
+    Image.open(photo).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(photo)  # same name, other pixels
+    with pytest.warns(UserWarning, match=r"content: .*photo.png \(other pixels\).*other-settings"):
+        again = sweep({"photo": photo}, {"s": STYLE}, tiny, out=tmp_path / "sweep", progress=False)
+    assert [c.status for c in again] == ["completed"]
+    assert len(list((tmp_path / "sweep").glob("*.other-settings"))) == 1  # the first run kept, not overwritten
 
 
 def test_a_failing_cell_is_reported_and_the_others_still_run(tmp_path):

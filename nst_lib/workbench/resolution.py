@@ -28,8 +28,9 @@ from PIL import Image
 
 from ..config import OUTPUT_FIELDS, StyleConfig
 from ..errors import NSTError
-from ..images import ImageLike, load_image, resize, save_image
+from ..images import DecodedImage, ImageLike, load_image, resize, save_image
 from ..runs import Run, changed_setting
+from .sweeps import changed_inputs
 from .viz import figure, image_grid
 
 # "proportional": the style image is resized with the output (style_scale of the config), so its brush strokes
@@ -101,27 +102,33 @@ def case_config(config: StyleConfig, size: int, mode: str, fixed_style_size: int
     return config.replace(size=size, style_scale=scale)
 
 
-def _runs_of(folder: Path, config: StyleConfig) -> list[Run]:
-    """The runs under ``folder`` made with ``config`` (a study's earlier settings are not this one's), newest first."""
+def _runs_of(folder: Path, config: StyleConfig, content: ImageLike, style: ImageLike) -> list[Run]:
+    """The runs under ``folder`` made with ``config`` from ``content`` and ``style`` (a study's earlier settings or
+    images are not this one's), newest first."""
     if not folder.is_dir():
         return []
     paths = sorted((p for p in folder.iterdir() if (p / "config.json").is_file()), reverse=True)
     runs = [Run.open(path) for path in paths]
-    return [r for r in runs if not changed_setting(r.record.get("config") or {}, config.to_dict(), OUTPUT_FIELDS)]
+    return [
+        r
+        for r in runs
+        if not changed_setting(r.record.get("config") or {}, config.to_dict(), OUTPUT_FIELDS)
+        and not changed_inputs(r.record, content, style)
+    ]
 
 
-def _completed(folder: Path, config: StyleConfig) -> Run | None:
-    """The newest completed run of ``config`` under ``folder``, if any."""
-    for run in _runs_of(folder, config):
+def _completed(folder: Path, config: StyleConfig, content: ImageLike, style: ImageLike) -> Run | None:
+    """The newest completed run of ``config`` on these images under ``folder``, if any."""
+    for run in _runs_of(folder, config, content, style):
         if run.record.get("status") == "completed" and (run.path / "output.png").is_file():
             return run
     return None
 
 
-def _resumable(folder: Path, config: StyleConfig) -> Run | None:
-    """The newest run of ``config`` under ``folder`` that stopped part-way (interrupted, or killed while running)
-    with a checkpoint to go on from."""
-    for run in _runs_of(folder, config):
+def _resumable(folder: Path, config: StyleConfig, content: ImageLike, style: ImageLike) -> Run | None:
+    """The newest run of ``config`` on these images under ``folder`` that stopped part-way (interrupted, or killed
+    while running) with a checkpoint to go on from."""
+    for run in _runs_of(folder, config, content, style):
         if run.record.get("status") != "completed" and (run.path / "checkpoint.npz").is_file():
             return run
     return None
@@ -195,14 +202,15 @@ def resolution_study(
     for path in (content, style):
         if not Path(path).is_file():
             raise NSTError(f"{path}: not a file (resolution_study runs each case in a new process, which loads it)")
+    images = DecodedImage(content), DecodedImage(style)  # decoded once, to tell earlier runs on other images
     runs = []
     for size in sizes:
         for mode in modes:
             folder = out / f"{size}px_{mode}"
             cfg = case_config(config, size, mode, fixed_style_size)
-            run = _completed(folder, cfg)
+            run = _completed(folder, cfg, *images)
             if run is None:
-                earlier = _resumable(folder, cfg)
+                earlier = _resumable(folder, cfg, *images)
                 spec = {
                     "content": str(content),
                     "style": str(style),
@@ -215,7 +223,7 @@ def resolution_study(
                 if progress:
                     print(f"resolution study: {size} px, style {mode}{', resumed' if earlier else ''}", flush=True)
                 code = _run_child(_CHILD, json.dumps(spec))
-                run = _completed(folder, cfg)
+                run = _completed(folder, cfg, *images)
                 if run is None:
                     warnings.warn(
                         f"{folder}: the {size} px case (style {mode}) failed (exit code {code}); left out", stacklevel=2

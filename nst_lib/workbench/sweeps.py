@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from ..config import OUTPUT_FIELDS, PRESETS, StyleConfig
 from ..errors import ConfigError
-from ..images import ImageLike, source_name
+from ..images import ImageLike, pixel_digest, read_image, source_name
 from ..optim import Callback, StepInfo
 from ..runs import Run, changed_setting, slug
 from ..transfer import _as_style_list, resume, schedule, stylize, total_steps
@@ -229,24 +229,31 @@ def _changed_settings(record: dict, config: StyleConfig) -> str:
     return changed_setting(record.get("config") or {}, config.to_dict(), _RESUMABLE_FIELDS)
 
 
-def _changed_inputs(record: dict, content: ImageLike, style: ImageLike) -> str:
+def changed_inputs(record: dict, content: ImageLike, style: ImageLike) -> str:
     """'content: a.png → b.png' where the cell's recorded run had other input files (compared by file name, so a
-    moved repository or another working folder is the same cell); '' otherwise."""
+    moved repository or another working folder is the same cell), 'content: a.png (other pixels)' where a file
+    of the same name now holds another image (records since the digests were kept); '' otherwise."""
     inputs = record.get("inputs")
     if not inputs:
         return ""
-    wanted = {"content": [source_name(content)], "styles": [source_name(s) for s in _as_style_list(style)]}
+    sources = [content, *_as_style_list(style)]
+    wanted = {"content": [source_name(content)], "styles": [source_name(s) for s in sources[1:]]}
     for key, names in wanted.items():
         had = inputs.get(key)
         had = [had] if isinstance(had, str) else list(had or [])
         if [Path(n).name for n in had] != [Path(n).name for n in names]:
             return f"{key}: {', '.join(had)} → {', '.join(names)}"
+    digests = inputs.get("digests")
+    if digests and len(digests) == len(sources):
+        for i, (src, digest) in enumerate(zip(sources, digests)):
+            if pixel_digest(read_image(src)) != digest:
+                return f"{'content' if i == 0 else 'styles'}: {source_name(src)} (other pixels)"
     return ""
 
 
 def other_run(record: dict, config: StyleConfig, content: ImageLike, style: ImageLike) -> str:
     """Why a cell folder's recorded run is not this cell's ('' when it is): other settings or other input files."""
-    return _changed_settings(record, config) or _changed_inputs(record, content, style)
+    return _changed_settings(record, config) or changed_inputs(record, content, style)
 
 
 def cell_name(content: str, style: str, overrides: Mapping[str, Any]) -> str:
