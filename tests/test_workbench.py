@@ -1,6 +1,7 @@
 """Figure grids, sweeps and the widget panel (driven without a browser), with random weights at tiny sizes."""
 
 import json
+import re
 import shutil
 import time
 
@@ -126,6 +127,28 @@ def test_a_cell_whose_input_file_was_overwritten_is_run_again_and_a_moved_one_is
         again = sweep({"photo": photo}, {"s": STYLE}, tiny, out=tmp_path / "sweep", progress=False)
     assert [c.status for c in again] == ["completed"]
     assert len(list((tmp_path / "sweep").glob("*.other-settings"))) == 1  # the first run kept, not overwritten
+
+
+def test_the_sweep_bar_counts_every_planned_step_when_a_coarse_scale_is_left_out(tmp_path, capsys):
+    from nst_lib.transfer import total_steps
+
+    # scales 21, 32, 48 px: at 21 px the 30×48 style is too thin for block5's stride 16, so that scale does not run
+    config = TINY.replace(pyramid_levels=None, pyramid_min_size=16, pyramid_ratio=1.5, first_scale_steps=4)
+    planned = total_steps(config)
+    assert planned == 10
+    stop = {"at": (1, 1)}
+
+    def ctrl_c(info):
+        if (info.level, info.step) == stop["at"]:
+            raise KeyboardInterrupt
+
+    first = sweep(CONTENT, STYLE, config, out=tmp_path, callbacks=[ctrl_c])
+    assert [c.status for c in first] == ["interrupted"]
+    stop["at"] = None
+    again = sweep(CONTENT, STYLE, config, out=tmp_path)
+    assert [c.status for c in again] == ["resumed, completed"] and len(again[0].history) == 7  # 4 + 3: no 21 px
+    counts = [int(n) for n in re.findall(rf"(\d+)/{planned} ", capsys.readouterr().err)]
+    assert counts[-1] == planned and max(counts) == planned  # it ends full, never beyond
 
 
 def test_a_failing_cell_is_reported_and_the_others_still_run(tmp_path):

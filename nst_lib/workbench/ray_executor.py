@@ -72,7 +72,8 @@ class _Reporter(Callback):
         self.counter, self.index, self.every = counter, index, every
         self.pending, self.last = 0, time.monotonic()
 
-    def offset(self, done: int) -> None:
+    def offset(self, done: int) -> None:  # the cell's count so far, including steps not yet sent
+        self.pending = 0
         self.counter.start.remote(self.index, int(done))
 
     def on_step(self, info: StepInfo):

@@ -33,7 +33,7 @@ from ..errors import ConfigError
 from ..images import ImageLike, pixel_digest, read_image, source_name
 from ..optim import Callback, StepInfo
 from ..runs import Run, changed_setting, slug
-from ..transfer import _as_style_list, resume, schedule, stylize, total_steps
+from ..transfer import _as_style_list, resume, stylize, total_steps
 from .viz import image_grid
 
 
@@ -184,7 +184,8 @@ class _SweepProgress(Callback):
 def run_cell(cell: SweepCell, config: StyleConfig, content: ImageLike, style: ImageLike, callbacks, report) -> None:
     """One cell, wherever it runs (this process or a Ray worker): skipped when its folder holds a completed run,
     resumed from its checkpoint when it holds an interrupted one, started otherwise. ``report(n)`` is told the
-    steps already done before any step runs (the progress bar's offset); ``callbacks`` see every step."""
+    steps already done before any step runs (the progress bar's offset), and the steps the sweep planned for the
+    cell when it completes; ``callbacks`` see every step."""
     record = _record(cell.run_dir)
     changed = other_run(record, config, content, style)
     if changed:  # another sweep's result under this cell's name: kept aside, never reused as this one's
@@ -199,9 +200,10 @@ def run_cell(cell: SweepCell, config: StyleConfig, content: ImageLike, style: Im
         cell.history = Run.open(cell.run_dir).read_rows("losses.csv")
         report(total_steps(config))
     elif record and (cell.run_dir / "checkpoint.npz").is_file():
-        done = Run.open(cell.run_dir).load_arrays(keys=("level", "step"))
-        earlier = schedule(config, config.size)[: int(done["level"])]
-        report(int(done["step"]) + sum(scale.steps for scale in earlier))
+        run = Run.open(cell.run_dir)
+        done = run.load_arrays(keys=("level", "step"))
+        at = (int(done["level"]), int(done["step"]))  # the steps the resume keeps, as resume counts them
+        report(sum((row["level"], row["step"]) <= at for row in run.read_rows("losses.csv")))
         result = resume(cell.run_dir, callbacks=callbacks, progress=False, steps=config.steps)
         cell.status, cell.history = f"resumed, {result.status}", result.history
     else:
@@ -219,6 +221,8 @@ def run_cell(cell: SweepCell, config: StyleConfig, content: ImageLike, style: Im
         )
         cell.status, cell.history = result.status, result.history
     cell.final = cell.history[-1] if cell.history else {}
+    if cell.status.endswith("completed"):  # all its steps counted, as the sweep's total planned them (a coarse
+        report(total_steps(config))  # scale too small for the network's layers is left out, and not run)
 
 
 # fields a cell may change between calls without being another cell: more steps resume it, the rest is output
@@ -347,8 +351,12 @@ def _run_local(cells, configs, contents, styles, callbacks, progress, total, des
     try:
         for cell, config in zip(cells, configs):
             callbacks_here = [_SweepProgress(bar, f"{cell.content}×{cell.style}"), *callbacks]
+
+            def report(done: int, start: int = bar.n) -> None:  # this cell's steps so far, done before this call
+                bar.update(start + done - bar.n)
+
             try:
-                run_cell(cell, config, contents[cell.content], styles[cell.style], callbacks_here, bar.update)
+                run_cell(cell, config, contents[cell.content], styles[cell.style], callbacks_here, report)
             except Exception as exc:  # reported by name (and nst sweep exits 1); the other cells still run
                 cell.status = f"failed: {type(exc).__name__}: {exc}"
                 continue
