@@ -190,7 +190,7 @@ class StyleConfig(Config):
     # --- optimisation --------------------------------------------------------------------------------
     # The schedule's defaults were chosen by measurement (benchmarks/bench_schedule.py, README "Speed and memory"):
     # ×2 from 128 px with 2 × 100 steps at the coarsest scale and 100 at each other matched the full-size loss of a
-    # single-scale run of equal cost (1.05×) with 0.38× its loss at 256 px (large-scale structure) at 512 px.
+    # single-scale run of equal cost (1.05×) with 0.40× its loss at 256 px (large-scale structure) at 512 px.
     steps: int = option(100, "optimisation steps at each scale (the coarsest takes first_scale_steps)")
     optimizer: str = option("lbfgs", "optimiser", choices=OPTIMIZERS)
     learning_rate: float | None = option(

@@ -521,6 +521,49 @@ def test_the_readme_captions_quote_the_notebooks_full_runs():
             assert quoted in readme, f"{name}: the README should quote {key} as {quoted!r}"
 
 
+# the same numbers as the notebooks' own "What the committed run shows" cells write them
+NOTEBOOK_NUMBERS = {
+    "07_cyclegan": [
+        ("cyclegan_g_x_ssim_to_photo", "SSIM to the photo {:.2f} against"),
+        ("gatys_8_paintings_ssim_to_photo", "against {:.2f} (Gatys"),
+        ("gatys_starry_night_ssim_to_photo", "and {:.2f} (Gatys with The Starry Night)"),
+        ("cyclegan_g_x_gram_distance", "(mean distance {:.1f}, against"),
+        ("gatys_8_paintings_gram_distance", "against {:.1f} for Gatys"),
+        ("photo_input_gram_distance", "are at {:.1f})"),
+        ("cyclegan_g_x_seconds_per_image", "in {:.2f} s;"),
+        ("gatys_starry_night_seconds_per_image", "Gatys takes {:.0f}–"),
+        ("gatys_8_paintings_seconds_per_image", "–{:.0f} s per image"),
+    ],
+    "08_cnn_vs_vqgan": [
+        ("vqgan_gram_prompt_vgg19_0_it_ssim_to_content", "(SSIM {:.2f} to the photo"),
+        ("vqgan_gram_prompt_vgg19_0_it_style_loss", "(style loss {:.2f} →"),
+        ("vqgan_gram_prompt_vgg19_50_it_style_loss", "→ {:.2f})"),
+        ("vqgan_gram_prompt_vgg19_50_it_ssim_to_content", "(SSIM {:.2f} →"),
+        ("vqgan_gram_prompt_vgg19_500_it_ssim_to_content", "→ {:.2f}) for"),
+        ("vqgan_gram_prompt_vgg19_500_it_style_loss", "more style ({:.2f})"),
+        ("gatys_conv_block_1_ssim_to_content", "SSIM {:.2f} /"),
+        ("gatys_conv_block_2_ssim_to_content", "/ {:.2f} / "),
+        ("gatys_conv_block_3_ssim_to_content", " / {:.2f} with style losses"),
+        ("gatys_conv_block_1_style_loss", "style losses {:.2f} /"),
+        ("gatys_conv_block_3_style_loss", " / {:.2f} — block 3"),
+    ],
+    "09_stylegan": [
+        ("coarse_lowpass_distance", "the mix stays {:.0f} grey levels"),
+        ("fine_lowpass_distance", "it is {:.1f} from the source"),
+    ],
+}
+
+
+def test_the_notebooks_quote_their_own_committed_runs():
+    for name, quotes in NOTEBOOK_NUMBERS.items():
+        saved = json.loads((ROOT / "results" / "figures" / name / "numbers.json").read_text())
+        cells = json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())["cells"]
+        text = " ".join(" ".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown").split())
+        for key, form in quotes:
+            quoted = form.format(saved["numbers"][key]["value"])
+            assert quoted in text, f"{name}: the notebook should quote {key} as {quoted!r}"
+
+
 def test_the_readme_quotes_notebook_10s_full_run_and_its_4k_record():
     readme = " ".join((ROOT / "README.md").read_text().split())
     saved = json.loads((ROOT / "results" / "figures" / "10_resolution" / "numbers.json").read_text())

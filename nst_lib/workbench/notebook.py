@@ -7,7 +7,7 @@ which the setup cell mounts when the parameters cell sets ``RESULTS_TO_DRIVE = T
 
 Each notebook's setup cell (the cell after the parameters) is generated here from the repository URL in
 ``pyproject.toml`` (``[project.urls] Repository``), as are the Colab links; ``python -m nst_lib.workbench.notebook
---write`` rewrites the notebooks after a change, ``--check`` lists those that drifted (a test runs the check).
+--write`` rewrites the notebooks after a change, without it lists those that drifted (a test runs the check).
 """
 
 from __future__ import annotations
