@@ -608,3 +608,26 @@ def test_the_readme_quotes_notebook_10s_full_run_and_its_4k_record():
     loss = {n: f"{round(r['final_loss']):,}".replace(",", " ") for n, r in pairs.items()}
     above = round(100 * (pairs[3]["final_over_5_pairs"] - 1))
     assert f"at a loss {above} % above 5 pairs' ({loss[3]} against {loss[5]}; 20 pairs: {loss[20]})" in readme
+
+
+def test_figures_saved_without_imagenet_weights_say_so_once(tmp_path):
+    import matplotlib.pyplot as plt
+
+    def env(weights):
+        return nbmod.NotebookEnv("nb", True, tmp_path, tmp_path / "figs", "CPU", weights)
+
+    def labels(fig):
+        return [t.get_text() for t in fig.texts].count(nbmod.RANDOM_WEIGHTS_LABEL)
+
+    plain = plt.figure()
+    plain.add_subplot().plot([0, 1])
+    env(False).save(plain, "curves")
+    assert labels(plain) == 1 and (tmp_path / "figs" / "curves.png").is_file()
+    said = plt.figure()
+    said.supxlabel("random ResNet50 weights: code path only")
+    env(False).save(said, "said")
+    assert labels(said) == 0  # already labelled by its cell: not twice
+    real = plt.figure()
+    env(True).save(real, "real")
+    assert labels(real) == 0
+    plt.close("all")

@@ -205,6 +205,10 @@ def sync_notebooks(write: bool = False, folder: Path = NOTEBOOKS) -> dict[str, l
     return out
 
 
+# what a figure made without VGG19's ImageNet weights says (its images are a random network's: not a result)
+RANDOM_WEIGHTS_LABEL = "random VGG19 weights: not a result"
+
+
 # --- the numbers a notebook reports ------------------------------------------------------------------------------
 @dataclass
 class NotebookEnv:
@@ -226,8 +230,14 @@ class NotebookEnv:
         return quick if self.quick else full
 
     def save(self, fig, stem: str, dpi: int = 150) -> list[Path]:
+        """Write ``fig`` as PNG and PDF beside the notebook's other figures. Without VGG19's ImageNet weights a
+        figure that does not already say so is labelled as made with random weights."""
+        from matplotlib.text import Text
+
         from .viz import save_figure
 
+        if not self.vgg19_weights and not any("random" in t.get_text().lower() for t in fig.findobj(Text)):
+            fig.text(0.5, 0.0, RANDOM_WEIGHTS_LABEL, ha="center", va="bottom", fontsize=8, color="firebrick")
         paths = save_figure(fig, self.fig_dir / stem, dpi=dpi if not self.quick else 60)
         print("saved", ", ".join(_shown(p, self.root) for p in paths))
         return paths
