@@ -631,3 +631,13 @@ def test_figures_saved_without_imagenet_weights_say_so_once(tmp_path):
     env(True).save(real, "real")
     assert labels(real) == 0
     plt.close("all")
+
+
+def test_a_vgg16_measure_is_random_where_only_vgg19_weights_are_on_disk(tmp_path, monkeypatch):
+    from nst_lib import features
+
+    monkeypatch.setattr(features, "_online", lambda: False)
+    monkeypatch.setattr(features, "weights_available", lambda arch, kind: arch == "vgg19" and kind == "imagenet")
+    env = nbmod.NotebookEnv("nb", True, tmp_path, tmp_path / "figs", "CPU", features.imagenet_obtainable("vgg19"))
+    assert env.weights == "imagenet" and env.weights_for("vgg19") == "auto"
+    assert env.weights_for("vgg16") is None  # notebooks 06-08 label their VGG16 figures from this, not from VGG19's

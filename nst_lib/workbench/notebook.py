@@ -254,6 +254,14 @@ class NotebookEnv:
         say so)."""
         return "imagenet" if self.vgg19_weights else None
 
+    def weights_for(self, arch: str) -> str | None:
+        """'auto' where ``arch``'s ImageNet weights are on disk or downloadable (VGG16's torchvision file counts),
+        else None: random weights, which the figure must say. VGG19's are ``weights``; a model's VGG16 perceptual
+        loss or a VGG16 measure asks here, since one file can be present without the other."""
+        from ..features import imagenet_obtainable
+
+        return "auto" if imagenet_obtainable(arch) else None
+
     @property
     def numbers_file(self) -> Path:
         return self.fig_dir / "numbers.json"
