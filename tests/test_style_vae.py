@@ -218,6 +218,20 @@ def test_three_stages_make_a_style_code_that_matters_and_stylise_toward_the_styl
     t, path = vae.interpolate(x[0], mu[0], mu[1], steps=5)
     assert path.shape == (5, 16, 16, 3) and np.array_equal(path[0], vae.stylize(x[:1], mu[0])[0])
     assert np.array_equal(vae.generate(3, seed=1, content=x), vae.generate(3, seed=1, content=x))
+    # transfer pairs each content with its own style image's code (or one style for all), and moves each output's
+    # colour statistics toward its style image more than the same content's reconstruction is
+    styles = style.images[:4]
+    moved = vae.transfer(x, styles)
+    assert np.array_equal(moved, np.concatenate([vae.stylize(x[i : i + 1], mu[i]) for i in range(4)]))
+    assert np.array_equal(vae.transfer(x, styles[:1]), vae.stylize(x, mu[0]))
+    with pytest.raises(ConfigError, match="4 content images and 3 style images"):
+        vae.transfer(x, styles[:3])
+
+    def colour_distance(images):  # per-channel mean and std against each image's own style image
+        stats = lambda a: np.concatenate([a.mean((1, 2)), a.std((1, 2))], -1)  # noqa: E731
+        return np.abs(stats(images.astype(np.float32)) - stats(styles.astype(np.float32))).mean()
+
+    assert colour_distance(moved) < colour_distance(vae.reconstruct(x))
     # re-running the pipeline reuses all three finished stages
     again = train_style_vae(
         data, epochs=(3, 3, 2), out=tmp_path, name="t", progress=False, **{**SMALL, "learning_rate": 1e-3}

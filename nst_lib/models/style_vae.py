@@ -405,9 +405,10 @@ class StyleVAE(GenerativeModelMixin, keras.Model):
     def stylize(self, content_images, z, batch_size: int = 64) -> np.ndarray:
         """G(x, z) as uint8 for uint8 contents and codes z (one per content, or one for all)."""
         x = to_unit(content_images)
-        z = np.broadcast_to(
-            np.asarray(z, np.float32).reshape(-1, self.config.style_dim), (len(x), self.config.style_dim)
-        )
+        z = np.asarray(z, np.float32).reshape(-1, self.config.style_dim)
+        if len(z) not in (1, len(x)):
+            raise ConfigError(f"{len(x)} content images and {len(z)} style codes: pass one code, or one per image")
+        z = np.broadcast_to(z, (len(x), self.config.style_dim))
         out = [
             np.asarray(self._generate(x[i : i + batch_size], z[i : i + batch_size]))
             for i in range(0, len(x), batch_size)
@@ -415,7 +416,12 @@ class StyleVAE(GenerativeModelMixin, keras.Model):
         return from_unit(np.concatenate(out))
 
     def transfer(self, content_images, style_images) -> np.ndarray:
-        """Each content image in the style of the corresponding style image (z = μ of E_s)."""
+        """Each content image in the style of the corresponding style image, or all in one style (z = μ of E_s)."""
+        if len(style_images) not in (1, len(content_images)):
+            raise ConfigError(
+                f"{len(content_images)} content images and {len(style_images)} style images: pass one style image, "
+                "or one per content image"
+            )
         return self.stylize(content_images, self.style_codes(style_images)[0])
 
     def reconstruct(self, content_images) -> np.ndarray:
