@@ -304,12 +304,15 @@ class Objective:
         """Raw Grams Σ FᵀF over the tiles' interiors (float64) and each layer's number of positions M."""
         h, w = image.shape[:2]
         shapes = self.extractor.feature_shapes(h, w)
-        grams = {layer: 0.0 for layer in self.style_layers}
+        # summed per entry of the layer list, not per name: a layer listed twice (two names of one layer, or one
+        # name repeated to weight it) would otherwise be summed twice into one Gram
+        totals = [0.0] * len(self.style_layers)
         for tile in tiles:
             masks = self._masks(tile, self.style_layers, h, w)
             result = self.graph.tile_grams(_crop(image, tile)[None], self.extractor.params, masks)
-            for layer, g in zip(self.style_layers, result):
-                grams[layer] = grams[layer] + backend.to_numpy(g).astype(np.float64)
+            for i, g in enumerate(result):
+                totals[i] = totals[i] + backend.to_numpy(g).astype(np.float64)
+        grams = dict(zip(self.style_layers, totals))
         positions = {layer: shapes[layer][0] * shapes[layer][1] for layer in self.style_layers}
         return grams, positions
 
