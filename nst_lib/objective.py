@@ -284,10 +284,12 @@ class Objective:
 
     def _grams(self, image: np.ndarray) -> dict[str, np.ndarray]:
         """{style layer: Gram of ``image``} (÷M for the normalised losses), tiled when the image is larger than a
-        tile (a style image as large as a 4K output)."""
+        tile (a style image as large as a 4K output) — the content's tile, or where the content runs whole, the
+        tile the style image itself would need (a style larger than the content: ``style_scale`` > 1)."""
         h, w = image.shape[:2]
-        forward_size = FORWARD_TILE_FACTOR * self.tile_size
-        if not self.tile_size or max(h, w) <= forward_size:
+        tile = self.tile_size or tile_size_for(self.config, self.extractor, h, w)
+        forward_size = FORWARD_TILE_FACTOR * tile
+        if not tile or max(h, w) <= forward_size:
             feats = self.extractor(image[None])
             return {
                 layer: backend.to_numpy(gram_matrix(feats[layer], normalize=self.normalized))[0]

@@ -140,6 +140,22 @@ def test_forward_passes_over_many_tiles_accumulate_the_same_grams_and_targets(mo
     _compare(whole.evaluate(image), tiled_objective.evaluate(image), 1e-4, 1e-5)
 
 
+def test_a_style_image_larger_than_a_tile_is_tiled_where_the_content_is_not(monkeypatch, rng):
+    from nst_lib import objective
+
+    planned = []
+    monkeypatch.setattr(objective, "plan_tiles", lambda *a: planned.append(a[:3]) or plan_tiles(*a))
+    config = StyleConfig(arch="vgg16", weights=None, size=144, tile_size=144)
+    content, style = load_image(CONTENT, 144), load_image(STYLE, 320)  # the content fits one tile, the style not
+    extractor = extractor_for(config)
+    assert tile_size_for(config, extractor, *content.shape[:2]) == 0
+    tiled = Objective(extractor, config, content, [style], 0)
+    assert planned and planned[0][:2] == style.shape[:2]  # the style's Grams came from tiles
+    whole = Objective(extractor, config.replace(tile_size=0), content, [style], 0)
+    for a, b in zip(whole.style_targets, tiled.style_targets):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-6 * np.abs(a).max())
+
+
 @needs_vgg19
 @pytest.mark.skipif(
     backend.name() == "jax",  # a minute of JAX compilation for 12 tile shapes
