@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -153,6 +154,14 @@ def tile_size_for(config: StyleConfig, extractor: FeatureExtractor, height: int,
     if per_pixel * height * width <= budget:
         return 0
     side = int(math.sqrt(max(budget, 0) / per_pixel)) // extractor.stride * extractor.stride
+    if side < smallest:  # no tile fits: the smallest the halo allows, over the budget, said
+        warnings.warn(
+            f"the memory budget ({memory_budget(config) / 2**20:.0f} MB) fits tiles of {side} px, less than "
+            f"{extractor.arch}'s layers need ({smallest} px with their {extractor.halo}-px halo): using {smallest} px "
+            f"tiles, about {per_pixel * smallest * smallest / 2**30:.2f} GB; raise memory_budget_mb or use "
+            "shallower layers",
+            stacklevel=2,
+        )
     return max(side, smallest)
 
 

@@ -188,6 +188,8 @@ def test_the_memory_budget_decides_when_and_how_to_tile():
     assert tile_size_for(config.replace(tile_size=2048), extractor, 1024, 768) == 0  # one tile is the image
     with pytest.raises(ConfigError, match="at least 176 px"):  # 2 × 80 px halo + one 16-px stride
         tile_size_for(config.replace(tile_size=100), extractor, 1024, 768)
+    with pytest.warns(UserWarning, match=r"fits tiles of \d+ px, less than vgg19's layers need \(176 px"):
+        assert tile_size_for(config.replace(memory_budget_mb=16), extractor, 2048, 2048) == 176  # over budget, said
 
 
 def test_the_optimisers_state_fits_its_share_of_the_budget():
