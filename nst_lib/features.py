@@ -403,7 +403,9 @@ class FeatureExtractor:
 
     @property
     def min_side(self) -> int:
-        """Smallest image side that leaves the deepest layer at least one position per axis."""
+        """Smallest image side accepted: the deepest layer's total stride, so that each of its positions comes from
+        a stride's worth of image. VGG's pooling leaves a smaller image no position at all; ResNet's padded strided
+        convolutions would still give a 1×1 map, made mostly of padding, which is refused as well."""
         return self.stride
 
     @functools.cached_property

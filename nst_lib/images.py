@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .errors import ImageError
+from .errors import ConfigError, ImageError
 
 
 class DecodedImage:
@@ -51,30 +51,46 @@ def _open(path: Path) -> Image.Image:
         raise ImageError(f"{path}: not a file")
     try:
         img = Image.open(path)
+        # the stored sample format, which decoding forgets: a 16-bit PGM decodes to 32-bit mode "I" like 8-bit data
+        img.info[_RAW_MODE] = next((t[3] if isinstance(t[3], str) else t[3][0] for t in img.tile if t[3]), "")
         img.load()  # decode now, so truncation shows here and not later
     except Image.DecompressionBombError as exc:
         raise ImageError(f"{path}: image is absurdly large ({exc})") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file (cannot identify its format)") from None
-    except (OSError, SyntaxError, ValueError) as exc:
+    except OSError as exc:
+        if exc.errno is not None:  # the file system's refusal (permissions, a device error), not the file's content
+            raise ImageError(f"{path}: cannot read ({exc.strerror})") from None
+        raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
+    except (SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
     return img
 
 
-def _pil_to_rgb(img: Image.Image) -> np.ndarray:
+_RAW_MODE = "nst_raw_mode"
+
+
+def _pil_to_rgb(img: Image.Image, name: str = "image") -> np.ndarray:
     """Any PIL mode → float32 RGB in [0, 255]: EXIF orientation applied, alpha composited on white,
     grayscale/palette/CMYK converted, 16-bit and float images rescaled."""
+    raw = str(img.info.get(_RAW_MODE, ""))
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
         return np.repeat(np.asarray(img, dtype=np.float32)[..., None] / 257.0, 3, axis=-1)
     if img.mode in ("I", "F"):
         arr = np.asarray(img, dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise ImageError(f"{name}: image contains NaN or infinite values")
         if img.mode == "F" and arr.max(initial=0) <= 1.0:  # a float image in 0..1, read as float arrays are
             return np.repeat(np.clip(arr * 255.0, 0, 255)[..., None], 3, axis=-1)
-        scale = 257.0 if arr.max(initial=0) > 255 else 1.0
+        # 16-bit samples by the file's format (a dark one stays dark), else by the values (32-bit or unknown data)
+        sixteen = raw.startswith("I;16") or arr.max(initial=0) > 255
+        scale = 257.0 if sixteen else 1.0
         return np.repeat(np.clip(arr / scale, 0, 255)[..., None], 3, axis=-1)
     if img.mode == "P":
         img = img.convert("RGBA")
+    if img.mode in ("RGBa", "La"):  # premultiplied alpha: undone first, so transparent areas become white too
+        img = img.convert(img.mode[0] + "A" if img.mode == "La" else "RGBA")
     if img.mode in ("RGBA", "LA", "PA"):
         img = img.convert("RGBA")
         background = Image.new("RGBA", img.size, (255, 255, 255, 255))
@@ -147,9 +163,9 @@ def read_image(src: ImageLike) -> np.ndarray:
         return src.rgb
     name = source_name(src)
     if isinstance(src, (str, Path)):
-        rgb = _pil_to_rgb(_open(Path(src).expanduser()))
+        rgb = _pil_to_rgb(_open(Path(src).expanduser()), name)
     elif isinstance(src, Image.Image):
-        rgb = _pil_to_rgb(src)
+        rgb = _pil_to_rgb(src, name)
     elif isinstance(src, np.ndarray) or hasattr(src, "__array__"):
         rgb = _array_to_rgb(np.asarray(src), name)
     else:
@@ -157,6 +173,18 @@ def read_image(src: ImageLike) -> np.ndarray:
     if rgb.shape[0] < 1 or rgb.shape[1] < 1:
         raise ImageError(f"{name}: image is empty ({rgb.shape[0]}×{rgb.shape[1]})")
     return rgb
+
+
+def style_list(style) -> list:
+    """The style images of a run: one image, a list or tuple of them (to blend), or an N×H×W×3 array (a batch, e.g.
+    a generator's, whose styles are averaged as in seed 004) → a list; none at all is refused."""
+    if isinstance(style, np.ndarray) and style.ndim == 4:
+        return list(style)
+    if isinstance(style, (list, tuple)):
+        if not style:
+            raise ConfigError("at least one style image is needed")
+        return list(style)
+    return [style]
 
 
 def pixel_digest(rgb: np.ndarray) -> str:
@@ -210,10 +238,31 @@ def to_uint8(image) -> np.ndarray:
     return np.clip(np.rint(np.asarray(image, dtype=np.float32)), 0, 255).astype(np.uint8)
 
 
-def save_image(path: str | Path, image) -> Path:
-    path = Path(path)
+def _write_whole(path: Path, write) -> None:
+    """``write(temporary path)``, then the temporary renamed to ``path``: a write stopped half-way (Ctrl-C, a full
+    disk, a killed process) leaves the file that was there, not half of the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(to_uint8(image)).save(path)
+    partial = path.with_name(f".{path.name}.partial")
+    try:
+        write(partial)
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def save_image(path: str | Path, image) -> Path:
+    """``image`` (H×W×3 or H×W, [0, 255]) as an 8-bit file whose format its suffix names (.png, .jpg, …),
+    replacing ``path`` only once the new file is complete."""
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise ImageError(
+            f"{path}: cannot save an image as {path.suffix or 'a file without a suffix'}; use .png or .jpg"
+        )
+    rgb = to_uint8(image)
+    if rgb.ndim == 3 and rgb.shape[2] == 1:
+        rgb = rgb[..., 0]
+    _write_whole(path, lambda partial: Image.fromarray(rgb).save(partial, format=fmt))
     return path
 
 
@@ -223,9 +272,11 @@ def save_tiff16(path: str | Path, image, dpi: int = 300) -> Path:
     the fractions the optimiser computed between two 8-bit levels are kept, as print needs (an 8-bit file bands on
     smooth skies). Written here because Pillow saves 16 bits for single-channel images only."""
     path = Path(path)
+    if path.suffix.lower() not in (".tif", ".tiff"):
+        raise ImageError(f"{path}: a 16-bit TIFF is saved as .tif or .tiff, not {path.suffix or 'without a suffix'}")
     rgb = np.asarray(image)
     if rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"{path.name}: a 16-bit TIFF needs an H×W×3 image, got shape {rgb.shape}")
+        raise ImageError(f"{path}: a 16-bit TIFF needs an H×W×3 image, got shape {rgb.shape}")
     h, w = rgb.shape[:2]
     # in place on one float32 copy: at 4K each temporary would be another 100 MB
     scaled = np.clip(rgb, 0.0, 255.0, dtype=np.float32)
@@ -262,10 +313,13 @@ def save_tiff16(path: str | Path, image, dpi: int = 300) -> Path:
     ifd += (0).to_bytes(4, "little")  # no next IFD
     ifd += np.array([16, 16, 16], "<u2").tobytes() + np.array([dpi, 1, dpi, 1], "<u4").tobytes()
     assert len(ifd) == data_at
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(bytes(ifd))
-        pixels.tofile(f)
+
+    def write(partial: Path) -> None:
+        with open(partial, "wb") as f:
+            f.write(bytes(ifd))
+            pixels.tofile(f)
+
+    _write_whole(path, write)
     return path
 
 

@@ -39,7 +39,16 @@ from . import backend
 from .config import StyleConfig
 from .errors import ConfigError, ImageError
 from .features import LAYER_PRESETS, FeatureExtractor, get_extractor
-from .images import LUMINANCE_WEIGHTS, ImageLike, grayscale, load_image, match_luminance, resize, source_name
+from .images import (
+    LUMINANCE_WEIGHTS,
+    ImageLike,
+    grayscale,
+    load_image,
+    match_luminance,
+    resize,
+    source_name,
+    style_list,
+)
 from .losses import content_loss, gram_matrix, normalize_weights, style_layer_loss, tv_loss, tv_loss_and_grad
 
 # A forward-only tile's side relative to a forward-and-backward tile's (Objective.forward_tiles). Forward-only
@@ -554,7 +563,8 @@ def evaluate(
     config: StyleConfig | None = None,
     **overrides: Any,
 ) -> Evaluation:
-    """The loss terms of ``image`` against ``content`` and ``style`` (one image or a list to blend) and d total /
+    """The loss terms of ``image`` against ``content`` and ``style`` (one image, a list to blend, or an N×H×W×3
+    batch whose styles are averaged, as ``stylize`` takes them) and d total /
     d pixel, exactly as ``stylize`` computes them at the image's size. Inputs are loaded as ``stylize`` loads them
     (long side ``config.size``; the style at ``style_scale`` × that); ``image`` is resized to the content's shape.
     Tiled when ``config.tile_size`` says so (or the image would not fit the memory budget).
@@ -566,7 +576,7 @@ def evaluate(
     config = (config or StyleConfig()).replace(**overrides)
     content_img = load_image(content, config.size, config.max_pixels)
     h, w = content_img.shape[:2]
-    styles = style if isinstance(style, (list, tuple)) else [style]
+    styles = style_list(style)
     long_side = max(1, round(max(h, w) * config.style_scale))
     style_imgs = [load_image(s, long_side, config.max_pixels) for s in styles]
     x = load_image(image)

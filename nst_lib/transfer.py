@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .config import StyleConfig
-from .errors import ConfigError, ImageError, NonFiniteLossError
+from .errors import ImageError, NonFiniteLossError
 from .images import (
     ImageLike,
     fit_image,
@@ -37,6 +37,7 @@ from .images import (
     save_tiff16,
     smallest_size,
     source_name,
+    style_list,
     to_uint8,
     transfer_luminance,
 )
@@ -68,16 +69,6 @@ class StyleResult:
 
     def losses(self, key: str = "total", level: int | None = None) -> np.ndarray:
         return np.array([r[key] for r in self.history if level is None or r["level"] == level])
-
-
-def _as_style_list(style) -> list:
-    if isinstance(style, np.ndarray) and style.ndim == 4:
-        return list(style)  # a batch of style images, e.g. from a generator (seed 004)
-    if isinstance(style, (list, tuple)):
-        if not style:
-            raise ConfigError("at least one style image is needed")
-        return list(style)
-    return [style]
 
 
 @dataclass(frozen=True)
@@ -361,7 +352,7 @@ def stylize(
     """
     config = (config or StyleConfig()).replace(**overrides)
     timer = Timer()
-    styles_in = _as_style_list(style)
+    styles_in = style_list(style)
     names = [source_name(content)] + [source_name(s) for s in styles_in]
     with timer("load"):
         source_hws = []  # the inputs' own sizes: their aspect ratios tell the smallest size that fits the layers

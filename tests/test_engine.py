@@ -331,6 +331,22 @@ def test_evaluate_names_an_input_too_small_for_the_layers():
         evaluate(tiny, tiny, tiny, weights=None, size=8)
 
 
+def test_evaluate_takes_the_styles_as_stylize_does(small_pair):
+    from nst_lib import evaluate
+
+    content, style = small_pair
+    other = style[::-1].copy()
+    kw = dict(weights=None, size=48, style_blend_weights=None)
+    as_list = evaluate(content, content, [style, other], **kw)
+    as_batch = evaluate(content, content, np.stack([style, other]), **kw)  # seed 004's batch: averaged, as a list is
+    assert (
+        as_batch.style == pytest.approx(as_list.style)
+        and as_list.style != evaluate(content, content, style, **kw).style
+    )
+    with pytest.raises(ConfigError, match="at least one style image"):
+        evaluate(content, content, [], **kw)
+
+
 def test_a_resumed_run_times_its_own_steps_and_checks_it_resolves_to_the_same_network(small_pair, tmp_path):
     content, style = small_pair
     first = stylize(

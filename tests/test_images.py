@@ -1,6 +1,7 @@
 """Image input: paths, PIL, arrays, EXIF, modes, resizing, and one-line errors naming the file."""
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from nst_lib.images import (
     grayscale,
     load_image,
     read_image,
+    save_image,
     save_tiff16,
     smallest_size,
     source_name,
@@ -70,6 +72,43 @@ def test_a_float_tiff_in_0_to_1_reads_as_a_float_array_does(tmp_path):
     Image.fromarray(half, mode="F").save(tmp_path / "half.tif")
     np.testing.assert_allclose(load_image(tmp_path / "half.tif"), load_image(half), atol=1e-4)  # 127.5, not 0.5
     np.testing.assert_allclose(load_image(tmp_path / "half.tif"), 127.5, atol=1e-4)
+
+
+def test_a_dark_16_bit_file_stays_dark_whatever_mode_pillow_decodes_it_to(tmp_path):
+    dark = np.full((4, 6), 200, np.uint16)  # 200 of 65535: 0.78 of 255
+    (tmp_path / "dark.pgm").write_bytes(b"P5\n6 4\n65535\n" + dark.astype(">u2").tobytes())  # decoded as mode "I"
+    Image.fromarray(dark).save(tmp_path / "dark.png")  # decoded as mode "I;16"
+    for name in ("dark.pgm", "dark.png"):
+        np.testing.assert_allclose(load_image(tmp_path / name), 200 / 257, rtol=1e-5)
+
+
+def test_non_finite_pixels_in_a_file_are_refused_naming_it(tmp_path):
+    for bad in (np.nan, np.inf):
+        data = np.full((8, 10), 0.5, np.float32)
+        data[0, 0] = bad
+        Image.fromarray(data, mode="F").save(tmp_path / "bad.tif")
+        with pytest.raises(ImageError, match=r"bad\.tif: image contains NaN or infinite values"):
+            load_image(tmp_path / "bad.tif")
+
+
+def test_premultiplied_alpha_is_composited_on_white_like_straight_alpha():
+    clear = Image.new("RGBA", (10, 8), (255, 0, 0, 0))
+    for img in (clear.convert("RGBa"), clear.convert("LA").convert("La")):
+        np.testing.assert_allclose(load_image(img), 255.0, atol=1.0)
+
+
+def test_a_file_that_cannot_be_read_is_not_called_corrupt(tmp_path, monkeypatch):
+    from nst_lib import images
+
+    path = tmp_path / "locked.png"
+    Image.new("RGB", (4, 4)).save(path)
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(images.Image, "open", refused)
+    with pytest.raises(ImageError, match=r"locked\.png: cannot read \(Permission denied\)$"):
+        load_image(path)
 
 
 def test_array_inputs():
@@ -160,5 +199,29 @@ def test_a_16_bit_tiff_keeps_what_8_bits_round_away(tmp_path):
     assert np.abs(samples / 257.0 - np.clip(image, 0, 255)).max() <= 0.5 / 257 + 1e-6
     # any reader sees the same picture: Pillow decodes it (to 8 bits) within one level of the rounded image
     assert np.abs(read_image(path) - np.rint(np.clip(image, 0, 255))).max() <= 1.0
-    with pytest.raises(ValueError, match="out2.tif"):
+    with pytest.raises(ImageError, match="out2.tif: a 16-bit TIFF needs an H×W×3 image"):
         save_tiff16(tmp_path / "out2.tif", image[..., 0])
+    with pytest.raises(ImageError, match=r"out\.jpg: a 16-bit TIFF is saved as \.tif"):  # no TIFF bytes in a .jpg
+        save_tiff16(tmp_path / "out.jpg", image)
+
+
+def test_saving_names_the_file_on_a_bad_suffix_and_never_leaves_half_a_file(tmp_path, monkeypatch):
+    from nst_lib import images
+
+    with pytest.raises(ImageError, match=r"out\.xyz: cannot save an image as \.xyz"):
+        save_image(tmp_path / "new" / "out.xyz", np.zeros((4, 4, 3)))
+    assert not (tmp_path / "new").exists()  # refused before any folder was made
+    gray = save_image(tmp_path / "gray.png", np.full((4, 5, 1), 100.0))  # H×W×1 is a grayscale image
+    assert load_image(gray).shape == (4, 5, 3)
+    kept = save_image(tmp_path / "kept.png", np.full((4, 4, 3), 10.0))
+
+    def stopped(self, fp, *args, **kwargs):  # Ctrl-C in the middle of writing the new file
+        Path(fp).write_bytes(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(images.Image.Image, "save", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        save_image(kept, np.full((4, 4, 3), 200.0))
+    monkeypatch.undo()
+    np.testing.assert_array_equal(load_image(kept), 10.0)  # the earlier file, whole
+    assert {p.name for p in tmp_path.iterdir()} == {"gray.png", "kept.png"}  # and no partial file beside it

@@ -30,10 +30,10 @@ from tqdm.auto import tqdm
 
 from ..config import OUTPUT_FIELDS, PRESETS, StyleConfig
 from ..errors import ConfigError
-from ..images import ImageLike, pixel_digest, read_image, source_name
+from ..images import ImageLike, pixel_digest, read_image, source_name, style_list
 from ..optim import Callback, StepInfo
 from ..runs import Run, changed_setting, slug
-from ..transfer import _as_style_list, resume, stylize, total_steps
+from ..transfer import resume, stylize, total_steps
 from .viz import image_grid
 
 
@@ -240,7 +240,7 @@ def changed_inputs(record: dict, content: ImageLike, style: ImageLike) -> str:
     inputs = record.get("inputs")
     if not inputs:
         return ""
-    sources = [content, *_as_style_list(style)]
+    sources = [content, *style_list(style)]
     wanted = {"content": [source_name(content)], "styles": [source_name(s) for s in sources[1:]]}
     for key, names in wanted.items():
         had = inputs.get(key)
