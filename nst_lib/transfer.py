@@ -192,6 +192,7 @@ class _Engine:
         self.history: list[dict] = []
         self.snapshots: list[tuple[int, np.ndarray]] = []
         self.tiles: dict[int, int] = {}  # level → tiles its evaluations used (1: the whole image)
+        self.problem = None  # the scale's objective while it runs
 
     def snapshot_name(self, level: int, step: int) -> str:
         return f"step_{step:05d}.png" if len(self.scales) == 1 else f"L{level}_step_{step:05d}.png"
@@ -199,7 +200,10 @@ class _Engine:
     def checkpoint(self, level: int, step: int, optimizer, x: np.ndarray) -> None:
         if self.run:
             state = {f"opt_{k}": v for k, v in optimizer.state_dict().items()}
-            self.run.save_arrays({"level": level, "step": step, "x": x, **state})
+            # float16's loss scale, as lowered by overflows so far: a resume starting again from 2¹⁰ would round
+            # its first gradients otherwise
+            scale = {"loss_scale": self.problem.loss_scale} if self.problem is not None else {}
+            self.run.save_arrays({"level": level, "step": step, "x": x, **state, **scale})
             self.run.write_rows("losses.csv", self.history, LOSS_COLUMNS)
 
     def smallest_size(self, min_side: int) -> int:
@@ -254,12 +258,14 @@ class _Engine:
                     inline_weights=None if len(self.scales) == 1 else False,
                 )
                 self.tiles[level] = len(problem.tiles) if problem.tiles else 1
+                self.problem = problem
             optimizer = make_optimizer(config, pairs=lbfgs_pairs(config, content.size), noise=extractor.loss_noise)
             step0 = 0
             if start and level == start_level:
                 x = start["x"].reshape(-1).astype(np.float32)
                 optimizer.load_state_dict(start.pop("optimizer"))  # not kept beyond its scale
                 step0 = start["step"]
+                problem.loss_scale = start.get("loss_scale", problem.loss_scale)
             elif x_img is None:
                 if self.initial is not None:
                     x = resize(self.initial, content.shape[:2]).reshape(-1)
@@ -305,7 +311,7 @@ class _Engine:
                 status = "interrupted" if loop.interrupted else "stopped"
                 break
             # the finished scale's optimiser state and targets go before the next scale builds its own
-            problem = optimizer = recorder = loop = None
+            problem = optimizer = recorder = loop = self.problem = None
         return final, status
 
     def _keep_last_good(self, exc, to_image) -> None:
@@ -518,4 +524,5 @@ def _load_checkpoint(run: Run) -> dict[str, Any] | None:
         "step": int(state["step"]),
         "x": state["x"],
         "optimizer": {k[4:]: v for k, v in state.items() if k.startswith("opt_")},
+        **({"loss_scale": float(state["loss_scale"])} if "loss_scale" in state else {}),
     }

@@ -331,6 +331,32 @@ def test_evaluate_names_an_input_too_small_for_the_layers():
         evaluate(tiny, tiny, tiny, weights=None, size=8)
 
 
+def test_a_resume_goes_on_with_the_loss_scale_the_run_had_lowered_to(small_pair, tmp_path, monkeypatch):
+    from nst_lib import objective
+
+    content, style = small_pair
+    init, seen = objective.Objective.__init__, []
+
+    def starting_at(scale):
+        def patched(self, *args, **kwargs):
+            init(self, *args, **kwargs)
+            self.loss_scale = scale  # as float16's overflows would have lowered it from 2¹⁰ (exact in float32)
+            evaluate = self.evaluate
+            self.evaluate = lambda x: seen.append(self.loss_scale) or evaluate(x)
+
+        return patched
+
+    monkeypatch.setattr(objective.Objective, "__init__", starting_at(64.0))
+    kw = dict(weights=None, size=48, steps=4, pyramid_levels=1, snapshot_every=0, progress=False)
+    cut = stylize(content, style, out=tmp_path, callbacks=[lambda info: info.step >= 2], **kw)
+    with np.load(cut.run_dir / "checkpoint.npz") as state:
+        assert float(state["loss_scale"]) == 64.0
+    monkeypatch.setattr(objective.Objective, "__init__", starting_at(1024.0))  # a new objective's first scale
+    seen.clear()
+    resume(cut.run_dir, progress=False)
+    assert seen and set(seen) == {64.0}  # not started again from 1024
+
+
 def test_evaluate_takes_the_styles_as_stylize_does(small_pair):
     from nst_lib import evaluate
 
