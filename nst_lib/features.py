@@ -8,6 +8,7 @@ Caffe calls ``relu4_2``; the aliases below accept Caffe (``relu4_2``, ``conv4_2`
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -359,11 +360,12 @@ class FeatureExtractor:
         self.layers = list(dict.fromkeys(self.names.values()))  # one layer asked for under two names is one output
         if not self.layers:
             raise ConfigError("no layers requested")
-        # A functional model on inner outputs keeps only the layers they need: the truncation.
-        model = keras.Model(base.input, [base.get_layer(n).output for n in self.layers], name=f"{arch}_features")
-        if pooling == "avg":
-            model = keras.models.clone_model(model, clone_function=_swap_pooling)
-        model = fold_batchnorm(model)  # ResNet: fewer ops forward and backward, same function
+        with dtype_policy(_POLICIES[precision]):  # the layers made here too (pooling, folded convolutions)
+            # A functional model on inner outputs keeps only the layers they need: the truncation.
+            model = keras.Model(base.input, [base.get_layer(n).output for n in self.layers], name=f"{arch}_features")
+            if pooling == "avg":
+                model = keras.models.clone_model(model, clone_function=_swap_pooling)
+            model = fold_batchnorm(model)  # ResNet: fewer ops forward and backward, same function
         self.model = model
         self.model.trainable = False
         self._all_geometry = layer_geometry(model)
@@ -492,7 +494,9 @@ class FeatureExtractor:
 
 
 # the Keras dtype policy of each precision: the network computes in it, the losses in float32
-_POLICIES = {"float32": None, "mixed": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+# always set while a network is built: a policy the user set globally (keras.mixed_precision) must not turn a
+# float32 network into a bfloat16 one unnoticed
+_POLICIES = {"float32": "float32", "mixed": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 # the loss's relative evaluation noise at each precision, which L-BFGS's line search must allow for: bfloat16 measured
 # (VGG19 at 256 px, a 300-step image, the default loss: the residual of f(x + δ) around its linearisation has a
 # standard deviation of 1.6-3.3e-5 of f for δ of 0.01-1 grey levels; float32's is 1e-7), taken at twice that;
@@ -500,13 +504,23 @@ _POLICIES = {"float32": None, "mixed": "mixed_float16", "bfloat16": "mixed_bfloa
 LOSS_NOISE = {"float32": 0.0, "mixed": 1e-5, "bfloat16": 5e-5}
 
 
-def build_base(arch: str, keras_weights: str | None, dtype_policy: str | None = None, seed: int | None = None):
-    """The headless network; with ``keras_weights=None`` and a ``seed``, its random weights are ``seed_weights``'."""
+@contextlib.contextmanager
+def dtype_policy(name: str):
+    """Keras' global dtype policy set to ``name`` while networks are built, then restored."""
     previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(name)
     try:
-        if dtype_policy:
-            keras.mixed_precision.set_dtype_policy(dtype_policy)
-        model = _APPS[arch](include_top=False, weights=keras_weights, input_shape=(None, None, 3))
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+
+
+def build_base(arch: str, keras_weights: str | None, policy: str = "float32", seed: int | None = None):
+    """The headless network in the dtype ``policy`` (whatever policy is set globally); with
+    ``keras_weights=None`` and a ``seed``, its random weights are ``seed_weights``'."""
+    try:
+        with dtype_policy(policy):
+            model = _APPS[arch](include_top=False, weights=keras_weights, input_shape=(None, None, 3))
         if keras_weights is None and seed is not None:
             seed_weights(model, seed)
         return model
@@ -519,8 +533,6 @@ def build_base(arch: str, keras_weights: str | None, dtype_policy: str | None = 
         if keras_weights is not None:
             raise WeightsNotFoundError(f"{keras_weights}: cannot load as {arch} weights ({_first_line(exc)})") from None
         raise
-    finally:
-        keras.mixed_precision.set_dtype_policy(previous)
 
 
 def seed_weights(model, seed: int) -> None:

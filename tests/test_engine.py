@@ -357,6 +357,27 @@ def test_a_resume_goes_on_with_the_loss_scale_the_run_had_lowered_to(small_pair,
     assert seen and set(seen) == {64.0}  # not started again from 1024
 
 
+@pytest.mark.parametrize("pooling", ["max", "avg"])
+def test_a_float32_network_stays_float32_whatever_policy_keras_was_given(small_pair, monkeypatch, pooling):
+    import keras
+
+    from nst_lib import evaluate, features
+    from nst_lib.objective import extractor_for
+
+    content, style = small_pair
+    kw = dict(weights=None, size=48, pooling=pooling, precision="float32")
+    expected = evaluate(content, content, style, **kw)
+    monkeypatch.setattr(features, "_CACHE", {})  # built anew under the user's policy
+    keras.mixed_precision.set_dtype_policy("mixed_bfloat16")  # e.g. set for training a model in the same session
+    try:
+        got = evaluate(content, content, style, **kw)
+        network = extractor_for(StyleConfig(**kw)).model
+    finally:
+        keras.mixed_precision.set_dtype_policy("float32")
+    assert {layer.compute_dtype for layer in network.layers} == {"float32"}
+    assert (got.content, got.style) == pytest.approx((expected.content, expected.style), rel=1e-6)
+
+
 def test_evaluate_takes_the_styles_as_stylize_does(small_pair):
     from nst_lib import evaluate
 
