@@ -142,3 +142,18 @@ def test_the_gpu_benchmark_runs_on_jax_without_tensorflow(tmp_path):
     assert [r["tiled"] for r in report["memory"]] == [False, True] * len(report["plan"]["memory_sizes"])
     assert all(r["ratio"] > 0 and r["peak_bytes"] > 0 for r in report["step"])
     assert report["machine"]["backend"] == "jax"
+
+
+@needs_jax
+def test_a_ray_worker_under_jax_reports_without_tensorflow_and_keeps_the_gpu_unreserved():
+    code = """
+import sys
+from nst_lib.workbench.ray_executor import configure_worker, worker_environment
+worker = configure_worker(1)
+assert "tensorflow" not in sys.modules, "a JAX worker imported TensorFlow"
+assert worker["backend"] == "jax" and worker["threads"] is None
+env = worker_environment("jax")["env_vars"]
+assert env == {"KERAS_BACKEND": "jax", "XLA_PYTHON_CLIENT_PREALLOCATE": "false"}
+print("ok")
+"""
+    assert _run("jax", code) == "ok"

@@ -23,6 +23,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from .. import backend
 from ..config import StyleConfig
 from ..errors import ConfigError, NSTError
 from ..optim import Callback, StepInfo
@@ -90,11 +91,34 @@ class _Reporter(Callback):
             self.pending, self.last = 0, time.monotonic()
 
 
-def configure_tensorflow(cpus: float) -> dict[str, Any]:
-    """Before a worker's first cell: memory growth on every visible GPU (cells sharing a card must not each
-    reserve all of it) and TensorFlow's thread pools sized to the CPUs Ray gave the task (by default TensorFlow
-    uses every core of the machine, whatever the task asked for). A worker process that ran a cell before keeps
-    its settings: TensorFlow fixes both when it starts."""
+def worker_environment(backend_name: str) -> dict[str, Any]:
+    """The Ray ``runtime_env`` a cell's worker starts in: the driver's Keras backend (a cluster's workers do not
+    share the driver's environment), and under JAX no up-front reservation of the GPU's memory — XLA takes 75 % of
+    a card when it starts, so a second cell sharing the card would run out (``resources={"GPU": 0.5}``). Both have
+    to be set before the worker imports Keras."""
+    env = {"KERAS_BACKEND": backend_name}
+    if backend_name == "jax":
+        env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    return {"env_vars": env}
+
+
+def configure_worker(cpus: float) -> dict[str, Any]:
+    """Before a worker's first cell, under TensorFlow: memory growth on every visible GPU (cells sharing a card
+    must not each reserve all of it) and TensorFlow's thread pools sized to the CPUs Ray gave the task (by default
+    TensorFlow uses every core of the machine, whatever the task asked for). A worker process that ran a cell
+    before keeps its settings: TensorFlow fixes both when it starts. Under JAX (``worker_environment`` did the
+    memory part; XLA's CPU threads cannot be set once JAX is imported) it only reports, without TensorFlow."""
+    if backend.name() == "jax":
+        import jax
+
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "backend": "jax",
+            "threads": None,
+            "gpus": [str(d) for d in jax.devices() if d.platform == "gpu"],
+            "memory_growth": os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE") == "false",
+        }
     import tensorflow as tf
 
     threads = max(1, round(cpus))
@@ -109,6 +133,7 @@ def configure_tensorflow(cpus: float) -> dict[str, Any]:
     return {
         "host": socket.gethostname(),
         "pid": os.getpid(),
+        "backend": "tensorflow",
         "threads": tf.config.threading.get_intra_op_parallelism_threads(),
         "gpus": [g.name for g in gpus],
         "memory_growth": all(tf.config.experimental.get_memory_growth(g) for g in gpus),
@@ -121,7 +146,7 @@ def cell_task(run_cell, cell, config: StyleConfig, content, style, callbacks: Se
     import ray
 
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
-    worker = configure_tensorflow(cpus)
+    worker = configure_worker(cpus)
     reporter = _Reporter(counter, index)
     reporter.offset(0)  # a retried cell counts again from what its folder holds
     run_cell(cell, config, content, style, [reporter, *callbacks], reporter.offset)
@@ -197,7 +222,9 @@ def run_on_ray(
     counter = None
     try:
         options = task_options(resources, ray.cluster_resources())
-        task = ray.remote(cell_task).options(max_retries=retries, **options)
+        task = ray.remote(cell_task).options(
+            max_retries=retries, runtime_env=worker_environment(backend.name()), **options
+        )
         counter = ray.remote(num_cpus=0)(StepCounter).remote()
         refs = {}
         for i, (cell, config) in enumerate(zip(cells, configs)):
