@@ -69,7 +69,8 @@ INLINE_WEIGHTS_MAX_PIXELS = 2**17
 
 def inline_weights_pay(pixels: int) -> bool:
     """Whether a bfloat16 whole-image loss of this many pixels should take its weights as constants (see above)."""
-    return pixels <= INLINE_WEIGHTS_MAX_PIXELS and "amx_bf16" in backend.cpu_bf16_instructions()
+    amx = "amx_bf16" in backend.cpu_bf16_instructions()
+    return pixels <= INLINE_WEIGHTS_MAX_PIXELS and amx and backend.cpu_has_bf16_matmul()  # NST_CPU_BF16=0 says no
 
 
 # The memory budget's defaults when StyleConfig.memory_budget_mb is None. The budget covers the loss evaluation's

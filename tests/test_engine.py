@@ -918,6 +918,12 @@ def test_the_cpu_is_named_by_its_model_and_its_bfloat16_instructions_come_from_i
         assert backend.cpu_has_bf16_matmul() == has
     monkeypatch.setenv("NST_CPU_BF16", "0")  # the override wins over the detection, either way
     assert not backend.cpu_has_bf16_matmul()
+    from nst_lib.objective import inline_weights_pay
+
+    assert not inline_weights_pay(64 * 64)  # AMX detected, but overridden: no bfloat16 constants either
+    monkeypatch.delenv("NST_CPU_BF16")
+    assert inline_weights_pay(64 * 64)
+    monkeypatch.setenv("NST_CPU_BF16", "0")
     monkeypatch.setenv("NST_CPU_BF16", "1")
     monkeypatch.setattr(backend, "cpu_bf16_instructions", lambda path="": [])
     assert backend.cpu_has_bf16_matmul()
