@@ -245,3 +245,14 @@ def test_normalize_features_gives_every_layer_unit_mean_activation_on_the_bundle
         assert means[name] == pytest.approx(1.0, rel=1e-3), name
         assert fe.scales[name] != pytest.approx(1.0, rel=0.05), name  # a real rescaling, not the identity
     assert len({round(np.log10(v)) for v in raw_means.values()}) > 1  # raw layers differ by orders of magnitude
+
+
+def test_float32_on_a_gpu_is_given_the_rounding_allowance_of_tf32(monkeypatch):
+    from nst_lib import backend
+    from nst_lib.features import LOSS_NOISE, get_extractor
+
+    extractor = get_extractor("vgg19", ("block1_conv1",), weights=None, precision="float32")
+    monkeypatch.setattr(backend, "gpu_available", lambda: False)
+    assert extractor.loss_noise == 0.0  # float32 on a CPU: exact enough for L-BFGS's line search as it is
+    monkeypatch.setattr(backend, "gpu_available", lambda: True)  # TF32 products: float16's mantissa
+    assert extractor.loss_noise == LOSS_NOISE["mixed"] > 0
