@@ -13,6 +13,7 @@ from nst_lib.images import (
     fit_size,
     grayscale,
     load_image,
+    pixel_digest,
     read_image,
     save_image,
     save_tiff16,
@@ -225,3 +226,61 @@ def test_saving_names_the_file_on_a_bad_suffix_and_never_leaves_half_a_file(tmp_
     monkeypatch.undo()
     np.testing.assert_array_equal(load_image(kept), 10.0)  # the earlier file, whole
     assert {p.name for p in tmp_path.iterdir()} == {"gray.png", "kept.png"}  # and no partial file beside it
+
+
+def test_a_uint16_array_is_scaled_as_a_16_bit_file_is():
+    np.testing.assert_allclose(load_image(np.full((4, 6), 200, np.uint16)), 200 / 257, rtol=1e-5)
+    np.testing.assert_allclose(load_image(np.full((4, 6), 32896, np.uint16)), 128.0, rtol=1e-6)  # 128 × 257
+
+
+def test_an_rgba_array_is_composited_on_white_as_an_rgba_file_is(tmp_path):
+    rgba = np.zeros((4, 6, 4), np.uint8)
+    rgba[..., 0] = 255  # red
+    rgba[:, :3, 3] = 0  # left half fully transparent, right half half-transparent
+    rgba[:, 3:, 3] = 128
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "x.png")
+    from_array, from_file = load_image(rgba), load_image(tmp_path / "x.png")
+    np.testing.assert_allclose(from_array[:, :3], 255.0)  # transparent → white, not black
+    np.testing.assert_allclose(from_array, from_file, atol=1.0)
+
+
+def test_a_palette_image_with_a_transparent_index_is_composited_on_white(tmp_path):
+    img = Image.new("P", (6, 4), 0)
+    img.putpalette([0, 0, 0] + [255, 0, 0] * 255)  # index 0 is black …
+    img.info["transparency"] = 0  # … and transparent
+    img.save(tmp_path / "p.png", transparency=0)
+    np.testing.assert_allclose(load_image(tmp_path / "p.png"), 255.0)
+
+
+def test_pixel_digest_tells_shapes_of_the_same_bytes_apart():
+    flat = np.arange(18, dtype=np.float32)
+    assert pixel_digest(flat.reshape(2, 3, 3)) != pixel_digest(flat.reshape(3, 2, 3))
+
+
+def test_an_image_exactly_at_the_pixel_budget_is_left_alone_and_one_over_it_fits_after():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert fit_size((30, 40), None, max_pixels=1200) == (30, 40)
+    with pytest.warns(UserWarning, match="pixel budget"):
+        h, w = fit_size((3, 3), None, max_pixels=8)
+    assert h * w <= 8
+
+
+def test_ssim_is_symmetric_and_matches_a_pinned_value(rng):
+    a = load_image(CONTENT, 64)
+    b = np.clip(a + rng.normal(0, 25, a.shape), 0, 255).astype(np.float32)
+    assert ssim(a, b) == pytest.approx(ssim(b, a), rel=1e-9)
+    ramp = np.tile(np.linspace(0, 255, 32, dtype=np.float32), (32, 1))[..., None].repeat(3, -1)
+    # constant images: the luminance term alone, (2 μa μb + C1) / (μa² + μb² + C1) with C1 = (0.01 × 255)²
+    c1 = (0.01 * 255) ** 2
+    flat = np.full((16, 16, 3), 100.0, np.float32)
+    assert ssim(flat, flat + 50) == pytest.approx((2 * 100 * 150 + c1) / (100**2 + 150**2 + c1), rel=1e-6)
+    # the Gaussian window (σ 1.5) shapes the rest: this implementation's value, pinned against a silent change
+    ramp = np.tile(np.linspace(0, 255, 32, dtype=np.float32), (32, 1))[..., None].repeat(3, -1)
+    assert ssim(ramp, ramp[:, ::-1]) == pytest.approx(-0.375151915222936, abs=1e-6)
+
+
+def test_mean_saturation_is_hsv_saturation():
+    dark_red = np.full((2, 2, 3), (100.0, 50.0, 50.0), np.float32)
+    assert mean_saturation(dark_red) == pytest.approx(0.5)  # (max − min) / max, not / 255
+    assert mean_saturation(np.zeros((2, 2, 3))) == 0.0

@@ -284,3 +284,43 @@ def test_train_or_load_reuses_finished_runs_and_never_overwrites_a_different_one
     with pytest.warns(UserWarning, match="does not fit"):
         fresh = train_or_load(DCGAN(image_size=16, batch_size=16), data, 1, tmp_path, "g", progress=False)
     assert fresh.run_dir == tmp_path / "g-3" and fresh.status == "completed" and ckpt.read_bytes() == before
+
+
+def test_instance_norm_layer_applies_gamma_and_beta_after_normalising(rng):
+    from nst_lib.models.layers import InstanceNorm
+
+    x = rng.normal(3.0, 5.0, (2, 8, 8, 4)).astype(np.float32)
+    layer = InstanceNorm()
+    layer.build(x.shape)
+    layer.gamma.assign(np.full(4, 2.0, np.float32))
+    layer.beta.assign(np.full(4, 1.0, np.float32))
+    out = np.asarray(layer(x))
+    np.testing.assert_allclose(out.mean(axis=(1, 2)), 1.0, atol=1e-4)
+    np.testing.assert_allclose(out.std(axis=(1, 2)), 2.0, rtol=1e-3)
+
+
+def test_reflection_pad_mirrors_without_repeating_the_edge():
+    from nst_lib.models.layers import ReflectionPad
+
+    x = np.arange(1, 4, dtype=np.float32).reshape(1, 1, 3, 1).repeat(3, axis=1)
+    out = np.asarray(ReflectionPad(1)(x))
+    assert out[0, 1, :, 0].tolist() == [2, 1, 2, 3, 2]
+
+
+def test_perceptual_loss_averages_over_layers(rng):
+    from nst_lib.models.losses import perceptual_loss
+
+    a = {k: rng.normal(size=(2, 3, 3, 4)).astype("float32") for k in "xy"}
+    b = {k: rng.normal(size=(2, 3, 3, 4)).astype("float32") for k in "xy"}
+    want = np.mean([np.mean((a[k] - b[k]) ** 2) for k in "xy"])
+    assert float(perceptual_loss(a, b, ["x", "y"])) == pytest.approx(want, rel=1e-5)
+
+
+def test_dcgan_discriminator_loss_smooths_only_the_real_labels(rng):
+    from nst_lib.models.losses import discriminator_loss
+
+    real, fake = rng.normal(size=(8,)), rng.normal(size=(8,))
+    sp = lambda v: np.log1p(np.exp(v))  # noqa: E731
+    bce = lambda t, z: np.mean(t * sp(-z) + (1 - t) * sp(z))  # noqa: E731
+    want = bce(0.85, real) + bce(0.0, fake)
+    assert float(discriminator_loss(real, fake, real_label=0.85)) == pytest.approx(want, rel=1e-5)

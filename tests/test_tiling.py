@@ -236,3 +236,46 @@ def test_a_tiled_multi_scale_run_stopped_at_its_last_scale_resumes_exactly(tmp_p
     resumed = resume(cut.run_dir, progress=False)
     np.testing.assert_array_equal(resumed.image, full.image)
     assert [r["total"] for r in resumed.history] == [r["total"] for r in full.history]
+
+
+def test_tile_interiors_partition_every_layers_feature_map():
+    from nst_lib.features import LAYER_PRESETS, get_extractor
+    from nst_lib.objective import Objective, plan_tiles
+
+    presets = LAYER_PRESETS["resnet50"]
+    extractor = get_extractor("resnet50", presets["content"] + presets["style"], weights=None)
+    halo, stride = extractor.halo, extractor.stride
+    core = 2 * halo + 2 * stride
+    h, w = 2 * core - stride + 5, 2 * core - stride + 9  # not multiples of the stride: ceil'd feature maps
+    objective = Objective.__new__(Objective)
+    objective.extractor = extractor
+    tiles = plan_tiles(h, w, 2 * halo + core, halo, stride)
+    shapes = extractor.feature_shapes(h, w)
+    for layer in extractor.layers:
+        cover = np.zeros(shapes[layer][:2], int)
+        for t in tiles:
+            (gy0, gy1, _), (gx0, gx1, _) = objective._interior(t, layer, h, w)
+            cover[gy0:gy1, gx0:gx1] += 1
+        assert (cover == 1).all(), layer
+
+
+def test_the_budget_leaves_room_for_the_image_sized_arrays():
+    from nst_lib.objective import OPTIMIZER_BUDGET_SHARE, extractor_for, memory_budget, tile_size_for
+
+    config = StyleConfig(weights=None, memory_budget_mb=400)
+    extractor = extractor_for(config)
+    h = w = 1024
+    side = tile_size_for(config, extractor, h, w)
+    evaluation_share = (1 - OPTIMIZER_BUDGET_SHARE) * memory_budget(config)
+    assert extractor.bytes_per_pixel() * side * side + 16 * h * w * 3 <= evaluation_share
+
+
+def test_the_gpu_budget_is_three_quarters_of_the_cards_memory(monkeypatch):
+    from nst_lib import backend
+    from nst_lib.objective import memory_budget
+
+    monkeypatch.setattr(backend, "gpu_available", lambda: True)
+    monkeypatch.setattr(backend, "device_memory_bytes", lambda: 8 * 2**30)
+    assert memory_budget(StyleConfig(weights=None)) == 6 * 2**30
+    monkeypatch.setattr(backend, "device_memory_bytes", lambda: None)
+    assert memory_budget(StyleConfig(weights=None)) == 12 * 2**30  # 16 GB assumed

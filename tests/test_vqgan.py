@@ -318,3 +318,19 @@ def test_load_clip_without_keras_hub_warns_and_falls_back(monkeypatch):
         loss = tf.reduce_sum(e * text[:1])
     grad = tape.gradient(loss, images)
     assert e.shape == (2, 32) and grad is not None and float(tf.reduce_max(tf.abs(grad))) > 0
+
+
+def test_code_usage_is_an_exponential_moving_average_with_decay_on_the_old_value(rng):
+    import keras
+
+    from nst_lib.models.layers import VectorQuantizer
+
+    layer = VectorQuantizer(2, 2)
+    layer.build((None, 2))
+    layer.codebook.assign(np.array([[0, 0], [100, 100]], "float32"))
+    z_e = rng.normal(size=(1, 2, 5, 2)).astype("float32")  # 10 positions, all code 0
+    _, idx, _ = layer(z_e)
+    layer.restart_dead_codes(z_e, idx, keras.random.SeedGenerator(0), threshold=0.5, decay=0.9)
+    # code 0: 0.9·1 + 0.1·10 = 1.9; code 1: 0.9·1 + 0 = 0.9, above the threshold: not restarted
+    np.testing.assert_allclose(np.asarray(layer.usage), [1.9, 0.9], rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(layer.codebook)[1], [100, 100])

@@ -4,6 +4,7 @@ import json
 import re
 import shutil
 import time
+import warnings
 
 import numpy as np
 import pytest
@@ -478,3 +479,82 @@ def test_panel_reports_bad_input_in_the_panel(panel, tmp_path):
     panel.content.options = {"bad": bad}
     panel.render(wait=True)
     assert "bad.png: not an image file" in panel.message.value
+
+
+def test_more_steps_resume_a_finished_cell_instead_of_skipping_it_or_setting_it_aside(tmp_path):
+    sweep(CONTENT, STYLE, TINY.replace(steps=2), out=tmp_path, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        more = sweep(CONTENT, STYLE, TINY.replace(steps=3), out=tmp_path, progress=False)
+    assert [c.status for c in more] == ["resumed, completed"] and len(more[0].history) == 3
+    assert not list(tmp_path.glob("*.other-settings"))
+
+
+def test_a_sweep_read_back_from_its_folders_draws_every_cell(tmp_path):
+    vary = {"style_weight": [1e-3, 1e-2]}
+    sweep(CONTENT, STYLE, TINY.replace(steps=1), vary, out=tmp_path, progress=False)
+    again = sweep(CONTENT, STYLE, TINY.replace(steps=1), vary, out=tmp_path, progress=False)
+    images, _, _ = again.grid("style", "style_weight")
+    assert all(img is not None for row in images for img in row)
+    assert "not finished" not in " ".join(t.get_text() for t in again.figure("style", "style_weight").texts)
+
+
+def test_an_interrupted_cell_is_drawn_blank_not_half_optimised(tmp_path):  # S14b
+    def ctrl_c(info):
+        if info.step == 2:
+            raise KeyboardInterrupt
+
+    first = sweep(CONTENT, STYLE, TINY, {"seed": [0]}, out=tmp_path, progress=False, callbacks=[ctrl_c])
+    assert [c.status for c in first] == ["interrupted"] and (first[0].run_dir / "output.png").is_file()
+    images, _, _ = first.grid("style", "seed")
+    assert images[0][0] is None
+
+
+def test_the_sweep_bar_counts_cells_of_different_lengths_and_skipped_cells(tmp_path, capsys):
+    vary = {"steps": [1, 3]}
+    sweep(CONTENT, STYLE, TINY, vary, out=tmp_path)
+    assert re.findall(r"(\d+)/(\d+) ", capsys.readouterr().err)[-1] == ("4", "4")
+    sweep(CONTENT, STYLE, TINY, vary, out=tmp_path)  # every cell skipped: the bar still ends full
+    assert re.findall(r"(\d+)/(\d+) ", capsys.readouterr().err)[-1] == ("4", "4")
+
+
+def test_a_resumed_cell_reports_the_steps_it_keeps_before_its_first_step(tmp_path):
+    from nst_lib.workbench.sweeps import run_cell
+
+    config = TINY.replace(steps=5, pyramid_levels=1)
+
+    def ctrl_c(info):
+        if info.step == 3:
+            raise KeyboardInterrupt
+
+    (cell,) = sweep(CONTENT, STYLE, config, out=tmp_path, progress=False, callbacks=[ctrl_c])
+    kept = len(cell.history)
+    assert cell.status == "interrupted" and 0 < kept < 5
+    reports = []
+    run_cell(cell, config, CONTENT, STYLE, [], reports.append)
+    assert reports == [kept, 5]  # the bar's offset, then the cell's planned steps
+
+
+def test_a_cell_set_aside_twice_keeps_both_earlier_runs(tmp_path):
+    for init in ("content", "noise", "style"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            result = sweep(CONTENT, STYLE, TINY.replace(steps=1, init=init), out=tmp_path, progress=False)
+        assert [c.status for c in result] == ["completed"]
+    assert len(list(tmp_path.glob("*.other-settings*"))) == 2
+
+
+def test_image_grid_draws_float_images_on_the_0_255_scale():
+    from nst_lib.workbench.viz import image_grid
+
+    grey = np.full((4, 4, 3), 200.0, np.float32)  # load_image's float32 [0, 255], as resolution_grid passes
+    fig = image_grid([[grey]])
+    shown = np.asarray(fig.axes[0].images[0].get_array())
+    assert shown.dtype == np.uint8 and (shown == 200).all()
+
+
+def test_loss_curves_count_steps_from_one():
+    from nst_lib.workbench.viz import loss_curves
+
+    fig = loss_curves({"a": [{"content": 1.0, "style": 2.0}] * 3})
+    assert fig.axes[0].lines[0].get_xdata().tolist() == [1, 2, 3]
