@@ -186,6 +186,7 @@ def test_the_memory_budget_decides_when_and_how_to_tile():
     assert tile_size_for(config.replace(tile_size=0, memory_budget_mb=1), extractor, 4096, 4096) == 0  # never
     assert tile_size_for(config.replace(tile_size=256), extractor, 1024, 768) == 256  # as asked
     assert tile_size_for(config.replace(tile_size=2048), extractor, 1024, 768) == 0  # one tile is the image
+    assert tile_size_for(config.replace(tile_size=1024), extractor, 1024, 768) == 0  # exactly one tile, too
     with pytest.raises(ConfigError, match="at least 176 px"):  # 2 × 80 px halo + one 16-px stride
         tile_size_for(config.replace(tile_size=100), extractor, 1024, 768)
     with pytest.warns(UserWarning, match=r"fits tiles of \d+ px, less than vgg19's layers need \(176 px"):
