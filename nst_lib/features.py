@@ -157,6 +157,7 @@ def imagenet_obtainable(arch: str) -> bool:
     return on_disk or _online()
 
 
+@functools.cache  # asked by every 'auto' resolution and notebook check: one probe (up to 3 s offline) a process
 def _online() -> bool:
     try:
         socket.create_connection(("storage.googleapis.com", 443), timeout=3).close()

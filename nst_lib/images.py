@@ -44,6 +44,10 @@ def source_name(src: ImageLike) -> str:
     return f"<array {getattr(src, 'shape', '?')}>"
 
 
+# where ``_open`` keeps the file's stored sample format in ``Image.info`` (decoding forgets it)
+_RAW_MODE = "nst_raw_mode"
+
+
 def _open(path: Path) -> Image.Image:
     if not path.exists():
         raise ImageError(f"{path}: file not found")
@@ -65,9 +69,6 @@ def _open(path: Path) -> Image.Image:
     except (SyntaxError, ValueError) as exc:
         raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
     return img
-
-
-_RAW_MODE = "nst_raw_mode"
 
 
 def _pil_to_rgb(img: Image.Image, name: str = "image") -> np.ndarray:
