@@ -544,11 +544,16 @@ def _crop(image: np.ndarray, tile: Tile) -> np.ndarray:
     return np.ascontiguousarray(image[tile.top : tile.bottom, tile.left : tile.right], np.float32)
 
 
-def check_size(image: np.ndarray, extractor: FeatureExtractor, name: str, what: str, fix: int | None = None) -> None:
+def check_size(
+    image: np.ndarray, extractor: FeatureExtractor, name: str, what: str, fix: int | None = None, pixels: int = 0
+) -> None:
     """An input too thin for the layers stops the run with a message naming the file and, where known, ``fix``:
-    the smallest ``size`` at which every input is wide enough."""
+    the smallest ``size`` at which every input is wide enough, and ``pixels``, the ``max_pixels`` it needs where
+    the budget would downscale an input there again."""
     if min(image.shape[:2]) < extractor.min_side:
         remedy = f"size {fix} or more works (--size {fix})" if fix else "raise size"
+        if fix and pixels:
+            remedy = f"size {fix} with max_pixels {pixels} works (--size {fix} --max-pixels {pixels})"
         raise ImageError(
             f"{name}: {image.shape[0]}×{image.shape[1]} px {what} is too small for the layers chosen on "
             f"{extractor.arch} (needs at least {extractor.min_side} px on each side; {remedy}, or choose "

@@ -15,6 +15,7 @@ optimiser's state as ``opt_*``) and ``output.png`` (and ``output.tif``, 16-bit, 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,6 +213,29 @@ class _Engine:
         scale = self.config.style_scale
         return max([smallest_size(content_hw, min_side), *(smallest_size(hw, min_side, scale) for hw in style_hws)])
 
+    def pixels_needed(self, size: int, min_side: int) -> int:
+        """The smallest ``max_pixels`` at which every input at ``size`` stays ``min_side`` px wide where the current
+        budget would downscale one below that (0 where it does not)."""
+        content_hw, *style_hws = self.source_hws
+        scale = self.config.style_scale
+        budget = self.config.max_pixels
+        shapes = [fit_size(content_hw, size), *(fit_size(hw, max(1, round(size * scale))) for hw in style_hws)]
+
+        def wide_enough(hw, pixels: int) -> bool:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return min(fit_size(hw, None, pixels)) >= min_side
+
+        needed = 0
+        for hw in shapes:
+            if budget and not wide_enough(hw, budget):
+                low, high = budget + 1, hw[0] * hw[1]  # wide enough at its own area (nothing downscaled)
+                while low < high:  # the first budget that keeps it wide enough: monotone in the budget
+                    mid = (low + high) // 2
+                    low, high = (mid + 1, high) if not wide_enough(hw, mid) else (low, mid)
+                needed = max(needed, low)
+        return needed
+
     def level_shapes(self, long_side: int) -> tuple[tuple[int, int], list[tuple[int, int]]]:
         """(content, [styles]) heights and widths at a scale. The pixel budget was applied at load: a style it
         shrank there is never enlarged past that size again (``style_scale`` > 1 asks for more pixels than the
@@ -239,9 +263,10 @@ class _Engine:
                 content, styles = self.level_images(level)
                 what = "after resizing" if level == last else f"at scale {level + 1} of {last + 1}"
                 fix = self.smallest_size(extractor.min_side) if level == last else None
-                check_size(content, extractor, names[0], what, fix)
+                pixels = self.pixels_needed(fix, extractor.min_side) if fix else 0
+                check_size(content, extractor, names[0], what, fix, pixels)
                 for s, n in zip(styles, names[1:]):
-                    check_size(s, extractor, n, what, fix)
+                    check_size(s, extractor, n, what, fix, pixels)
                 content_opt, styles_opt = content, styles
                 if config.preserve_color:  # luminance-only transfer (Gatys et al. 2017)
                     content_opt = grayscale(content)

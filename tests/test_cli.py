@@ -131,6 +131,17 @@ def test_an_image_too_thin_for_the_layers_names_the_file_and_the_smallest_size_t
     err = _error(capsys, ["stylize", str(strip), str(STYLE), *out, "--size", str(smallest - 1)], 2)
     assert f"{strip}: 15×348 px after resizing is too small" in err  # one less does not work...
     assert main(["stylize", str(strip), str(STYLE), *out, "--size", str(smallest)]) == 0  # ...and that one does
+    # a pixel budget that size would exceed (the style there is the larger input): the budget it needs is named
+    err = _error(capsys, ["stylize", str(strip), str(STYLE), *out, "--size", "64", "--max-pixels", "4000"], 2)
+    fix = re.search(r"\(--size (\d+) --max-pixels (\d+)\)", err)
+    assert fix and int(fix.group(1)) == smallest and "\n" not in err
+    assert main(["stylize", str(strip), str(STYLE), *out, "--size", fix.group(1), "--max-pixels", fix.group(2)]) == 0
+    err = _error(
+        capsys,
+        ["stylize", str(strip), str(STYLE), *out, "--size", fix.group(1), "--max-pixels", str(int(fix.group(2)) - 1)],
+        2,
+    )
+    assert "too small" in err  # one pixel less and the budget downscales it below the layers again
 
 
 def test_bad_inputs_give_one_line_and_exit_code(tmp_path, capsys):
