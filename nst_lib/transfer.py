@@ -204,8 +204,10 @@ class _Engine:
             # float16's loss scale, as lowered by overflows so far: a resume starting again from 2¹⁰ would round
             # its first gradients otherwise
             scale = {"loss_scale": self.problem.loss_scale} if self.problem is not None else {}
-            self.run.save_arrays({"level": level, "step": step, "x": x, **state, **scale})
+            # the rows first: a kill between the two writes then leaves rows past the checkpoint, which a resume
+            # drops, and not a checkpoint past the rows, whose missing steps it could not write again
             self.run.write_rows("losses.csv", self.history, LOSS_COLUMNS)
+            self.run.save_arrays({"level": level, "step": step, "x": x, **state, **scale})
 
     def smallest_size(self, min_side: int) -> int:
         """The smallest ``size`` at which the content and every style are ``min_side`` px wide at least."""

@@ -141,6 +141,40 @@ def test_resume_equals_uninterrupted_run(small_pair, tmp_path, optimizer):
     assert record["status"] == "completed" and record["steps_done"] == 10
 
 
+def test_a_run_killed_between_its_checkpoint_writes_resumes_with_every_step_recorded(small_pair, tmp_path, monkeypatch):
+    from nst_lib.runs import Run
+
+    class Killed(BaseException):  # SIGKILL: nothing in the engine catches it
+        pass
+
+    content, style = small_pair
+    kw = dict(progress=False, **{**FAST, "snapshot_every": 4})
+    full = stylize(content, style, out=tmp_path / "a", steps=10, **kw)
+    writes = []
+    save_arrays, write_rows = Run.save_arrays, Run.write_rows
+
+    def kill_after_the_third(original):  # checkpoints at steps 4 and 8 write two files each: die after the third
+        def write(self, *args, **kwargs):
+            original(self, *args, **kwargs)
+            writes.append(original.__name__)
+            if len(writes) == 3:
+                raise Killed
+
+        return write
+
+    monkeypatch.setattr(Run, "save_arrays", kill_after_the_third(save_arrays))
+    monkeypatch.setattr(Run, "write_rows", kill_after_the_third(write_rows))
+    with pytest.raises(Killed):
+        stylize(content, style, out=tmp_path / "b", steps=10, **kw)
+    monkeypatch.undo()
+    (run_dir,) = (tmp_path / "b").iterdir()
+    resumed = resume(run_dir, progress=False)
+    rows = Run.open(run_dir).read_rows("losses.csv")
+    assert [r["step"] for r in rows] == list(range(1, 11))  # no step lost between the two writes
+    assert [r["total"] for r in rows] == pytest.approx([r["total"] for r in full.history], rel=1e-6)
+    np.testing.assert_array_equal(resumed.image, full.image)
+
+
 def test_snapshots_history_and_run_folder(small_pair, tmp_path):
     content, style = small_pair
     r = stylize(content, style, out=tmp_path, steps=6, snapshot_every=2, weights=None, size=48, progress=False)

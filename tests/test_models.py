@@ -286,6 +286,24 @@ def test_train_or_load_reuses_finished_runs_and_never_overwrites_a_different_one
     assert fresh.run_dir == tmp_path / "g-3" and fresh.status == "completed" and ckpt.read_bytes() == before
 
 
+def test_train_or_load_resumes_an_unfinished_run_with_the_callbacks_and_devices_it_was_given(tmp_path, monkeypatch):
+    import json
+
+    from nst_lib.models import train_or_load
+    from nst_lib.models import training as training_mod
+
+    data = tiny_paintings(32, 16)
+    first = train_or_load(DCGAN(image_size=16, batch_size=16), data, 1, tmp_path, "g", progress=False)
+    record = json.loads((first.run_dir / "config.json").read_text())
+    (first.run_dir / "config.json").write_text(json.dumps({**record, "status": "interrupted"}))
+    seen = {}
+    monkeypatch.setattr(training_mod, "resume_training", lambda path, data, **kw: seen.update(kw, path=path))
+    callbacks, strategy = [object()], object()
+    train_or_load(DCGAN(image_size=16, batch_size=16), data, 1, tmp_path, "g", False, callbacks=callbacks,
+                  distribute=strategy, samples=4)  # fmt: skip
+    assert seen == {"path": first.run_dir, "progress": False, "callbacks": callbacks, "distribute": strategy}
+
+
 def test_instance_norm_layer_applies_gamma_and_beta_after_normalising(rng):
     from nst_lib.models.layers import InstanceNorm
 

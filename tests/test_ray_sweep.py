@@ -32,15 +32,34 @@ def test_without_ray_the_ray_executor_fails_at_once_with_one_line(tmp_path, monk
 def test_cells_take_a_gpu_where_there_are_gpus_and_impossible_requests_fail_now():
     from nst_lib.errors import ConfigError
 
-    assert task_options(None, {"CPU": 8.0}) == {"num_cpus": 1, "num_gpus": 0}
-    assert task_options(None, {"CPU": 8.0, "GPU": 2.0}) == {"num_cpus": 1, "num_gpus": 1}
-    assert task_options({"GPU": 0.5, "CPU": 2, "fast_disk": 1}, {"CPU": 8.0, "GPU": 1.0, "fast_disk": 2.0}) == {
+    cpus, gpus = [{"CPU": 8.0}], [{"CPU": 8.0}, {"CPU": 4.0, "GPU": 2.0}]
+    assert task_options(None, cpus) == {"num_cpus": 1, "num_gpus": 0, "max_calls": 0}
+    # a GPU cell's worker runs that cell only: a reused worker would stay on the GPU it started on
+    assert task_options(None, gpus) == {"num_cpus": 1, "num_gpus": 1, "max_calls": 1}
+    assert task_options({"GPU": 0.5, "CPU": 2, "fast_disk": 1}, [{"CPU": 8.0, "GPU": 1.0, "fast_disk": 2.0}]) == {
         "num_cpus": 2,
         "num_gpus": 0.5,
         "resources": {"fast_disk": 1},
+        "max_calls": 1,
     }
-    with pytest.raises(ConfigError, match="asks for GPU=1, the Ray cluster has 0"):
-        task_options({"GPU": 1}, {"CPU": 8.0})
+    assert task_options({"GPU": 0.5}, gpus)["num_cpus"] == 1  # a cell without CPU= still takes one
+    with pytest.raises(ConfigError, match="asks for CPU=1, GPU=1; the Ray cluster's largest machine has 0"):
+        task_options({"GPU": 1}, cpus)
+    # two machines of one GPU each: a cell asking for two fits on neither
+    with pytest.raises(ConfigError, match="GPU=2; the Ray cluster's largest machine has 1"):
+        task_options({"GPU": 2}, [{"CPU": 4.0, "GPU": 1.0}] * 2)
+    with pytest.raises(ConfigError, match="no machine of the Ray cluster has all of it"):
+        task_options({"GPU": 1, "CPU": 8}, gpus)
+    # a cluster an autoscaler may grow: a warning, and the cells wait for a machine that has it
+    with pytest.warns(UserWarning, match="GPU=1; the Ray cluster's largest machine has 0: the cells wait"):
+        assert task_options({"GPU": 1}, cpus, fixed=False)["num_gpus"] == 1
+    pytest.importorskip("ray")
+    import ray
+
+    # what run_on_ray does with the options: max_calls only takes effect given to ray.remote
+    from nst_lib.workbench.ray_executor import cell_task
+
+    assert ray.remote(**task_options(None, gpus))(cell_task)._default_options["max_calls"] == 1
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +88,23 @@ def test_ray_sweep_completes_skips_and_matches_the_in_process_sweep(local_ray, t
     again = sweep({"tubingen": CONTENT}, STYLES, TINY, VARY, out=tmp_path / "ray", progress=False, executor="ray")
     assert [c.status for c in again] == ["skipped (done)"] * 4
     assert [c.final["total"] for c in again] == pytest.approx([c.final["total"] for c in there])
+
+
+def test_a_failing_cell_has_the_same_one_line_status_on_ray_as_in_process(local_ray, tmp_path):
+    from nst_lib.workbench.ray_executor import failed_status
+
+    assert failed_status(ValueError("first line\n  second")) == "failed: ValueError: first line"
+    vary = {"content_layers": [("block4_conv2",), ("no_such_layer",)]}
+    with pytest.warns(UserWarning, match="no_such_layer.*failed: ConfigError"):
+        here = sweep(CONTENT, STYLE, TINY.replace(steps=1), vary, out=tmp_path / "local", progress=False)
+    with pytest.warns(UserWarning, match="no_such_layer.*failed: ConfigError"):
+        there = sweep(CONTENT, STYLE, TINY.replace(steps=1), vary, out=tmp_path / "ray", executor="ray")
+    assert [c.status for c in there] == [c.status for c in here]
+    assert here[0].status == "completed" and here[1].status.startswith("failed: ConfigError: unknown layer")
+    statuses = [
+        [row["status"] for row in csv.DictReader((tmp_path / d / "sweep.csv").open())] for d in ("local", "ray")
+    ]
+    assert statuses[0] == statuses[1] == [c.status for c in here]
 
 
 def _kill_once(marker):

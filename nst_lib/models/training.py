@@ -132,7 +132,9 @@ def resume_training(
     scratch = None
     if strategy is not None and not is_chief(strategy):  # a multi-worker run's other workers write elsewhere
         scratch = tempfile.mkdtemp(prefix="nst-worker-")
-        run = Run.open(shutil.copytree(run.path, Path(scratch) / run.path.name), kind="training")
+        # without the chief's temporary files, which vanish under the copy as the chief renames them
+        temporary = shutil.ignore_patterns("*.tmp", "*.tmp.npz", ".*.partial")
+        run = Run.open(shutil.copytree(run.path, Path(scratch) / run.path.name, ignore=temporary), kind="training")
     if strategy is None:
         model = build_model(run.record["model"], run.record["model_config"], start_weights=False)
     else:
@@ -167,7 +169,9 @@ def train_or_load(model, data, epochs: int, out: str | Path, name: str, progress
             if same and record.get("status") == "completed":
                 return load_result(path)
             if same and (path / "checkpoint.npz").is_file():
-                return resume_training(path, data, progress=progress)
+                # the same callbacks and devices a new run would get (the rest are in the run's record)
+                keep = {k: v for k, v in kwargs.items() if k in ("callbacks", "distribute")}
+                return resume_training(path, data, progress=progress, **keep)
         except ConfigError as err:  # same config, but the networks changed since (a library update)
             warnings.warn(
                 f"{path}: its checkpoint does not fit this version's networks ({err}); training anew beside it",

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 import socket
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -72,10 +73,11 @@ class _Reporter(Callback):
     def __init__(self, counter, index: int, every: float = 0.5):
         self.counter, self.index, self.every = counter, index, every
         self.pending, self.last = 0, time.monotonic()
+        self.sent = None  # the last call to the counter
 
     def offset(self, done: int) -> None:  # the cell's count so far, including steps not yet sent
         self.pending = 0
-        self.counter.start.remote(self.index, int(done))
+        self.sent = self.counter.start.remote(self.index, int(done))
 
     def on_step(self, info: StepInfo):
         self.pending += 1
@@ -85,10 +87,17 @@ class _Reporter(Callback):
     def on_end(self, info):
         self.flush()
 
-    def flush(self) -> None:
+    def flush(self, wait: bool = False) -> None:
+        """Send the steps not yet sent; with ``wait``, return once the counter has every one (an actor runs one
+        caller's calls in order), so that the driver, which reads the count when the cell's task has returned,
+        does not miss the last ones."""
         if self.pending:
-            self.counter.add.remote(self.index, self.pending)
+            self.sent = self.counter.add.remote(self.index, self.pending)
             self.pending, self.last = 0, time.monotonic()
+        if wait and self.sent is not None:
+            import ray
+
+            ray.get(self.sent)
 
 
 def worker_environment(backend_name: str) -> dict[str, Any]:
@@ -150,7 +159,7 @@ def cell_task(run_cell, cell, config: StyleConfig, content, style, callbacks: Se
     reporter = _Reporter(counter, index)
     reporter.offset(0)  # a retried cell counts again from what its folder holds
     run_cell(cell, config, content, style, [reporter, *callbacks], reporter.offset)
-    reporter.flush()
+    reporter.flush(wait=True)
     if (cell.run_dir / "config.json").is_file() and cell.status != "skipped (done)":  # the worker that ran it
         Run.open(cell.run_dir).write_record(worker=worker)
     return cell
@@ -159,34 +168,53 @@ def cell_task(run_cell, cell, config: StyleConfig, content, style, callbacks: Se
 # --- on the driver --------------------------------------------------------------------------------------
 def connect(ray, address: str | None, workers: int | None) -> bool:
     """Use the Ray this process is connected to, else join ``address``, else start a local Ray with ``workers``
-    CPUs. True when this call connected (and so disconnects at the end)."""
+    CPUs (a new one: not a cluster that ``RAY_ADDRESS`` or a ``ray start`` on this machine would have Ray join;
+    ``address="auto"`` joins that). True when this call connected (and so disconnects at the end)."""
     if ray.is_initialized():
         return False
     if address is not None and workers is not None:
         raise ConfigError("workers sets the CPUs of a local Ray; a cluster's size is set where it is started")
     if workers is not None and workers < 1:
         raise ConfigError(f"workers must be ≥ 1, got {workers}")
+    if address is None:
+        address = "local"
     # worker output (TensorFlow's start-up lines) stays in Ray's logs; failures are reported per cell
     ray.init(address=address, num_cpus=workers, include_dashboard=False, log_to_driver=False)
     return True
 
 
-def task_options(resources: Mapping[str, float] | None, cluster: Mapping[str, float]) -> dict[str, Any]:
-    """Ray options for one cell: one GPU where the cluster has GPUs, else one CPU; ``resources`` (Ray resource
-    names) replaces that. A request the cluster cannot meet fails now instead of waiting forever."""
+def task_options(
+    resources: Mapping[str, float] | None, nodes: Sequence[Mapping[str, float]], fixed: bool = True
+) -> dict[str, Any]:
+    """Ray options for one cell: one GPU where a machine of the cluster has one, else one CPU; ``resources`` (Ray
+    resource names; a cell takes one CPU unless it names ``CPU``) replaces that. ``nodes``: the resources of each
+    machine now in the cluster. A request no machine can meet fails now where no machine can join (``fixed``: the
+    local Ray this call started), and otherwise warns that the cells wait for one (an autoscaler may add it).
+    A GPU cell's worker process runs that one cell (``max_calls``): a worker reused for the next cell would keep
+    the GPU its TensorFlow or JAX started on, whichever GPU Ray gave that cell."""
     if resources is None:
-        resources = {"CPU": 1, "GPU": 1} if cluster.get("GPU", 0) >= 1 else {"CPU": 1}
-    wanted = dict(resources)
+        resources = {"CPU": 1, "GPU": 1} if any(n.get("GPU", 0) >= 1 for n in nodes) else {"CPU": 1}
+    wanted = {"CPU": 1, **resources}
     for name, amount in wanted.items():
         if amount < 0:
             raise ConfigError(f"resources: {name} must be ≥ 0, got {amount}")
-        if amount > cluster.get(name, 0):
-            raise ConfigError(
-                f"resources: a cell asks for {name}={amount:g}, the Ray cluster has {cluster.get(name, 0):g}"
-            )
-    options = {"num_cpus": wanted.pop("CPU", 0), "num_gpus": wanted.pop("GPU", 0)}
+    fits = [n for n in nodes if all(amount <= n.get(name, 0) for name, amount in wanted.items())]
+    if not fits:
+        largest = {name: max((n.get(name, 0) for n in nodes), default=0) for name in wanted}
+        short = next((name for name, amount in wanted.items() if amount > largest[name]), None)
+        have = (
+            f"the Ray cluster's largest machine has {largest[short]:g}"
+            if short
+            else "no machine of the Ray cluster has all of it"
+        )
+        what = f"resources: a cell asks for {', '.join(f'{k}={v:g}' for k, v in wanted.items())}; {have}"
+        if fixed:
+            raise ConfigError(what)
+        warnings.warn(f"{what}: the cells wait until a machine that has it joins", stacklevel=3)
+    options = {"num_cpus": wanted.pop("CPU"), "num_gpus": wanted.pop("GPU", 0)}
     if wanted:
         options["resources"] = wanted
+    options["max_calls"] = 1 if options["num_gpus"] else 0  # 0: no limit
     return options
 
 
@@ -221,10 +249,10 @@ def run_on_ray(
     bar = tqdm(total=total, desc=desc, disable=not progress, dynamic_ncols=True)
     counter = None
     try:
-        options = task_options(resources, ray.cluster_resources())
-        task = ray.remote(cell_task).options(
-            max_retries=retries, runtime_env=worker_environment(backend.name()), **options
-        )
+        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+        options = task_options(resources, nodes, fixed=started and address is None)  # no machine joins a local Ray
+        # max_calls only takes effect given to ray.remote (``.options`` ignores it)
+        task = ray.remote(max_retries=retries, runtime_env=worker_environment(backend.name()), **options)(cell_task)
         counter = ray.remote(num_cpus=0)(StepCounter).remote()
         refs = {}
         for i, (cell, config) in enumerate(zip(cells, configs)):
@@ -284,6 +312,7 @@ def _drive(ray, refs: dict, cells, counter, bar, from_folder) -> None:
         for ref in refs:
             if ref not in collected:
                 from_folder(refs[ref])
+        show()  # the steps the stopped cells did
 
 
 def _collect(ray, ref, cell, cancelled) -> None:
@@ -294,7 +323,7 @@ def _collect(ray, ref, cell, cancelled) -> None:
         return
     except ray.exceptions.RayTaskError as err:  # the cell itself raised (bad image, non-finite loss, …)
         cause = getattr(err, "cause", None) or err
-        cell.status = f"failed: {_first_line(cause)}"
+        cell.status = failed_status(cause)
         return
     except ray.exceptions.RayError as err:  # its worker or node died, out of memory, …
         cell.status = f"failed: {type(err).__name__}"
@@ -316,6 +345,8 @@ def _from_folder(cell, config, other_run) -> None:
         cell.final = rows[-1] if rows else {}
 
 
-def _first_line(exc: BaseException) -> str:
-    text = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-    return text if isinstance(exc, NSTError) else f"{type(exc).__name__}: {text}"
+def failed_status(exc: BaseException) -> str:
+    """A failed cell's status, the same in-process and on Ray: ``failed: ImageError: <the message's first line>``
+    (one line, for the table, ``sweep.csv`` and the warning)."""
+    text = (str(exc).strip().splitlines() or [""])[0]
+    return f"failed: {type(exc).__name__}" + (f": {text}" if text else "")

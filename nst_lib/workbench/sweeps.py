@@ -34,6 +34,7 @@ from ..images import ImageLike, pixel_digest, read_image, source_name, style_lis
 from ..optim import Callback, StepInfo
 from ..runs import Run, changed_setting, slug
 from ..transfer import resume, stylize, total_steps
+from .ray_executor import failed_status
 from .viz import image_grid
 
 
@@ -358,7 +359,7 @@ def _run_local(cells, configs, contents, styles, callbacks, progress, total, des
             try:
                 run_cell(cell, config, contents[cell.content], styles[cell.style], callbacks_here, report)
             except Exception as exc:  # reported by name (and nst sweep exits 1); the other cells still run
-                cell.status = f"failed: {type(exc).__name__}: {exc}"
+                cell.status = failed_status(exc)
                 continue
             if cell.status.endswith(("interrupted", "stopped")):
                 break
