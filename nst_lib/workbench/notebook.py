@@ -254,6 +254,11 @@ class NotebookEnv:
         say so)."""
         return "imagenet" if self.vgg19_weights else None
 
+    @property
+    def weights_note(self) -> str | None:
+        """A figure's footnote: None with VGG19's ImageNet weights, else the random-weights label."""
+        return None if self.vgg19_weights else RANDOM_WEIGHTS_LABEL
+
     def weights_for(self, arch: str) -> str | None:
         """'auto' where ``arch``'s ImageNet weights are on disk or downloadable (VGG16's torchvision file counts),
         else None: random weights, which the figure must say. VGG19's are ``weights``; a model's VGG16 perceptual
