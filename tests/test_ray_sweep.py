@@ -4,6 +4,7 @@ as the in-process sweep, a worker killed mid-cell, and the one-line error withou
 import csv
 import json
 import os
+import re
 import signal
 import sys
 
@@ -90,15 +91,49 @@ def test_ray_sweep_completes_skips_and_matches_the_in_process_sweep(local_ray, t
     assert [c.final["total"] for c in again] == pytest.approx([c.final["total"] for c in there])
 
 
-def test_a_failing_cell_has_the_same_one_line_status_on_ray_as_in_process(local_ray, tmp_path):
+def test_workers_get_the_drivers_backend_and_its_bfloat16_say(monkeypatch):
+    from nst_lib.workbench.ray_executor import worker_environment
+
+    monkeypatch.delenv("NST_CPU_BF16", raising=False)
+    assert worker_environment("tensorflow") == {"env_vars": {"KERAS_BACKEND": "tensorflow"}}
+    monkeypatch.setenv("NST_CPU_BF16", "0")
+    assert worker_environment("tensorflow")["env_vars"] == {"KERAS_BACKEND": "tensorflow", "NST_CPU_BF16": "0"}
+
+
+def test_cells_that_got_random_weights_where_the_driver_has_imagenets_are_named(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from nst_lib.workbench import ray_executor
+
+    def cell(name, weights):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"network": {"weights": weights}}))
+        return SimpleNamespace(run_dir=tmp_path / name)
+
+    cells = [cell("a", "random"), cell("b", "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"), cell("c", "random")]
+    cells.append(SimpleNamespace(run_dir=tmp_path / "never_started"))
+    auto, none = StyleConfig(weights="auto"), StyleConfig(weights=None)
+    monkeypatch.setattr(ray_executor, "imagenet_obtainable", lambda arch: True)
+    assert ray_executor.random_where_imagenet(cells, [auto, auto, none, auto]) == ["a"]  # c asked for random ones
+    monkeypatch.setattr(ray_executor, "imagenet_obtainable", lambda arch: False)  # nor can the driver have them
+    assert ray_executor.random_where_imagenet(cells, [auto, auto, none, auto]) == []
+
+
+def test_a_failing_cell_has_the_same_one_line_status_on_ray_as_in_process(local_ray, tmp_path, monkeypatch):
+    from nst_lib.workbench import ray_executor
     from nst_lib.workbench.ray_executor import failed_status
 
     assert failed_status(ValueError("first line\n  second")) == "failed: ValueError: first line"
     vary = {"content_layers": [("block4_conv2",), ("no_such_layer",)]}
     with pytest.warns(UserWarning, match="no_such_layer.*failed: ConfigError"):
         here = sweep(CONTENT, STYLE, TINY.replace(steps=1), vary, out=tmp_path / "local", progress=False)
-    with pytest.warns(UserWarning, match="no_such_layer.*failed: ConfigError"):
+    # the driver's word on cells a worker ran on random weights (see the test above) is said on the driver
+    monkeypatch.setattr(ray_executor, "random_where_imagenet", lambda cells, configs: [cells[0].run_dir.name])
+    with pytest.warns(UserWarning) as caught:
         there = sweep(CONTENT, STYLE, TINY.replace(steps=1), vary, out=tmp_path / "ray", executor="ray")
+    said = [str(w.message) for w in caught]
+    assert any(re.search("no_such_layer.*failed: ConfigError", m) for m in said), said
+    assert any(m.startswith("sweep cells ran on random weights") and there[0].run_dir.name in m for m in said), said
     assert [c.status for c in there] == [c.status for c in here]
     assert here[0].status == "completed" and here[1].status.startswith("failed: ConfigError: unknown layer")
     statuses = [

@@ -13,6 +13,7 @@ is asked for.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -27,6 +28,7 @@ from tqdm.auto import tqdm
 from .. import backend
 from ..config import StyleConfig
 from ..errors import ConfigError, NSTError
+from ..features import imagenet_obtainable
 from ..optim import Callback, StepInfo
 from ..runs import Run
 
@@ -108,6 +110,8 @@ def worker_environment(backend_name: str) -> dict[str, Any]:
     env = {"KERAS_BACKEND": backend_name}
     if backend_name == "jax":
         env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+    if "NST_CPU_BF16" in os.environ:  # the driver's say on what "auto" precision picks on a CPU
+        env["NST_CPU_BF16"] = os.environ["NST_CPU_BF16"]
     return {"env_vars": env}
 
 
@@ -271,6 +275,13 @@ def run_on_ray(
             )
 
         _drive(ray, refs, cells, counter, bar, from_folder)
+        random = random_where_imagenet(cells, configs)
+        if random:  # a worker's warning stays in Ray's logs: say it here
+            warnings.warn(
+                f"sweep cells ran on random weights where this machine has the ImageNet ones (their workers found "
+                f"no weights file: set KERAS_HOME or NST_WEIGHTS_DIR there): {', '.join(random)}",
+                stacklevel=3,
+            )
     finally:
         bar.close()
         if counter is not None:
@@ -313,6 +324,20 @@ def _drive(ray, refs: dict, cells, counter, bar, from_folder) -> None:
             if ref not in collected:
                 from_folder(refs[ref])
         show()  # the steps the stopped cells did
+
+
+def random_where_imagenet(cells, configs) -> list[str]:
+    """The cells whose run asked for ``weights="auto"`` and got random weights on its worker although ImageNet's
+    are obtainable here, on the driver (their worker lacks the file, or the environment that points to it)."""
+    names = []
+    for cell, config in zip(cells, configs):
+        path = cell.run_dir / "config.json"
+        if config.weights != "auto" or not path.is_file():
+            continue
+        network = json.loads(path.read_text()).get("network") or {}
+        if network.get("weights") == "random" and imagenet_obtainable(config.arch):
+            names.append(cell.run_dir.name)
+    return names
 
 
 def _collect(ray, ref, cell, cancelled) -> None:
