@@ -139,6 +139,9 @@ def test_the_gpu_benchmark_runs_on_jax_without_tensorflow(tmp_path):
     assert all("error" not in r for r in rows), [r for r in rows if "error" in r]
     assert not any(r["tensorflow_imported"] for r in rows)
     assert {r["precision"] for r in report["precision"]} == {"float32", "mixed"}
+    # one scale of the planned steps (the default schedule would run more, at other sizes), re-scored in float32
+    assert all(r["steps"] == report["plan"]["precision_steps"] for r in report["precision"])
+    assert all(r["float32_loss_of_output"] > 0 for r in report["precision"])
     assert [r["tiled"] for r in report["memory"]] == [False, True] * len(report["plan"]["memory_sizes"])
     assert all(r["ratio"] > 0 and r["peak_bytes"] > 0 for r in report["step"])
     assert report["machine"]["backend"] == "jax"
