@@ -136,6 +136,33 @@ def test_a_missing_spec_and_a_missing_ray_give_one_line(tmp_path, capsys, monkey
     assert capsys.readouterr().err.strip() == "nst: error: executor='ray' needs Ray: pip install 'nst-workbench[ray]'"
 
 
+@pytest.mark.parametrize(
+    "statuses, code",
+    [
+        (["completed", "completed"], 0),
+        (["failed: ConfigError: unknown layer", "completed"], 1),
+        (["completed", "interrupted"], 130),
+        (["failed: ConfigError: unknown layer", "interrupted"], 130),  # stopped by Ctrl-C: 130, and both said
+    ],
+)
+def test_the_sweep_commands_exit_status_says_failed_or_interrupted(tmp_path, capsys, monkeypatch, statuses, code):
+    from nst_lib.workbench import sweeps
+
+    def finished(**spec):  # what sweep() returned: the cells in the states given
+        cells = [
+            sweeps.SweepCell("c", "s", {"seed": i}, tmp_path / f"cell{i}", status) for i, status in enumerate(statuses)
+        ]
+        return sweeps.SweepResult(cells)
+
+    spec = tmp_path / "s.toml"
+    spec.write_text(SPEC)
+    monkeypatch.setattr(sweeps, "sweep", finished)
+    assert main(["sweep", str(spec), "--quiet"]) == code
+    err = capsys.readouterr().err
+    assert ("1 cell(s) failed: cell0" in err) == statuses[0].startswith("failed")
+    assert ("1 cell(s) unfinished" in err) == (code == 130)
+
+
 @pytest.mark.slow
 def test_ctrl_c_on_a_ray_sweep_leaves_started_cells_resumable(tmp_path, capsys):
     pytest.importorskip("ray")

@@ -1,5 +1,6 @@
 """Figure grids, sweeps and the widget panel (driven without a browser), with random weights at tiny sizes."""
 
+import csv
 import json
 import re
 import shutil
@@ -13,6 +14,7 @@ from PIL import Image
 from nst_lib import StyleConfig
 from nst_lib.errors import NSTError
 from nst_lib.images import DecodedImage, load_image, source_name
+from nst_lib.optim import Callback
 from nst_lib.workbench.sweeps import sweep
 from nst_lib.workbench.viz import image_grid, loss_curves, save_figure, snapshot_strip
 
@@ -150,6 +152,23 @@ def test_the_sweep_bar_counts_every_planned_step_when_a_coarse_scale_is_left_out
     assert [c.status for c in again] == ["resumed, completed"] and len(again[0].history) == 7  # 4 + 3: no 21 px
     counts = [int(n) for n in re.findall(rf"(\d+)/{planned} ", capsys.readouterr().err)]
     assert counts[-1] == planned and max(counts) == planned  # it ends full, never beyond
+
+
+def test_a_sweep_cut_short_by_an_exception_that_escapes_still_writes_its_table(tmp_path):
+    class SecondCtrlC(BaseException):  # what escapes the cells' own handling (a second Ctrl-C on a Ray driver)
+        pass
+
+    class CutAtTheSecondCell(Callback):
+        def on_step(self, info):
+            if info.step == 1 and (tmp_path / "sweep").exists() and len(list((tmp_path / "sweep").iterdir())) == 2:
+                raise SecondCtrlC
+
+    vary = {"seed": [0, 1]}
+    with pytest.raises(SecondCtrlC):
+        sweep(CONTENT, STYLE, TINY.replace(steps=1), vary, out=tmp_path / "sweep", callbacks=[CutAtTheSecondCell()],
+              progress=False)  # fmt: skip
+    rows = list(csv.DictReader((tmp_path / "sweep" / "sweep.csv").open()))
+    assert [r["status"] for r in rows] == ["completed", "pending"]
 
 
 def test_a_failing_cell_is_reported_and_the_others_still_run(tmp_path):

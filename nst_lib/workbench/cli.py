@@ -191,12 +191,11 @@ def _cmd_sweep(args) -> int:
     if result.failed:
         names = ", ".join(c.run_dir.name for c in result.failed)
         print(f"nst: {len(result.failed)} cell(s) failed: {names}; the same command resumes them", file=sys.stderr)
-        return 1
     unfinished = [c for c in result if c.status == "pending" or c.status.endswith(("interrupted", "stopped"))]
-    if unfinished:
+    if unfinished:  # an interrupted sweep says so by its exit status, also where a cell failed before
         print(f"nst: {len(unfinished)} cell(s) unfinished; the same command resumes the sweep", file=sys.stderr)
         return EXIT_INTERRUPTED
-    return 0
+    return 1 if result.failed else 0
 
 
 def _resources(pairs: list[str] | None) -> dict[str, float] | None:

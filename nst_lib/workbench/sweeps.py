@@ -318,32 +318,34 @@ def sweep(
     configs = [base.replace(**cell.overrides) for cell in cells]
     total = sum(total_steps(cfg) for cfg in configs)
     desc = f"sweep {out.name}"
-    if executor == "ray":
-        from .ray_executor import run_on_ray
+    try:
+        if executor == "ray":
+            from .ray_executor import run_on_ray
 
-        run_on_ray(
-            run_cell,
-            cells,
-            configs,
-            contents,
-            styles,
-            callbacks,
-            progress,
-            total,
-            desc,
-            address,
-            resources,
-            workers,
-            retries,
-            other_run,
-        )
-    else:
-        _run_local(cells, configs, contents, styles, callbacks, progress, total, desc)
+            run_on_ray(
+                run_cell,
+                cells,
+                configs,
+                contents,
+                styles,
+                callbacks,
+                progress,
+                total,
+                desc,
+                address,
+                resources,
+                workers,
+                retries,
+                other_run,
+            )
+        else:
+            _run_local(cells, configs, contents, styles, callbacks, progress, total, desc)
+    finally:  # also where a second Ctrl-C cut the wait for the stopping cells short: the table of what is known
+        if any(c.status != "pending" for c in cells):
+            out.mkdir(parents=True, exist_ok=True)
+            cells.to_csv(out / "sweep.csv")
     for cell in cells.failed:
         warnings.warn(f"sweep cell {cell.run_dir.name} {cell.status}", stacklevel=2)
-    if any(c.status != "pending" for c in cells):
-        out.mkdir(parents=True, exist_ok=True)
-        cells.to_csv(out / "sweep.csv")
     return cells
 
 
