@@ -168,6 +168,13 @@ class _Recorder(Callback):
         return None
 
 
+def _area(content_hw, size: int, scale: float, style_hws) -> int:
+    """The largest input's pixels at ``size`` without a budget (where every budget keeps every input whole)."""
+    content = fit_size(content_hw, size)
+    side = max(1, round(max(content) * scale))
+    return max(h * w for h, w in [content, *(fit_size(hw, side) for hw in style_hws)])
+
+
 class _Engine:
     def __init__(
         self,
@@ -216,27 +223,28 @@ class _Engine:
         return max([smallest_size(content_hw, min_side), *(smallest_size(hw, min_side, scale) for hw in style_hws)])
 
     def pixels_needed(self, size: int, min_side: int) -> int:
-        """The smallest ``max_pixels`` at which every input at ``size`` stays ``min_side`` px wide where the current
-        budget would downscale one below that (0 where it does not)."""
+        """The smallest ``max_pixels`` at which every input, loaded at ``size`` as ``stylize`` loads them (the
+        content through the budget, the styles at ``style_scale`` × the content's long side, then through the
+        budget), stays ``min_side`` px wide, where the current budget would not keep them so (0 where it does)."""
         content_hw, *style_hws = self.source_hws
         scale = self.config.style_scale
-        budget = self.config.max_pixels
-        shapes = [fit_size(content_hw, size), *(fit_size(hw, max(1, round(size * scale))) for hw in style_hws)]
 
-        def wide_enough(hw, pixels: int) -> bool:
+        def wide_enough(pixels: int | None) -> bool:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return min(fit_size(hw, None, pixels)) >= min_side
+                content = fit_size(content_hw, size, pixels)
+                side = max(1, round(max(content) * scale))
+                shapes = [content, *(fit_size(hw, side, pixels) for hw in style_hws)]
+            return all(min(hw) >= min_side for hw in shapes)
 
-        needed = 0
-        for hw in shapes:
-            if budget and not wide_enough(hw, budget):
-                low, high = budget + 1, hw[0] * hw[1]  # wide enough at its own area (nothing downscaled)
-                while low < high:  # the first budget that keeps it wide enough: monotone in the budget
-                    mid = (low + high) // 2
-                    low, high = (mid + 1, high) if not wide_enough(hw, mid) else (low, mid)
-                needed = max(needed, low)
-        return needed
+        budget = self.config.max_pixels
+        if not budget or wide_enough(budget) or not wide_enough(None):
+            return 0
+        low, high = budget + 1, max(budget + 1, _area(content_hw, size, scale, style_hws))
+        while low < high:  # the first budget that keeps them wide enough: loading is monotone in the budget
+            mid = (low + high) // 2
+            low, high = (mid + 1, high) if not wide_enough(mid) else (low, mid)
+        return low
 
     def level_shapes(self, long_side: int) -> tuple[tuple[int, int], list[tuple[int, int]]]:
         """(content, [styles]) heights and widths at a scale. The pixel budget was applied at load: a style it

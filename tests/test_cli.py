@@ -142,6 +142,18 @@ def test_an_image_too_thin_for_the_layers_names_the_file_and_the_smallest_size_t
         2,
     )
     assert "too small" in err  # one pixel less and the budget downscales it below the layers again
+    # the thin one a style, the content large: the budget shrinks the content, and the style with it (its size is
+    # the content's long side), so the budget named is the one that keeps the content large enough for the style
+    square = tmp_path / "square.png"
+    Image.new("RGB", (600, 600), (200, 90, 60)).save(square)
+    err = _error(capsys, ["stylize", str(square), str(strip), *out, "--size", "64", "--max-pixels", "4000"], 2)
+    fix = re.search(r"\(--size (\d+) --max-pixels (\d+)\)", err)
+    assert fix and int(fix.group(1)) == smallest
+    assert main(["stylize", str(square), str(strip), *out, "--size", fix.group(1), "--max-pixels", fix.group(2)]) == 0
+    less = str(int(fix.group(2)) - 1)
+    assert "too small" in _error(
+        capsys, ["stylize", str(square), str(strip), *out, "--size", fix.group(1), "--max-pixels", less], 2
+    )
 
 
 def test_bad_inputs_give_one_line_and_exit_code(tmp_path, capsys):
