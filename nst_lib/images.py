@@ -347,7 +347,10 @@ def centre_crop_resize(img: Image.Image | np.ndarray, size: int) -> np.ndarray:
     if isinstance(img, np.ndarray):
         img = Image.fromarray(to_uint8(img))
     img.draft("RGB", (size * 2, size * 2))  # JPEG: decode at a reduced scale when far larger than needed
-    img = img.convert("RGB")
+    if img.mode == "RGB":
+        img = ImageOps.exif_transpose(img)
+    else:  # 16-bit, alpha, palette, float: as the style-transfer reader takes them (not clipped, not black)
+        img = Image.fromarray(to_uint8(_pil_to_rgb(img)))
     w, h = img.size
     side = min(w, h)
     left, top = (w - side) // 2, (h - side) // 2

@@ -62,7 +62,8 @@ def test_cache_is_reused(folder, tmp_path, monkeypatch):
     import nst_lib.models.data as data_mod
 
     monkeypatch.setattr(data_mod, "_decode", lambda *a: pytest.fail("decoded again despite the cache"))
-    second = load_image_folder(folder, size=16, cache_dir=cache, progress=False)
+    with pytest.warns(UserWarning, match="skipped 2"):
+        second = load_image_folder(folder, size=16, cache_dir=cache, progress=False)
     assert np.array_equal(first.images, second.images) and len(second.skipped) == 2
 
 
@@ -121,3 +122,61 @@ def test_union_concatenates_in_order_and_rebuilds_from_its_spec():
         union(paintings, tiny_photos(n=2, size=32))
     with pytest.raises(DataError, match="at least one"):
         union()
+
+
+def test_any_image_mode_decodes_as_the_style_transfer_reader_takes_it(tmp_path):
+    grey16 = Image.fromarray(np.full((20, 20), 32768, np.uint16))  # mid-grey in 16 bits (Pillow: mode I;16)
+    grey16.save(tmp_path / "a_grey16.png")
+    rgba = np.zeros((20, 20, 4), np.uint8)  # fully transparent black: white, as on paper
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "b_clear.png")
+    tall = np.zeros((40, 20, 3), np.uint8)
+    tall[:20] = 255  # white above, black below; stored rotated, with EXIF saying to turn it back
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90° clockwise to display
+    Image.fromarray(np.rot90(tall, 1).copy()).save(tmp_path / "c_rotated.png", exif=exif)
+    data = load_image_folder(tmp_path, size=8, progress=False)
+    grey, clear, rotated = data.images
+    assert np.abs(grey.astype(int) - 128).max() <= 1  # not clipped to white
+    assert clear.min() == 255
+    assert rotated[:3].min() > 200 and rotated[-3:].max() < 50  # upright: white on top
+
+
+def test_a_link_to_nothing_is_skipped_by_name(folder):
+    (folder / "f_gone.jpg").symlink_to(folder / "nowhere.jpg")
+    with pytest.warns(UserWarning, match="skipped 3 unreadable file"):
+        data = load_image_folder(folder, size=16, progress=False)
+    assert any(p.endswith("f_gone.jpg") for p, _ in data.skipped) and len(data) == 3
+
+
+def test_a_cache_hit_still_warns_and_a_damaged_cache_is_decoded_again(folder, tmp_path):
+    cache = tmp_path / "cache"
+    with pytest.warns(UserWarning, match="skipped 2"):
+        first = load_image_folder(folder, size=16, cache_dir=cache, progress=False)
+    with pytest.warns(UserWarning, match="skipped 2"):  # the cached set says what it left out too
+        load_image_folder(folder, size=16, cache_dir=cache, progress=False)
+    (cached,) = cache.glob("*.npz")
+    cached.write_bytes(cached.read_bytes()[:100])
+    with pytest.warns(UserWarning) as caught:
+        again = load_image_folder(folder, size=16, cache_dir=cache, progress=False)
+    said = [str(w.message) for w in caught]
+    assert any("unreadable cache" in m for m in said) and any("skipped 2" in m for m in said), said
+    np.testing.assert_array_equal(again.images, first.images)
+    assert not list(cache.glob("*.tmp.npz"))
+
+
+def test_groups_are_sub_folders_of_each_part_and_a_hash_in_a_path_is_no_crop(tmp_path):
+    from nst_lib.models.data import union
+
+    for root in ("style#1", "more"):
+        for artist in ("monet", "vangogh"):
+            (tmp_path / root / artist).mkdir(parents=True)
+            for i in range(2):
+                _save(tmp_path / root / artist / f"Composition #{i}.png", np.full((8, 8, 3), 40 * i, np.uint8))
+    a = load_image_folder(tmp_path / "style#1", size=8, progress=False)
+    assert a.groups.tolist() == [0, 0, 1, 1]  # by artist: not by the '#' in the folder's or the files' names
+    b = load_image_folder(tmp_path / "more", size=8, progress=False)
+    assert union(a, b).groups.tolist() == [0, 0, 1, 1, 2, 2, 3, 3]  # each part's artists, kept apart
+    crops = tiny_paintings(12, 16, seed=0)  # a bundled crop's group is its painting
+    names, groups = [f.split("#")[0] for f in crops.files], crops.groups
+    assert len(set(names)) > 1
+    assert all((groups[i] == groups[j]) == (names[i] == names[j]) for i in range(12) for j in range(12))

@@ -304,6 +304,33 @@ def test_train_or_load_resumes_an_unfinished_run_with_the_callbacks_and_devices_
     assert seen == {"path": first.run_dir, "progress": False, "callbacks": callbacks, "distribute": strategy}
 
 
+def test_a_run_on_a_folder_whose_images_changed_is_neither_resumed_nor_reused(tmp_path):
+    from PIL import Image
+
+    from nst_lib.models import resume_training, train_or_load
+    from nst_lib.models.data import DataError, load_image_folder
+
+    folder = tmp_path / "art"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(16):
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i:02d}.png")
+    data = load_image_folder(folder, size=16, progress=False)
+    first = train_or_load(DCGAN(image_size=16, batch_size=8), data, 1, tmp_path / "runs", "g", progress=False)
+    assert json.loads((first.run_dir / "config.json").read_text())["data"]["pixels"] == data.fingerprint
+    # one image edited in place: the same spec and count, other pixels
+    Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / "03.png")
+    changed = load_image_folder(folder, size=16, progress=False)
+    assert changed.spec == data.spec and len(changed) == len(data) and changed.fingerprint != data.fingerprint
+    with pytest.raises(DataError, match="trained on other images than these"):
+        resume_training(first.run_dir, epochs=2, progress=False)  # the folder, read again from the record
+    anew = train_or_load(DCGAN(image_size=16, batch_size=8), changed, 1, tmp_path / "runs", "g", progress=False)
+    assert anew.run_dir == tmp_path / "runs" / "g-2"
+    assert train_or_load(
+        DCGAN(image_size=16, batch_size=8), data, 1, tmp_path / "runs", "g", progress=False
+    ).run_dir == (first.run_dir)  # the run on the first images is still found for them
+
+
 def test_instance_norm_layer_applies_gamma_and_beta_after_normalising(rng):
     from nst_lib.models.layers import InstanceNorm
 

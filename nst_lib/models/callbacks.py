@@ -81,7 +81,9 @@ def save_checkpoint(run: Run, model, epoch: int) -> None:
     """The model's whole state and the epochs it has completed, in one atomic .npz (``checkpoint.json`` repeats
     the epoch count for people and for readers of earlier folders)."""
     run.save_arrays({**model.get_state(), "epochs_done": np.asarray(epoch)})
-    (run.path / "checkpoint.json").write_text(json.dumps({"epoch": epoch}))
+    tmp = run.path / "checkpoint.json.tmp"  # a stop mid-write keeps the earlier file
+    tmp.write_text(json.dumps({"epoch": epoch}))
+    tmp.replace(run.path / "checkpoint.json")
 
 
 def load_checkpoint(run: Run, model) -> int:

@@ -6,8 +6,8 @@
 Files are decoded up front (in threads, with a progress bar) rather than inside the tf.data graph: an
 unreadable file is then skipped with its name and a count before training starts, never a crash mid-epoch,
 and every format Pillow reads works. The decoded set is held as uint8 (N×size×size×3: 15,000 images at
-64 px are 184 MB) and, with ``cache_dir``, stored as an .npz keyed by the file list and size, so a second
-run skips decoding. Training batches come from a tf.data pipeline over that array: a seeded permutation
+64 px are 184 MB) and, with ``cache_dir``, stored as an .npz keyed by the file list (sizes, times), the size and
+the decoder's version, so a second run skips decoding. Training batches come from a tf.data pipeline over that array: a seeded permutation
 per epoch (so a run resumed at epoch k sees exactly the batches the uninterrupted run saw), optional
 horizontal flips, scaling to [-1, 1], batching and prefetch.
 """
@@ -17,6 +17,8 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
+import re
 import warnings
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -122,21 +124,32 @@ class ImageFolder:
     @property
     def groups(self) -> np.ndarray:
         """An integer group per image: the painting a bundled crop came from (``name#crop<i>``), or the
-        first sub-folder under the dataset folder (WikiArt's ``<artist or style>/<file>`` layout); one
-        group for files directly in the folder."""
-        root = Path(self.spec.get("path", "."))
+        first sub-folder under its dataset folder (WikiArt's ``<artist or style>/<file>`` layout; in a ``union``,
+        under the folder of its own part); one group for the files directly in a folder."""
+        roots = _folder_roots(self.spec)
         keys = []
         for f in self.files:
-            if "#" in f:
-                keys.append(f.split("#", 1)[0])
+            crop = _CROP.fullmatch(f)
+            if crop:
+                keys.append(f"crop of {crop.group(1)}")
                 continue
-            try:
-                parts = Path(f).relative_to(root).parts
-            except ValueError:
-                parts = Path(f).parts
-            keys.append(parts[0] if len(parts) > 1 else "")
+            for root in roots:
+                try:
+                    parts = Path(f).relative_to(root).parts
+                except ValueError:
+                    continue
+                keys.append(f"{root}/{parts[0] if len(parts) > 1 else ''}")
+                break
+            else:
+                keys.append(str(Path(f).parent))
         names = {k: i for i, k in enumerate(dict.fromkeys(keys))}
         return np.array([names[k] for k in keys], np.int64)
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of the decoded pixels: a training run records it, so that resuming or reusing it on a folder
+        whose images changed is noticed (the spec names the folder, not what it holds)."""
+        return _pixels_digest(self.images)
 
     def sample(self, n: int, seed: int = 0) -> np.ndarray:
         """``n`` distinct images (uint8) drawn with ``seed``; all of them if ``n`` ≥ the set's size."""
@@ -145,9 +158,34 @@ class ImageFolder:
         return self.images[np.sort(idx)]
 
 
+# a bundled crop's file name: <image>#crop<i>
+_CROP = re.compile(r"(.*)#crop\d+")
+
+
+def _folder_roots(spec: dict[str, Any]) -> list[str]:
+    """The folders of a dataset's spec (a union's parts' too), longest first: a file's group is taken under the
+    deepest one holding it."""
+    if spec.get("kind") == "union":
+        roots = [root for part in spec.get("parts", []) for root in _folder_roots(part)]
+    else:
+        roots = [spec["path"]] if spec.get("kind") == "folder" else []
+    return sorted(dict.fromkeys(roots), key=len, reverse=True)
+
+
+def _pixels_digest(images: np.ndarray) -> str:
+    images = np.ascontiguousarray(images)
+    h = hashlib.blake2b(repr((images.shape, str(images.dtype))).encode(), digest_size=16)
+    h.update(images.data)  # no copy of a large set
+    return h.hexdigest()
+
+
 def list_images(folder: Path, recursive: bool = True) -> list[Path]:
+    """The image files under ``folder`` in sorted order; a link to nothing is listed too, so that it is skipped
+    and named with the unreadable files instead of vanishing."""
     pattern = "**/*" if recursive else "*"
-    return sorted(p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return sorted(
+        p for p in folder.glob(pattern) if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or not p.exists())
+    )
 
 
 def _decode(path: Path, size: int) -> tuple[np.ndarray | None, str]:
@@ -158,12 +196,28 @@ def _decode(path: Path, size: int) -> tuple[np.ndarray | None, str]:
         return None, f"{type(exc).__name__}: {exc}"
 
 
+# bumped when decoding changes what a file's pixels become, so that no cache serves the earlier ones
+_DECODER = "2: any mode through images._pil_to_rgb, EXIF orientation"
+
+
 def _cache_key(files: Sequence[Path], size: int) -> str:
-    h = hashlib.sha256(str(size).encode())
+    h = hashlib.sha256(f"{size}\0{_DECODER}".encode())
     for p in files:
-        st = p.stat()
-        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        try:
+            st = p.stat()
+            stamp = f"{st.st_size}\0{st.st_mtime_ns}"
+        except OSError:  # a link to nothing
+            stamp = "missing"
+        h.update(f"{p}\0{stamp}\n".encode())
     return h.hexdigest()[:16]
+
+
+def _warn_skipped(folder: Path, skipped: list, total: int) -> None:
+    if skipped:
+        warnings.warn(
+            f"{folder}: skipped {len(skipped)} unreadable file(s) of {total}, e.g. {skipped[0][0]} ({skipped[0][1]})",
+            stacklevel=3,
+        )
 
 
 def load_image_folder(
@@ -198,9 +252,15 @@ def load_image_folder(
     if cache_dir is not None:
         cache_file = Path(cache_dir) / f"{folder.name}_{size}px_{_cache_key(files, size)}.npz"
         if cache_file.is_file():
-            with np.load(cache_file, allow_pickle=False) as z:
-                skipped = [tuple(s) for s in json.loads(str(z["skipped"]))]
-                return ImageFolder(z["images"], list(z["files"]), spec, skipped)
+            try:
+                with np.load(cache_file, allow_pickle=False) as z:
+                    skipped = [tuple(s) for s in json.loads(str(z["skipped"]))]
+                    cached = ImageFolder(z["images"], list(z["files"]), spec, skipped)
+            except Exception as exc:  # a damaged cache is decoded again, not a crash
+                warnings.warn(f"{cache_file}: unreadable cache ({type(exc).__name__}); decoding again", stacklevel=2)
+            else:
+                _warn_skipped(folder, skipped, len(files))
+                return cached
 
     images, kept, skipped = [], [], []
     with ThreadPoolExecutor(max(1, workers)) as pool:
@@ -217,16 +277,12 @@ def load_image_folder(
         raise DataError(
             f"{folder}: none of its {len(files)} image files could be read (first: {skipped[0][0]}: {skipped[0][1]})"
         )
-    if skipped:
-        warnings.warn(
-            f"{folder}: skipped {len(skipped)} unreadable file(s) of {len(files)}, "
-            f"e.g. {skipped[0][0]} ({skipped[0][1]})",
-            stacklevel=2,
-        )
+    _warn_skipped(folder, skipped, len(files))
     data = ImageFolder(np.stack(images), kept, spec, skipped)
     if cache_file is not None:
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_suffix(".tmp.npz")
+        # this process's own temporary: two processes filling one cache must not rename each other's
+        tmp = cache_file.with_name(f"{cache_file.stem}.{os.getpid()}.tmp.npz")
         np.savez(tmp, images=data.images, files=np.array(kept), skipped=json.dumps(skipped))
         tmp.replace(cache_file)
     return data
@@ -344,6 +400,10 @@ class ContentStyleData:
     @property
     def skipped(self) -> list[tuple[str, str]]:
         return self.content.skipped + self.style.skipped
+
+    @property
+    def fingerprint(self) -> str:
+        return f"{self.content.fingerprint}+{self.style.fingerprint}"
 
     def steps_per_epoch(self, batch_size: int) -> int:
         return self.content.steps_per_epoch(batch_size)

@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..runs import Run, record_network
 from .callbacks import EpochEnd, Progress, StepLog, epochs_done, load_checkpoint
-from .data import from_spec
+from .data import DataError, from_spec
 from .registry import build_model, load_start_weights, load_trained
 from .style_vae import STAGES, StyleVAE, StyleVAEConfig
 
@@ -106,7 +106,7 @@ def train(
         "training",
         model=model.kind,
         model_config=model.config.to_dict(),
-        data={**data.spec, "images": len(data), "skipped": len(data.skipped)},
+        data={**data.spec, "images": len(data), "skipped": len(data.skipped), "pixels": data.fingerprint},
         epochs=int(epochs),
         samples={"n": samples, "seed": sample_seed, "every": sample_every},
         seed=model.config.seed,
@@ -142,7 +142,12 @@ def resume_training(
             model = build_model(run.record["model"], run.record["model_config"], start_weights=False)
             model.prepare_for_strategy()
     if data is None:
-        data = from_spec({k: v for k, v in run.record["data"].items() if k not in ("images", "skipped")}, progress)
+        data = from_spec(_spec(run.record["data"]), progress)
+    if not _same_pixels(run.record["data"], data):  # its seeded epochs would be other batches of other images
+        raise DataError(
+            f"{run.path}: trained on other images than these ({run.record['data'].get('images')} then, {len(data)} "
+            "now: the folder changed since, or other data was given); resume with the images it was trained on"
+        )
     start = load_checkpoint(run, model)
     epochs = int(epochs or run.record["epochs"])
     spe = data.steps_per_epoch(model.config.batch_size)
@@ -162,7 +167,8 @@ def train_or_load(model, data, epochs: int, out: str | Path, name: str, progress
         same = (
             record.get("model") == model.kind
             and record.get("model_config") == model.config.to_dict()
-            and {k: v for k, v in record.get("data", {}).items() if k not in ("images", "skipped")} == data.spec
+            and _spec(record.get("data", {})) == data.spec
+            and _same_pixels(record.get("data", {}), data)
             and record.get("epochs") == epochs
         )
         try:
@@ -179,6 +185,18 @@ def train_or_load(model, data, epochs: int, out: str | Path, name: str, progress
             )
     # anything else, and a run that finished no epoch, trains anew beside what is there
     return train(model, data, epochs, out=out, name=name, timestamp=False, progress=progress, **kwargs)
+
+
+def _spec(recorded: dict) -> dict:
+    """A run's recorded dataset spec, without what the record adds (counts, the pixels' digest)."""
+    return {k: v for k, v in recorded.items() if k not in ("images", "skipped", "pixels")}
+
+
+def _same_pixels(recorded: dict, data) -> bool:
+    """Whether ``data`` holds the images a run recorded (runs recorded before the digest was kept: by count)."""
+    if "pixels" in recorded:
+        return recorded["pixels"] == data.fingerprint
+    return recorded.get("images", len(data)) == len(data)
 
 
 def _numbered(out: Path, name: str) -> list[Path]:
@@ -350,7 +368,7 @@ def _fit(model, data, run: Run, start: int, epochs: int, callbacks, progress: bo
             bar.close()
     seconds = time.perf_counter() - t0
     done_steps = len(step_log.all_rows)
-    grids = sorted((run.path / "samples").glob("epoch_*.png"))
+    grids = sorted((run.path / "samples").glob("epoch_*.png"), key=lambda p: int(p.stem.split("_")[-1]))
     if grids:
         (run.path / "output.png").write_bytes(grids[-1].read_bytes())
     timings = {
