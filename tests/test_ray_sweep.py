@@ -57,7 +57,7 @@ def test_cells_take_a_gpu_where_there_are_gpus_and_impossible_requests_fail_now(
     pytest.importorskip("ray")
     import ray
 
-    # what run_on_ray does with the options: max_calls only takes effect given to ray.remote
+    # ray.remote, which run_on_ray gives them to, takes these options as they are
     from nst_lib.workbench.ray_executor import cell_task
 
     assert ray.remote(**task_options(None, gpus))(cell_task)._default_options["max_calls"] == 1
@@ -108,15 +108,20 @@ def test_cells_that_got_random_weights_where_the_driver_has_imagenets_are_named(
     def cell(name, weights):
         (tmp_path / name).mkdir()
         (tmp_path / name / "config.json").write_text(json.dumps({"network": {"weights": weights}}))
-        return SimpleNamespace(run_dir=tmp_path / name)
+        return SimpleNamespace(run_dir=tmp_path / name, status="completed")
 
     cells = [cell("a", "random"), cell("b", "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"), cell("c", "random")]
-    cells.append(SimpleNamespace(run_dir=tmp_path / "never_started"))
+    cells.append(SimpleNamespace(run_dir=tmp_path / "never_started", status="pending"))
+    cells.append(cell("d", "random"))
+    cells[-1].status = "skipped (done)"  # run by an earlier call: not this call's workers' doing
+    cells.append(cell("e", "random"))
+    (tmp_path / "e" / "config.json").write_text("{")  # unreadable: says nothing, raises nothing
     auto, none = StyleConfig(weights="auto"), StyleConfig(weights=None)
+    configs = [auto, auto, none, auto, auto, auto]
     monkeypatch.setattr(ray_executor, "imagenet_obtainable", lambda arch: True)
-    assert ray_executor.random_where_imagenet(cells, [auto, auto, none, auto]) == ["a"]  # c asked for random ones
+    assert ray_executor.random_where_imagenet(cells, configs) == ["a"]  # c asked for random ones
     monkeypatch.setattr(ray_executor, "imagenet_obtainable", lambda arch: False)  # nor can the driver have them
-    assert ray_executor.random_where_imagenet(cells, [auto, auto, none, auto]) == []
+    assert ray_executor.random_where_imagenet(cells, configs) == []
 
 
 def test_a_failing_cell_has_the_same_one_line_status_on_ray_as_in_process(local_ray, tmp_path, monkeypatch):

@@ -7,9 +7,9 @@ Files are decoded up front (in threads, with a progress bar) rather than inside 
 unreadable file is then skipped with its name and a count before training starts, never a crash mid-epoch,
 and every format Pillow reads works. The decoded set is held as uint8 (N×size×size×3: 15,000 images at
 64 px are 184 MB) and, with ``cache_dir``, stored as an .npz keyed by the file list (sizes, times), the size and
-the decoder's version, so a second run skips decoding. Training batches come from a tf.data pipeline over that array: a seeded permutation
-per epoch (so a run resumed at epoch k sees exactly the batches the uninterrupted run saw), optional
-horizontal flips, scaling to [-1, 1], batching and prefetch.
+the decoder's version, so a second run skips decoding. Training batches come from a tf.data pipeline over that
+array: a seeded permutation per epoch (so a run resumed at epoch k sees exactly the batches the uninterrupted run
+saw), optional horizontal flips, scaling to [-1, 1], batching and prefetch.
 """
 
 from __future__ import annotations

@@ -278,8 +278,8 @@ def run_on_ray(
         random = random_where_imagenet(cells, configs)
         if random:  # a worker's warning stays in Ray's logs: say it here
             warnings.warn(
-                f"sweep cells ran on random weights where this machine has the ImageNet ones (their workers found "
-                f"no weights file: set KERAS_HOME or NST_WEIGHTS_DIR there): {', '.join(random)}",
+                f"sweep cells ran on random weights where this machine can have the ImageNet ones (on disk or by "
+                f"download; their workers could not: set KERAS_HOME or NST_WEIGHTS_DIR there): {', '.join(random)}",
                 stacklevel=3,
             )
     finally:
@@ -332,9 +332,13 @@ def random_where_imagenet(cells, configs) -> list[str]:
     names = []
     for cell, config in zip(cells, configs):
         path = cell.run_dir / "config.json"
-        if config.weights != "auto" or not path.is_file():
+        # a cell skipped as done ran in an earlier call, perhaps elsewhere: not this call's workers' doing
+        if config.weights != "auto" or cell.status == "skipped (done)" or not path.is_file():
             continue
-        network = json.loads(path.read_text()).get("network") or {}
+        try:
+            network = json.loads(path.read_text()).get("network") or {}
+        except (OSError, ValueError):  # an unreadable record says nothing here; the cell's status says the rest
+            continue
         if network.get("weights") == "random" and imagenet_obtainable(config.arch):
             names.append(cell.run_dir.name)
     return names
