@@ -6,8 +6,9 @@ no optimiser update and nothing else: for CycleGAN, the generator losses and the
 discriminator losses and theirs (on the fresh fakes, no image pool); for VQGAN, L_VQ + GAN term and one
 gradient, plus the discriminator's. ``step_over_floor`` is the full ``train_step`` through ``model.fit`` (Adam
 updates, the image pools; for VQGAN the second backward pass that the adaptive weight needs and the dead-code
-restarts) over that floor. Rounds of ``--steps`` steps alternate between variants after a warm-up epoch; the
-median round counts. Writes benchmarks/results/cyclegan_vqgan_throughput.json.
+restarts) over that floor. Rounds of ``--steps`` steps alternate between variants after a warm-up epoch, each
+variant's steps followed by its floor for as many steps; ``step_over_floor`` is the median of the rounds' own
+ratios, the images per second are the median round's. Writes benchmarks/results/cyclegan_vqgan_throughput.json.
 """
 
 from __future__ import annotations
@@ -52,13 +53,6 @@ def main() -> None:
         model.fit(data[name].dataset(batch, seed=0), epochs=1, steps_per_epoch=args.steps, verbose=0, shuffle=False)
         return time.perf_counter() - t
 
-    warmup = {name: round(epoch(name), 2) for name in variants}
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for r in range(args.rounds):
-        for name in variants:
-            times[name].append(epoch(name))
-        print(f"round {r + 1}: " + ", ".join(f"{k} {t[-1]:.2f} s" for k, t in times.items()), flush=True)
-
     def cyclegan_floor(model, x, y):
         with tf.GradientTape(persistent=True) as tape:
             values, fake_y, fake_x = model.generator_losses(x, y)
@@ -83,26 +77,47 @@ def main() -> None:
             d_loss, model.discriminator.trainable_variables
         )
 
-    results = {}
+    warmup = {name: round(epoch(name), 2) for name in variants}  # builds the models and their optimisers
+    floors = {}
     for name, (model, batch, size) in variants.items():
         x = tf.random.uniform((batch, size, size, 3), -1, 1, seed=1)
         y = tf.random.uniform((batch, size, size, 3), -1, 1, seed=2)
         fn = tf.function(
             lambda x=x, y=y, m=model: cyclegan_floor(m, x, y) if m.kind == "cyclegan" else vqgan_floor(m, x)
         )
-        floor = median_time(
-            lambda fn=fn: [tf.convert_to_tensor(g).numpy() for g in tf.nest.flatten(fn()) if g is not None],
-            repeats=5,
-            warmup=2,
-        )
+        floors[name] = lambda fn=fn: [tf.convert_to_tensor(g).numpy() for g in tf.nest.flatten(fn()) if g is not None]
+        floors[name]()  # traced before the rounds
+
+    def floor_round(name) -> float:  # the floor of one round's steps, timed beside it
+        t = time.perf_counter()
+        for _ in range(args.steps):
+            floors[name]()
+        return time.perf_counter() - t
+
+    # each round times every variant's steps and then its floor for as many steps, so that a slow spell of this
+    # shared machine (rounds differ up to 2×) lands on both sides of a round's ratio
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    floor_times: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(args.rounds):
+        for name in variants:
+            times[name].append(epoch(name))
+            floor_times[name].append(floor_round(name))
+        print(f"round {r + 1}: " + ", ".join(f"{k} {t[-1]:.2f} s" for k, t in times.items()), flush=True)
+
+    results = {}
+    for name, (model, batch, _) in variants.items():
+        ratios = [t / f for t, f in zip(times[name], floor_times[name])]
         step = statistics.median(times[name]) / args.steps
+        floor = statistics.median(floor_times[name]) / args.steps
         results[name] = {
             "images_per_s": round(batch / step, 2),
             "step_s": round(step, 4),
             "floor_s": round(floor, 4),
-            "step_over_floor": round(step / floor, 2),
+            "step_over_floor": round(statistics.median(ratios), 2),  # the median of the rounds' own ratios
+            "round_step_over_floor": [round(q, 2) for q in ratios],
             "warmup_epoch_s": warmup[name],
             "round_s": [round(t, 3) for t in times[name]],
+            "round_floor_s": [round(t, 3) for t in floor_times[name]],
             "parameters": model.count_params(),
         }
         print(
