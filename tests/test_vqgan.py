@@ -242,9 +242,19 @@ def test_an_interrupted_guidance_run_resumes_to_the_same_image(trained_vqgan, tm
         G.guide(vq, content, G.GramPrompt(style, weights=None, weight=2.0), resume=cut.run_dir, **kw)
     with pytest.raises(NSTError, match="another content image"):
         G.guide(vq, style, prompt, resume=cut.run_dir, **kw)
+    other = tiny_paintings(4, 32, seed=5).images[2]  # the same prompt settings towards another painting
+    with pytest.raises(NSTError, match="towards another image"):
+        G.guide(vq, content, G.GramPrompt(other, weights=None), resume=cut.run_dir, **kw)
     resumed = G.guide(vq, content, prompt, resume=cut.run_dir, **kw)
     assert resumed.status == "completed" and [r["total"] for r in resumed.losses] == [r["total"] for r in full.losses]
     assert np.array_equal(resumed.image, full.image)
+    # a run stopped before its first checkpoint starts again in its folder and ends as the uninterrupted one
+    (cut.run_dir / "checkpoint.npz").unlink()
+    again = G.guide(vq, content, prompt, resume=cut.run_dir, **kw)
+    assert [r["total"] for r in again.losses] == [r["total"] for r in full.losses]
+    with pytest.raises(ConfigError, match="checkpoint_every and size must be ≥ 1"):
+        G.guide(vq, content, prompt, out=tmp_path / "c", **{**kw, "checkpoint_every": 0})
+    assert not (tmp_path / "c").exists()
 
 
 def test_text_and_image_prompts_run_through_a_tiny_random_clip(trained_vqgan, tmp_path):

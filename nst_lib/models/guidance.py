@@ -39,7 +39,7 @@ from ..backend import require_tensorflow
 from ..config import Config, cited
 from ..errors import ConfigError, NSTError
 from ..features import get_extractor
-from ..images import centre_crop_resize, from_unit, load_image, to_uint8
+from ..images import centre_crop_resize, from_unit, load_image, pixel_digest, to_uint8
 from ..losses import StyleLoss
 from ..optim import Adam, Callback, StepInfo, as_callbacks, run_steps
 from ..runs import Run, json_default
@@ -247,12 +247,14 @@ class ImagePrompt(ClipPrompt):
 
     def __init__(self, image, clip: ClipModel, weight: float = 1.0, name: str = "image"):
         self.clip, self.weight, self.name = clip, float(weight), name
+        self.pixels = pixel_digest(np.asarray(image))  # a resume must go on towards the same painting
         self.target = clip.encode_image(np.asarray(image, np.float32)[None] / 255.0)
 
     def describe(self):
         return {
             "type": "clip_image",
             "image": self.name,
+            "pixels": self.pixels,
             "clip": self.clip.name,
             "pretrained": self.clip.pretrained,
             "weight": self.weight,
@@ -270,6 +272,7 @@ class GramPrompt(Prompt):
     ):
         self.layers, self.weight, self.name, self.weights = tuple(layers), float(weight), name, weights
         self.extractor = get_extractor("vgg19", self.layers, weights=weights, normalize=True)
+        self.pixels = pixel_digest(np.asarray(image))  # a resume must go on towards the same painting
         feats = self.extractor(np.asarray(image, np.float32)[None])
         self.style = StyleLoss.from_style_features(self.layers, [feats], mode="size")
 
@@ -284,8 +287,10 @@ class GramPrompt(Prompt):
         return {
             "type": "gram",
             "image": self.name,
+            "pixels": self.pixels,
             "layers": list(self.layers),
             "vgg_weights": str(self.weights),
+            "vgg_network": self.extractor.resolved(),  # what "auto" became here: a resume needs the same
             "weight": self.weight,
         }
 
@@ -344,6 +349,10 @@ class GuidanceConfig(Config):
             raise ConfigError("iterations ≥ 0, cutouts ≥ 1 and learning_rate > 0")
         if any(s < 0 for s in self.snapshots):
             raise ConfigError("snapshot iterations must be ≥ 0")
+        if self.checkpoint_every < 1 or self.size < 1:
+            raise ConfigError(f"checkpoint_every and size must be ≥ 1, got {self.checkpoint_every} and {self.size}")
+        if not 0 < self.min_fraction <= 1 or self.noise < 0:
+            raise ConfigError(f"min_fraction must be in (0, 1] and noise ≥ 0, got {self.min_fraction} and {self.noise}")
 
 
 @dataclass
@@ -401,8 +410,11 @@ def guide(
             raise NSTError(f"{run.path}: a guidance run with another config")
         _check_same_run(run, vqgan, content, prompts)
         state = run.load_arrays()
-        z, start = state["z"].astype(np.float32), int(state["iteration"])
-        optimizer.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("opt_")})
+        if state is None:  # stopped before its first checkpoint: from the start again, in the same folder
+            z, start = z0.reshape(-1).astype(np.float32), 0
+        else:
+            z, start = state["z"].astype(np.float32), int(state["iteration"])
+            optimizer.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("opt_")})
         run.truncate_rows("losses.csv", "step", start)
     else:
         run = Run.create(out, name, subdirs=("snapshots", "inputs"))
@@ -493,12 +505,24 @@ class _GuidanceRecorder(Callback):
 def _check_same_run(run: Run, vqgan, content: np.ndarray, prompts) -> None:
     """A resume goes on only with what the run started with: its prompts, VQGAN and content image."""
 
+    # what runs recorded before these keys were kept is compared where both sides have it
+    later = ("pixels", "vgg_network")
+
     def what(described):  # the prompts' kind, text, layers, weights; an image prompt's name is only its label
-        return [{k: v for k, v in d.items() if k != "image"} for d in described]
+        return [{k: v for k, v in d.items() if k not in ("image", *later)} for d in described]
 
     described = json.loads(json.dumps([p.describe() for p in prompts], default=json_default))
-    if what(run.record.get("prompts") or []) != what(described):
-        raise NSTError(f"{run.path}: a guidance run with other prompts ({run.record.get('prompts')})")
+    recorded_prompts = run.record.get("prompts") or []
+    if what(recorded_prompts) != what(described):
+        raise NSTError(f"{run.path}: a guidance run with other prompts ({recorded_prompts})")
+    for had, has in zip(recorded_prompts, described):
+        if had.get("pixels") and has.get("pixels") and had["pixels"] != has["pixels"]:
+            raise NSTError(f"{run.path}: a guidance run towards another image than {has.get('image')}")
+        if had.get("vgg_network") and has.get("vgg_network") and had["vgg_network"] != has["vgg_network"]:
+            raise NSTError(
+                f"{run.path}: a guidance run whose Gram prompt used VGG19 {had['vgg_network']['weights']}; here it is "
+                f"{has['vgg_network']['weights']}: resume where those weights are"
+            )
     recorded, here = run.record.get("vqgan_run"), getattr(vqgan, "source_run", "")
     if recorded and here and Path(recorded).name != Path(here).name:  # by folder name: paths may be relative
         raise NSTError(f"{run.path}: a guidance run on the VQGAN of {recorded}, not {here}")
