@@ -250,6 +250,9 @@ def test_ast_gan_paints_the_content_with_the_generated_batch(tmp_path):
     assert result.status == "completed" and losses[-1] < losses[0]
     record = json.loads((result.run_dir / "config.json").read_text())
     assert len(record["inputs"]["styles"]) == 3 and record["config"]["gram_norm"] == "mean"
+    with pytest.raises(ConfigError, match="n_styles must be ≥ 1, got 0"):
+        ast_gan(model, CONTENT, n_styles=0, out=tmp_path / "none", weights=None)
+    assert not (tmp_path / "none").exists()
 
 
 def test_train_or_load_reuses_finished_runs_and_never_overwrites_a_different_one(tmp_path, monkeypatch):

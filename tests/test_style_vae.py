@@ -2,6 +2,7 @@
 sets, training behaviour, interpolation evenness and the deception survey."""
 
 import csv
+import io
 import json
 import math
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from keras import ops
+from PIL import Image
 
 from nst_lib.errors import ConfigError, NSTError
 from nst_lib.losses import gram_matrix, style_layer_loss
@@ -334,6 +336,15 @@ def test_the_survey_records_answers_blind_and_reports_the_rate(tmp_path):
     # floats in 0..1 (a generator's output) are images too, not black squares
     floats = DeceptionSurvey.create(tmp_path / "floats", np.full((1, 8, 8, 3), 0.5), np.full((1, 8, 8, 3), 1.0))
     assert sorted(int(floats.image(i)[0, 0, 0]) for i in range(2)) == [128, 255]
+    # an item answered twice by one respondent (two panels of theirs) is one judgement, the last
+    survey.answer("A", survey.truth.index("generated"), "generated")
+    twice = deception_rate(survey.answers_file)
+    c_judged = survey.truth[0] == "generated"  # C's one answer, "generated", fooled by nothing
+    assert twice["n_generated"] == 12 + c_judged and twice["n_fooled"] == 7 and twice["respondents"] == 3
+    # images of another size than the rest would give the real ones away
+    with pytest.raises(NSTError, match="must share one size, got 8×8, 8×12"):
+        DeceptionSurvey.create(tmp_path / "sizes", real, np.full((2, 8, 12, 3), 200, np.uint8))
+    assert not (tmp_path / "sizes" / "key.json").exists()
 
 
 def test_the_survey_widget_records_clicks(tmp_path):
@@ -341,9 +352,15 @@ def test_the_survey_widget_records_clicks(tmp_path):
     survey = DeceptionSurvey.create(tmp_path / "s", np.zeros((1, 8, 8, 3), np.uint8), np.ones((2, 8, 8, 3), np.uint8))
     panel = survey.widget("W", size=32)
     painting, generated = panel.children[1].children
-    painting.click()
-    generated.click()
-    generated.click()
+    shown = []
+    for button in (painting, generated, generated):
+        shown.append(int(np.asarray(Image.open(io.BytesIO(panel.children[0].value)))[0, 0, 0]))
+        button.click()
+    with open(survey.answers_file, newline="") as f:
+        rows = list(csv.DictReader(f))
+    # each answer is recorded against the item that was shown (painting: black, generated: 1)
+    assert [r["truth"] for r in rows] == ["painting" if v == 0 else "generated" for v in shown]
+    assert [r["answer"] for r in rows] == ["painting", "generated", "generated"]
     report = survey.report()
     assert report["n_generated"] + report["n_real"] == 3 and painting.disabled
     assert "Deception rate" in panel.children[2].value

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..config import StyleConfig
+from ..errors import ConfigError
 from ..images import ImageLike
 from ..transfer import stylize
 
@@ -34,6 +35,8 @@ def ast_gan(
     """Stylise ``content`` with the batch-averaged style of ``n_styles`` generated images. ``config``
     defaults to the ``seed004`` preset (VGG19, conv_4 content, conv_1..5 style, MSE Grams); keyword
     arguments go to ``stylize`` (``out``, ``name``, ``progress``, config overrides such as ``style_weight``)."""
+    if n_styles < 1:
+        raise ConfigError(f"ast_gan: n_styles must be ≥ 1, got {n_styles}")
     config = config or StyleConfig.preset("seed004")
     kwargs.setdefault("name", f"astgan_{model.kind}_{n_styles}styles_seed{seed}")
     return stylize(content, np.stack(generated_styles(model, n_styles, seed)), config, **kwargs)

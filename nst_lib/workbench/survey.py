@@ -66,6 +66,8 @@ def deception_rate(answers: str | Path | list[dict], confidence: float = 0.95) -
     its Wilson interval, and how often real paintings were recognised (a respondent who answers at random
     scores about ½ on both)."""
     rows = read_answers(answers) if isinstance(answers, (str, Path)) else list(answers)
+    # one judgement per respondent and item, the last given (two panels of one respondent can answer an item twice)
+    rows = list({(r["respondent"], str(r["item"])): r for r in rows}.values())
     generated = [r for r in rows if r["truth"] == "generated"]
     real = [r for r in rows if r["truth"] == "painting"]
     fooled = sum(r["answer"] == "painting" for r in generated)
@@ -102,6 +104,12 @@ class DeceptionSurvey:
         if len(real) == 0 or len(generated) == 0:
             raise NSTError("a deception survey needs real and generated images")
         images = [*real, *generated]
+        shapes = sorted({im.shape[:2] for im in images})
+        if len(shapes) > 1:  # a size or an aspect of their own would tell the real ones from the generated
+            raise NSTError(
+                f"a deception survey's images must share one size, got {', '.join(f'{h}×{w}' for h, w in shapes)}: "
+                "crop and resize them alike (images.centre_crop_resize)"
+            )
         truth = ["painting"] * len(real) + ["generated"] * len(generated)
         order = np.random.default_rng(seed).permutation(len(images))
         (folder / "items").mkdir(parents=True, exist_ok=True)
@@ -113,7 +121,9 @@ class DeceptionSurvey:
             "description": description,
             "created": datetime.now().isoformat(timespec="seconds"),
         }
-        (folder / "key.json").write_text(json.dumps(key, indent=1))
+        partial = folder / "key.json.partial"  # the key last: a survey without it is made again, never half-read
+        partial.write_text(json.dumps(key, indent=1))
+        partial.replace(folder / "key.json")
         return cls(folder, key["truth"])
 
     @classmethod
@@ -203,8 +213,12 @@ class DeceptionSurvey:
         def on_click(answer):
             def handler(_):
                 if queue:
+                    for b in buttons:  # a double click must not answer the next item before it is seen
+                        b.disabled = True
                     self.answer(respondent, queue.pop(0), answer, time.perf_counter() - shown["t"])
                     show()
+                    for b in buttons:
+                        b.disabled = not queue
 
             return handler
 
