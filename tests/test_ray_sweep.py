@@ -124,6 +124,14 @@ def test_cells_that_got_random_weights_where_the_driver_has_imagenets_are_named(
     assert ray_executor.random_where_imagenet(cells, configs) == []
 
 
+def test_a_request_the_local_ray_of_this_process_cannot_meet_is_refused_at_once(local_ray, tmp_path):
+    from nst_lib.errors import ConfigError
+
+    # the fixture's ray.init() in this process, as in a notebook: no machine will join it, so no waiting forever
+    with pytest.raises(ConfigError, match="GPU=1; the Ray cluster's largest machine has 0"):
+        sweep(CONTENT, STYLE, TINY, out=tmp_path / "s", executor="ray", resources={"GPU": 1}, progress=False)
+
+
 def test_a_failing_cell_has_the_same_one_line_status_on_ray_as_in_process(local_ray, tmp_path, monkeypatch):
     from nst_lib.workbench import ray_executor
     from nst_lib.workbench.ray_executor import failed_status

@@ -187,13 +187,25 @@ def connect(ray, address: str | None, workers: int | None) -> bool:
     return True
 
 
+def _local_head() -> bool:
+    """Whether this process started the Ray it is connected to (this call, or ``ray.init()`` in a notebook): a
+    local Ray no machine joins. A joined cluster, or a Ray version without this (private) attribute: False."""
+    try:
+        from ray._private import worker
+
+        node = getattr(worker, "_global_node", None)
+        return bool(node is not None and node.head)
+    except Exception:
+        return False
+
+
 def task_options(
     resources: Mapping[str, float] | None, nodes: Sequence[Mapping[str, float]], fixed: bool = True
 ) -> dict[str, Any]:
     """Ray options for one cell: one GPU where a machine of the cluster has one, else one CPU; ``resources`` (Ray
     resource names; a cell takes one CPU unless it names ``CPU``) replaces that. ``nodes``: the resources of each
-    machine now in the cluster. A request no machine can meet fails now where no machine can join (``fixed``: the
-    local Ray this call started), and otherwise warns that the cells wait for one (an autoscaler may add it).
+    machine now in the cluster. A request no machine can meet fails now where no machine can join (``fixed``: a
+    local Ray this process started), and otherwise warns that the cells wait for one (an autoscaler may add it).
     A GPU cell's worker process runs that one cell (``max_calls``): a worker reused for the next cell would keep
     the GPU its TensorFlow or JAX started on, whichever GPU Ray gave that cell."""
     if resources is None:
@@ -254,7 +266,7 @@ def run_on_ray(
     counter = None
     try:
         nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
-        options = task_options(resources, nodes, fixed=started and address is None)  # no machine joins a local Ray
+        options = task_options(resources, nodes, fixed=_local_head())  # no machine joins a local Ray
         # max_calls only takes effect given to ray.remote (``.options`` ignores it)
         task = ray.remote(max_retries=retries, runtime_env=worker_environment(backend.name()), **options)(cell_task)
         counter = ray.remote(num_cpus=0)(StepCounter).remote()
