@@ -245,7 +245,10 @@ def test_an_interrupted_guidance_run_resumes_to_the_same_image(trained_vqgan, tm
     other = tiny_paintings(4, 32, seed=5).images[2]  # the same prompt settings towards another painting
     with pytest.raises(NSTError, match="towards another image"):
         G.guide(vq, content, G.GramPrompt(other, weights=None), resume=cut.run_dir, **kw)
-    resumed = G.guide(vq, content, prompt, resume=cut.run_dir, **kw)
+    with pytest.raises(NSTError, match=r"another config \(checkpoint_every: 2 → 3\)"):
+        G.guide(vq, content, prompt, resume=cut.run_dir, **{**kw, "checkpoint_every": 3})
+    # the run's own config: a resume needs no overrides repeated
+    resumed = G.guide(vq, content, prompt, resume=cut.run_dir, progress=False)
     assert resumed.status == "completed" and [r["total"] for r in resumed.losses] == [r["total"] for r in full.losses]
     assert np.array_equal(resumed.image, full.image)
     # a run stopped before its first checkpoint starts again in its folder and ends as the uninterrupted one

@@ -42,7 +42,7 @@ from ..features import get_extractor
 from ..images import centre_crop_resize, from_unit, load_image, pixel_digest, to_uint8
 from ..losses import StyleLoss
 from ..optim import Adam, Callback, StepInfo, as_callbacks, run_steps
-from ..runs import Run, json_default
+from ..runs import Run, changed_setting, json_default
 from .losses import spherical_distance
 
 # CLIP's image normalisation (Radford et al. 2021, the released preprocessing)
@@ -389,7 +389,9 @@ def guide(
     require_tensorflow("guided generation")
     import tensorflow as tf
 
-    c = (config or GuidanceConfig()).replace(**overrides)
+    recorded = Run.open(resume, kind="guidance").record.get("guidance_config") if resume is not None else None
+    # a resume goes on with the run's own config unless one is given; overrides must agree with it
+    c = (config or (GuidanceConfig.from_dict(recorded) if recorded else GuidanceConfig())).replace(**overrides)
     prompts = [prompts] if isinstance(prompts, Prompt) else list(prompts)
     if not prompts:
         raise ConfigError("guide: give at least one prompt")
@@ -406,8 +408,9 @@ def guide(
     optimizer = Adam(c.learning_rate, beta1=0.9, beta2=0.999, box=None)
     if resume is not None:
         run = Run.open(resume, kind="guidance")
-        if run.record.get("guidance_config") != c.to_dict():
-            raise NSTError(f"{run.path}: a guidance run with another config")
+        if run.record.get("guidance_config") != json.loads(json.dumps(c.to_dict(), default=json_default)):
+            changed = changed_setting(run.record.get("guidance_config") or {}, c.to_dict())
+            raise NSTError(f"{run.path}: a guidance run with another config ({changed or 'other fields'})")
         _check_same_run(run, vqgan, content, prompts)
         state = run.load_arrays()
         if state is None:  # stopped before its first checkpoint: from the start again, in the same folder
