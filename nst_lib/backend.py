@@ -331,17 +331,34 @@ def device_memory_bytes() -> int | None:
         return None
 
 
+def _vm_hwm_kb() -> int | None:
+    """Linux's peak resident set size of this process image (``VmHWM``, KB). Unlike ``ru_maxrss``, which a process
+    started from a large one (a notebook kernel) inherits through fork and exec, it starts again at exec."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def peak_memory_mb() -> dict[str, float]:
     """Peak memory of this process so far, in MB: ``host`` (peak resident set size; absent where the platform
     cannot say) and, under JAX on a GPU, ``gpu`` (the allocator's peak)."""
     out: dict[str, float] = {}
-    try:
-        import resource
+    hwm = _vm_hwm_kb()
+    if hwm is not None:
+        out["host"] = round(hwm / 2**10, 1)
+    else:
+        try:
+            import resource
 
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
-        out["host"] = round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
-    except ImportError:  # Windows
-        pass
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
+            out["host"] = round(peak / (2**20 if sys.platform == "darwin" else 2**10), 1)
+        except ImportError:  # Windows
+            pass
     if name() == "jax" and gpu_available():
         import jax
 

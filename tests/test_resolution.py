@@ -114,3 +114,26 @@ def test_a_failed_case_is_left_out_with_a_warning(tmp_path, monkeypatch):
     assert len(failed) == 2 and "48px_proportional" in failed[0] and "64px_proportional" in failed[1]  # 64 still tried
     with pytest.raises(NSTError, match="not a file"):
         resolution_study(tmp_path / "missing.png", STYLE, [48], StyleConfig(weights=None), tmp_path)
+
+
+def test_a_case_whose_run_raises_says_why_in_one_line(tmp_path, capfd):
+    config = StyleConfig(weights=None, content_layers=("block9_conv9",), steps=1)
+    with pytest.warns(UserWarning, match=r"48 px case \(style proportional\) failed \(ConfigError: unknown layer"):
+        assert resolution_study(CONTENT, STYLE, [48], config, tmp_path, modes=("proportional",), progress=False) == []
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_process_started_from_a_larger_one_reports_its_own_peak_memory():
+    import resource
+    import subprocess
+    import sys
+
+    big = np.ones(96 * 2**20, np.float64)  # 768 MiB touched in this process, then freed
+    del big
+    ours = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    code = "from nst_lib.backend import peak_memory_mb; print(peak_memory_mb()['host'])"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    child = float(out.stdout.strip().splitlines()[-1])
+    # a case of the study is such a child: ru_maxrss would have been at least this process's peak (fork and exec
+    # keep it), which is how a notebook kernel's peak became every case's
+    assert 100 < child < ours - 500, (child, ours)

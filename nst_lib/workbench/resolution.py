@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -173,14 +174,19 @@ def _read(run: Run, size: int, mode: str) -> ResolutionRun:
 
 
 _CHILD = """
-import json, sys
+import json, pathlib, sys
 from nst_lib import StyleConfig, resume, stylize
 spec = json.loads(sys.argv[1])
-if spec.get("resume"):
-    resume(spec["resume"], progress=spec["progress"])
-else:
-    stylize(spec["content"], spec["style"], StyleConfig.from_dict(spec["config"]), out=spec["out"], name=spec["name"],
-            progress=spec["progress"])
+try:
+    if spec.get("resume"):
+        resume(spec["resume"], progress=spec["progress"])
+    else:
+        stylize(spec["content"], spec["style"], StyleConfig.from_dict(spec["config"]), out=spec["out"],
+                name=spec["name"], progress=spec["progress"])
+except Exception as exc:  # one line for the study's warning, not a traceback in the notebook
+    text = (str(exc).strip().splitlines() or [""])[0]
+    pathlib.Path(spec["reason"]).write_text(f"{type(exc).__name__}: {text}")
+    sys.exit(1)
 """
 
 
@@ -222,11 +228,14 @@ def resolution_study(
                 }
                 if progress:
                     print(f"resolution study: {size} px, style {mode}{', resumed' if earlier else ''}", flush=True)
-                code = _run_child(_CHILD, json.dumps(spec))
+                with tempfile.TemporaryDirectory() as scratch:
+                    reason_file = Path(scratch) / "reason.txt"
+                    code = _run_child(_CHILD, json.dumps({**spec, "reason": str(reason_file)}))
+                    reason = reason_file.read_text() if reason_file.is_file() else f"exit code {code}"
                 run = _completed(folder, cfg, *images)
                 if run is None:
                     warnings.warn(
-                        f"{folder}: the {size} px case (style {mode}) failed (exit code {code}); left out", stacklevel=2
+                        f"{folder}: the {size} px case (style {mode}) failed ({reason}); left out", stacklevel=2
                     )
                     continue
             runs.append(_read(run, size, mode))
