@@ -12,7 +12,10 @@ from .losses import gram_matrix
 
 
 def ssim(a: np.ndarray, b: np.ndarray, sigma: float = 1.5, data_range: float = 255.0) -> float:
-    """Mean SSIM (Wang et al. 2004, Gaussian window σ=1.5) on the luminance of two RGB images."""
+    """Mean SSIM (Wang et al. 2004, Gaussian window σ=1.5) on the luminance of two RGB images of one shape, on
+    the 0–255 scale (``data_range``: images in 0..1 need ``data_range=1``, or they score near 1 whatever they are)."""
+    if np.shape(a) != np.shape(b):
+        raise ValueError(f"ssim: images of one shape, got {np.shape(a)} and {np.shape(b)}")
     x = rgb_to_yiq(np.asarray(a, np.float32))[..., 0].astype(np.float64)
     y = rgb_to_yiq(np.asarray(b, np.float32))[..., 0].astype(np.float64)
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2

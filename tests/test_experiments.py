@@ -1,8 +1,11 @@
 """The measurements the notebooks report, as library functions (checked here on known inputs)."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
+from nst_lib import StyleConfig
 from nst_lib.features import get_extractor
 from nst_lib.losses import gram_matrix, style_layer_loss
 from nst_lib.metrics import gram_distance, lowpass_distance, ssim
@@ -142,3 +145,18 @@ def test_a_cancelled_ray_cell_reports_what_its_folder_holds(tmp_path):
     assert cell.status == "pending"
     _from_folder(cell, config, judged(config, DATA / "content" / "skimage_chelsea.png"))  # of other input files
     assert cell.status == "pending"
+
+
+def test_reconstructions_use_one_kind_of_loss_only(monkeypatch):
+    from nst_lib.workbench import experiments
+
+    from .conftest import CONTENT, STYLE
+
+    seen = []
+    monkeypatch.setattr(experiments, "stylize", lambda c, s, cfg, **kw: seen.append(cfg) or SimpleNamespace(image=0))
+    config = StyleConfig(weights=None, tv_weight=5.0, style_weight=1.0, content_weight=1.0)
+    experiments.content_reconstruction(CONTENT, "block2_conv2", config)
+    experiments.style_reconstruction(STYLE, ["block1_conv1"], config)
+    content, style = seen
+    assert (content.style_weight, content.tv_weight, content.init) == (0.0, 0.0, "noise")
+    assert (style.content_weight, style.tv_weight, style.init) == (0.0, 0.0, "noise")  # only the Gram losses

@@ -278,6 +278,8 @@ def test_ssim_is_symmetric_and_matches_a_pinned_value(rng):
     # the Gaussian window (σ 1.5) shapes the rest: this implementation's value, pinned against a silent change
     ramp = np.tile(np.linspace(0, 255, 32, dtype=np.float32), (32, 1))[..., None].repeat(3, -1)
     assert ssim(ramp, ramp[:, ::-1]) == pytest.approx(-0.375151915222936, abs=1e-6)
+    with pytest.raises(ValueError, match=r"one shape, got \(32, 32, 3\) and \(16, 16, 3\)"):
+        ssim(ramp, flat)
 
 
 def test_mean_saturation_is_hsv_saturation():

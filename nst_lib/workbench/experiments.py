@@ -31,7 +31,9 @@ def content_reconstruction(content: ImageLike, layer: str, config: StyleConfig, 
 
 def style_reconstruction(style: ImageLike, layers: Sequence[str], config: StyleConfig, **kw) -> np.ndarray:
     """Synthesise the texture of ``style`` from white noise using only the Gram losses of ``layers``."""
-    cfg = config.replace(style_layers=tuple(layers), style_layer_weights=None, content_weight=0.0, init="noise")
+    cfg = config.replace(
+        style_layers=tuple(layers), style_layer_weights=None, content_weight=0.0, tv_weight=0.0, init="noise"
+    )
     return stylize(style, style, cfg, **{"out": None, **kw}).image
 
 
