@@ -168,13 +168,6 @@ class _Recorder(Callback):
         return None
 
 
-def _area(content_hw, size: int, scale: float, style_hws) -> int:
-    """The largest input's pixels at ``size`` without a budget (where every budget keeps every input whole)."""
-    content = fit_size(content_hw, size)
-    side = max(1, round(max(content) * scale))
-    return max(h * w for h, w in [content, *(fit_size(hw, side) for hw in style_hws)])
-
-
 class _Engine:
     def __init__(
         self,
@@ -229,18 +222,21 @@ class _Engine:
         content_hw, *style_hws = self.source_hws
         scale = self.config.style_scale
 
-        def wide_enough(pixels: int | None) -> bool:
+        def shapes(pixels: int | None) -> list[tuple[int, int]]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 content = fit_size(content_hw, size, pixels)
                 side = max(1, round(max(content) * scale))
-                shapes = [content, *(fit_size(hw, side, pixels) for hw in style_hws)]
-            return all(min(hw) >= min_side for hw in shapes)
+                return [content, *(fit_size(hw, side, pixels) for hw in style_hws)]
+
+        def wide_enough(pixels: int | None) -> bool:
+            return all(min(hw) >= min_side for hw in shapes(pixels))
 
         budget = self.config.max_pixels
         if not budget or wide_enough(budget) or not wide_enough(None):
             return 0
-        low, high = budget + 1, max(budget + 1, _area(content_hw, size, scale, style_hws))
+        # no budget above the largest input's own pixels changes anything
+        low, high = budget + 1, max(budget + 1, max(h * w for h, w in shapes(None)))
         while low < high:  # the first budget that keeps them wide enough: loading is monotone in the budget
             mid = (low + high) // 2
             low, high = (mid + 1, high) if not wide_enough(mid) else (low, mid)

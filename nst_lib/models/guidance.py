@@ -389,7 +389,8 @@ def guide(
     require_tensorflow("guided generation")
     import tensorflow as tf
 
-    recorded = Run.open(resume, kind="guidance").record.get("guidance_config") if resume is not None else None
+    resumed = Run.open(resume, kind="guidance") if resume is not None else None
+    recorded = resumed.record.get("guidance_config") if resumed is not None else None
     # a resume goes on with the run's own config unless one is given; overrides must agree with it
     c = (config or (GuidanceConfig.from_dict(recorded) if recorded else GuidanceConfig())).replace(**overrides)
     prompts = [prompts] if isinstance(prompts, Prompt) else list(prompts)
@@ -406,8 +407,8 @@ def guide(
     z0 = vqgan.encode(content[None])
     shape = z0.shape
     optimizer = Adam(c.learning_rate, beta1=0.9, beta2=0.999, box=None)
-    if resume is not None:
-        run = Run.open(resume, kind="guidance")
+    if resumed is not None:
+        run = resumed
         if run.record.get("guidance_config") != json.loads(json.dumps(c.to_dict(), default=json_default)):
             changed = changed_setting(run.record.get("guidance_config") or {}, c.to_dict())
             raise NSTError(f"{run.path}: a guidance run with another config ({changed or 'other fields'})")
