@@ -273,6 +273,11 @@ class StyleConfig(Config):
                     f"for {len(self.style_layers)} style layers"
                 )
 
+    def style_long_side(self, content_long_side: int) -> int:
+        """The long side the styles are loaded at beside a content of this long side (before the pixel budget):
+        the one rule ``stylize``, ``evaluate`` and the schedule's scales share."""
+        return max(1, round(content_long_side * self.style_scale))
+
     # --- construction -------------------------------------------------------------------------------
     @classmethod
     def preset(cls, name: str, **overrides: Any) -> StyleConfig:

@@ -583,7 +583,7 @@ def evaluate(
     content_img = load_image(content, config.size, config.max_pixels)
     h, w = content_img.shape[:2]
     styles = style_list(style)
-    long_side = max(1, round(max(h, w) * config.style_scale))
+    long_side = config.style_long_side(max(h, w))
     style_imgs = [load_image(s, long_side, config.max_pixels) for s in styles]
     x = load_image(image)
     if x.shape[:2] != (h, w):

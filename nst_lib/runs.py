@@ -141,7 +141,11 @@ class Run:
         )
 
     def end(self, status: str, **fields: Any) -> None:
-        """The run's end: its status, what it reports, and the process's peak memory so far (MB)."""
+        """The run's end: its status, what it reports, and the process's peak memory so far (MB). A resumed run's
+        earlier sessions keep their ``timings`` and peak in ``earlier_timings``, oldest first."""
+        if "timings" in fields and self.record.get("timings"):  # the record still holds the last session's
+            earlier = {**self.record["timings"], "peak_memory_mb": self.record.get("peak_memory_mb")}
+            self.record["earlier_timings"] = [*self.record.get("earlier_timings", []), earlier]
         self.write_record(status=status, **fields, peak_memory_mb=peak_memory_mb(), finished=now())
 
     # --- rows ------------------------------------------------------------------------------------------

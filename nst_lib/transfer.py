@@ -220,13 +220,12 @@ class _Engine:
         content through the budget, the styles at ``style_scale`` × the content's long side, then through the
         budget), stays ``min_side`` px wide, where the current budget would not keep them so (0 where it does)."""
         content_hw, *style_hws = self.source_hws
-        scale = self.config.style_scale
 
         def shapes(pixels: int | None) -> list[tuple[int, int]]:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 content = fit_size(content_hw, size, pixels)
-                side = max(1, round(max(content) * scale))
+                side = self.config.style_long_side(max(content))
                 return [content, *(fit_size(hw, side, pixels) for hw in style_hws)]
 
         def wide_enough(pixels: int | None) -> bool:
@@ -246,7 +245,7 @@ class _Engine:
         """(content, [styles]) heights and widths at a scale. The pixel budget was applied at load: a style it
         shrank there is never enlarged past that size again (``style_scale`` > 1 asks for more pixels than the
         content's)."""
-        target = max(1, round(long_side * self.config.style_scale))
+        target = self.config.style_long_side(long_side)
         return fit_size(self.content.shape[:2], long_side), [
             fit_size(s.shape[:2], min(target, max(s.shape[:2]))) for s in self.styles
         ]
@@ -402,7 +401,7 @@ def stylize(
             return fit_image(rgb, size, config.max_pixels, name)
 
         content_img = load(content, names[0], config.size)
-        style_side = max(1, round(max(content_img.shape[:2]) * config.style_scale))
+        style_side = config.style_long_side(max(content_img.shape[:2]))
         style_imgs = [load(s, n, style_side) for s, n in zip(styles_in, names[1:])]
         initial_img = None if initial is None else load_image(initial)
     run = None
@@ -478,8 +477,6 @@ def _execute(
     image = to_uint8(unrounded)
     steps_done = engine.history[-1]["step"] if engine.history else 0
     timings = timer.summary(len(engine.history) - resumed_steps)  # this session's steps, not the resumed ones
-    if run is not None and start is not None and run.record.get("timings"):  # the sessions before keep theirs
-        run.write_record(earlier_timings=[*run.record.get("earlier_timings", []), run.record["timings"]])
     if run is not None:
         with timer("save"):
             run.write_rows("losses.csv", engine.history, LOSS_COLUMNS)

@@ -444,7 +444,8 @@ def test_a_resumed_run_times_its_own_steps_and_checks_it_resolves_to_the_same_ne
     assert before["network"] == {"weights": "random", "preprocessing": "caffe"}  # what weights=None resolved to
     resume(first.run_dir, progress=False)
     record = json.loads((first.run_dir / "config.json").read_text())
-    assert record["earlier_timings"] == [before["timings"]]  # the first session's are kept
+    # the first session's are kept, with its peak memory
+    assert record["earlier_timings"] == [{**before["timings"], "peak_memory_mb": before["peak_memory_mb"]}]
     # 4 steps ran this time (optimise is rounded to ms, per_step to 0.1 ms)
     assert record["timings"]["per_step"] == pytest.approx(record["timings"]["optimise"] / 4, abs=3e-4)
     # a record whose network this machine would not resolve to (another weights file) does not go on silently

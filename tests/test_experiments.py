@@ -7,8 +7,9 @@ import pytest
 
 from nst_lib import StyleConfig
 from nst_lib.features import get_extractor
+from nst_lib.images import grayscale, load_image
 from nst_lib.losses import gram_matrix, style_layer_loss
-from nst_lib.metrics import gram_distance, lowpass_distance, ssim
+from nst_lib.metrics import gram_distance, lowpass_distance, mean_saturation, ssim
 
 LAYERS = ("block1_conv1", "block2_conv1")
 
@@ -116,9 +117,27 @@ def test_identity_test_reports_the_run_it_made_with_overrides_and_counts_steps_o
     r = identity_test(CONTENT, config, checkpoints=(1, 2), size=32, init="content", progress=False)
     assert r["init"] == "content" and max(r["image"].shape[:2]) == 32  # the overrides' run, scored at its size
     assert sorted(r["ssim_at"]) == [1, 2]
+    c = load_image(CONTENT, 32)
+    assert r["ssim"] == pytest.approx(ssim(r["image"], c)) and r["ssim"] > 0.5  # against C, at C's size
     two_scales = identity_test(CONTENT, config.replace(pyramid_levels=2), checkpoints=(2, 5, 6), progress=False)
     # 4 steps at the coarse scale, then 2: steps 5 and 6 are the second scale's 1 and 2, not overwriting 1 and 2
     assert sorted(two_scales["ssim_at"]) == [2, 5, 6] and two_scales["steps"] == 6
+
+
+def test_grayscale_test_scores_the_output_against_the_content_in_grey():
+    from nst_lib import StyleConfig
+    from nst_lib.workbench.experiments import grayscale_test
+
+    from .conftest import CONTENT
+
+    config = StyleConfig(weights=None, size=32, steps=2, init="noise", pyramid_levels=1, snapshot_every=0)
+    r = grayscale_test(CONTENT, config, checkpoints=(2,), progress=False)
+    c = load_image(CONTENT, 32)
+    assert np.array_equal(r["gray"], grayscale(c)) and r["image"].shape == c.shape
+    assert r["ssim_to_gray"] == pytest.approx(ssim(r["image"], r["gray"]))
+    assert r["saturation"] == pytest.approx(mean_saturation(r["image"]))
+    assert r["content_saturation"] == pytest.approx(mean_saturation(c)) and r["content_saturation"] > 0.05
+    assert list(r["ssim_at"]) == [2] and r["steps"] == 2 and r["init"] == "noise"
 
 
 def test_a_cancelled_ray_cell_reports_what_its_folder_holds(tmp_path):

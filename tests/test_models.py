@@ -204,10 +204,16 @@ RESUME_SCRIPT = textwrap.dedent(
                 raise KeyboardInterrupt  # Ctrl-C in epoch 2 of 3
     full = train(M(image_size=16, batch_size=16), data, 3, out=out, progress=False)
     cut = train(M(image_size=16, batch_size=16), data, 3, out=out, progress=False, callbacks=[Stop()])
+    cut_record = json.loads((cut.run_dir / "config.json").read_text())
     resumed = resume_training(cut.run_dir, progress=False)
     a, b = full.model.get_state(), resumed.model.get_state()
+    record = json.loads((resumed.run_dir / "config.json").read_text())
     print(json.dumps({
         "cut_status": cut.status, "cut_steps": len(cut.steps), "status": resumed.status,
+        # 5 steps of 16 images ran before the Ctrl-C, 2 of them in the epoch it cut short
+        "cut_images": round(cut.timings["images_per_s"] * cut.timings["train_s"] / 16, 1),
+        "earlier_kept": record["earlier_timings"] == [{**cut_record["timings"],
+                                                       "peak_memory_mb": cut_record["peak_memory_mb"]}],
         "same_state": all(np.array_equal(a[k], b[k]) for k in a),
         "same_losses": full.steps == resumed.steps, "steps": len(resumed.steps),
         "same_samples": bool(np.array_equal(full.samples()[-1][1], resumed.samples()[-1][1])),
@@ -227,10 +233,12 @@ def test_an_interrupted_run_resumes_to_exactly_the_uninterrupted_result(kind, tm
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert report.pop("cut_images") == pytest.approx(5, abs=0.1)
     assert report == {
         "cut_status": "interrupted",
         "cut_steps": 3,
         "status": "completed",
+        "earlier_kept": True,
         "same_state": True,
         "same_losses": True,
         "steps": 9,

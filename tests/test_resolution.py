@@ -95,8 +95,11 @@ def test_a_case_stopped_part_way_goes_on_from_its_checkpoint(tmp_path):
     assert run.run_dir == stopped.run_dir  # resumed in its folder, not started again beside it
     record = json.loads((run.run_dir / "config.json").read_text())
     assert record["status"] == "completed" and record["steps_done"] == 3
-    # its time is both sessions'
-    assert run.seconds == pytest.approx(record["timings"]["total"] + record["earlier_timings"][0]["total"])
+    # its time is both sessions', its peak the higher of theirs
+    (earlier,) = record["earlier_timings"]
+    assert run.seconds == pytest.approx(record["timings"]["total"] + earlier["total"])
+    peaks = [record["peak_memory_mb"]["host"], earlier["peak_memory_mb"]["host"]]
+    assert run.peak_memory_mb == max(peaks)
 
 
 def test_a_failed_case_is_left_out_with_a_warning(tmp_path, monkeypatch):

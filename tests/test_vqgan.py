@@ -1,6 +1,7 @@
 """VQGAN (seed 000 §2.2): quantisation and its gradients, L_VQ terms, code statistics, the adaptive weight,
 the causal prior and sliding-window sampling, training; guided generation with text/image/Gram prompts."""
 
+import json
 import math
 
 import numpy as np
@@ -248,13 +249,19 @@ def test_an_interrupted_guidance_run_resumes_to_the_same_image(trained_vqgan, tm
     with pytest.raises(NSTError, match=r"another config \(checkpoint_every: 2 → 3\)"):
         G.guide(vq, content, prompt, resume=cut.run_dir, **{**kw, "checkpoint_every": 3})
     # the run's own config: a resume needs no overrides repeated
+    cut_peak = json.loads((cut.run_dir / "config.json").read_text())["peak_memory_mb"]
     resumed = G.guide(vq, content, prompt, resume=cut.run_dir, progress=False)
     assert resumed.status == "completed" and [r["total"] for r in resumed.losses] == [r["total"] for r in full.losses]
     assert np.array_equal(resumed.image, full.image)
+    record = json.loads((cut.run_dir / "config.json").read_text())  # the first session keeps its timings
+    assert record["earlier_timings"] == [{**cut.timings, "peak_memory_mb": cut_peak}]
     # a run stopped before its first checkpoint starts again in its folder and ends as the uninterrupted one
     (cut.run_dir / "checkpoint.npz").unlink()
     again = G.guide(vq, content, prompt, resume=cut.run_dir, **kw)
     assert [r["total"] for r in again.losses] == [r["total"] for r in full.losses]
+    with pytest.warns(UserWarning, match=r"no snapshot at \[7, 9\]: past iterations=6"):
+        late = G.guide(vq, content, prompt, out=tmp_path / "d", **{**kw, "snapshots": (0, 7, 6, 9)})
+    assert sorted(late.snapshots) == [0, 6]
     with pytest.raises(ConfigError, match="checkpoint_every and size must be ≥ 1"):
         G.guide(vq, content, prompt, out=tmp_path / "c", **{**kw, "checkpoint_every": 0})
     assert not (tmp_path / "c").exists()

@@ -22,12 +22,14 @@ class StepLog(keras.callbacks.Callback):
         self.run, self.steps_per_epoch = run, steps_per_epoch
         self.rows: list[dict] = []
         self.all_rows: list[dict] = []
+        self.steps_run = 0  # also those of an epoch cut short, which are not kept but took their time
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch = epoch
         self.rows = []
 
     def on_train_batch_end(self, batch, logs=None):
+        self.steps_run += 1
         row = {"step": self.epoch * self.steps_per_epoch + batch + 1, "epoch": self.epoch + 1}
         row.update({k: float(v.numpy()) for k, v in self.model.step_values.items()})
         self.rows.append(row)

@@ -396,6 +396,9 @@ def guide(
     prompts = [prompts] if isinstance(prompts, Prompt) else list(prompts)
     if not prompts:
         raise ConfigError("guide: give at least one prompt")
+    late = sorted(s for s in c.snapshots if s > c.iterations)
+    if late:  # e.g. the default (0, 50, 500) with fewer iterations
+        warnings.warn(f"no snapshot at {late}: past iterations={c.iterations}", stacklevel=2)
     f = vqgan.config.downsample
     if c.size % f:
         raise ConfigError(f"size {c.size} must be a multiple of the VQGAN's downsampling factor {f}")

@@ -367,7 +367,7 @@ def _fit(model, data, run: Run, start: int, epochs: int, callbacks, progress: bo
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - t0
-    done_steps = len(step_log.all_rows)
+    done_steps = step_log.steps_run  # this session's, an interrupted epoch's included: its time is in seconds
     grids = sorted((run.path / "samples").glob("epoch_*.png"), key=lambda p: int(p.stem.split("_")[-1]))
     if grids:
         (run.path / "output.png").write_bytes(grids[-1].read_bytes())

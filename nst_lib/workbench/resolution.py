@@ -157,16 +157,20 @@ def _run_child(code: str, argument: str) -> int:
 
 def _read(run: Run, size: int, mode: str) -> ResolutionRun:
     record = run.record
-    peak = (record.get("peak_memory_mb") or {}).get("host")
+    # a case resumed in a later session: its time is all its sessions', its peak the highest of theirs
+    sessions = [
+        *record.get("earlier_timings", []),
+        {**record["timings"], "peak_memory_mb": record.get("peak_memory_mb")},
+    ]
+    peaks = [p for s in sessions if (p := (s.get("peak_memory_mb") or {}).get("host")) is not None]
     with Image.open(run.path / "output.png") as png:  # the header only: a 4K output is not decoded here
         width, height = png.size
     return ResolutionRun(
         size,
         mode,
         run.path,
-        # a case resumed in a later session: its time is all its sessions'
-        float(record["timings"]["total"]) + sum(t.get("total", 0.0) for t in record.get("earlier_timings", [])),
-        peak,
+        sum(float(s.get("total", 0.0)) for s in sessions),
+        max(peaks) if peaks else None,
         (height, width),
         list(record.get("schedule", [])),
         record.get("started", ""),
