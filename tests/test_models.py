@@ -90,6 +90,20 @@ def test_reparameterisation_passes_gradients():
 
 
 # --- training behaviour -------------------------------------------------------------------------------------
+def test_a_dcgan_step_moves_the_generators_batchnorm_averages_once():
+    model = DCGAN(image_size=16, batch_size=8, seed=1)
+    real = np.random.default_rng(0).uniform(-1, 1, (8, 16, 16, 3)).astype("float32")
+    state = model.seed_generator.state.numpy().copy()
+    z = keras.random.normal((8, model.config.latent_dim), seed=model.seed_generator)  # the noise the step draws
+    model.seed_generator.state.assign(state)
+    deconv, bn = model.generator.layers[1], model.generator.layers[2]
+    batch_mean = keras.ops.convert_to_numpy(keras.ops.mean(deconv(model.generator.layers[0](z)), axis=(0, 1, 2)))
+    model.train_step(real)
+    # one update from 0: (1 - momentum) × the batch's mean (two runs of G in training mode gave 1 - momentum²)
+    momentum = model.config.batchnorm_momentum
+    assert np.allclose(bn.moving_mean.numpy(), (1 - momentum) * batch_mean, rtol=1e-4, atol=1e-7)
+
+
 def test_one_train_step_lowers_the_discriminator_loss_on_a_fixed_batch(tiny32):
     model = DCGAN(image_size=32, batch_size=32, seed=3)
     real = to_unit(tiny32.images[:32])

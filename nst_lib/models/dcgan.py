@@ -7,8 +7,8 @@ leaky ReLU, ending in a 4×4 valid convolution to one logit. Convolutions follow
 bias. Other sizes (power of two ≥ 16) add or remove 2× stages.
 
 Training step (seed 004 §3.2): the discriminator minimises BCE(D(x), real_label) + BCE(D(G(z)), 0); then
-the generator minimises BCE(D(G(z)), 1) on the same noise. One-sided label smoothing: real_label 0.85,
-switched to 0.95 half-way through training (§4.2).
+the generator minimises BCE(D(G(z)), 1) on the same fake batch (G runs once a step). One-sided label
+smoothing: real_label 0.85, switched to 0.95 half-way through training (§4.2).
 """
 
 from __future__ import annotations
@@ -170,20 +170,22 @@ class DCGAN(GenerativeModelMixin, keras.Model):
         n = keras.ops.shape(real)[0]
         # drawn for the global batch: under a strategy each replica takes its slice (the single-device noise)
         z = local_part(keras.random.normal((global_batch(n), self.config.latent_dim), seed=self.seed_generator))
-        # part 1: the discriminator, on a real batch and a fake batch (separate BatchNorm statistics)
-        with tf.GradientTape() as tape:
+        # G runs once a step, as in the PyTorch reference: a second G(z) in training mode would move its BatchNorm
+        # averages twice (momentum 0.9² instead of 0.9) for the same batch statistics
+        with tf.GradientTape() as g_tape:
             fake = self.generator(z, training=True)
-            real_logits = self.discriminator(real, training=True)
-            fake_logits = self.discriminator(fake, training=True)
-            d_loss = discriminator_loss(real_logits, fake_logits, self.real_label)
-        grads = replica_gradients(tape.gradient(d_loss, self.discriminator.trainable_variables))
-        self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
-        # part 2: the generator, on the same noise, against the updated discriminator
-        with tf.GradientTape() as tape:
-            fake = self.generator(z, training=True)
+            # part 1: the discriminator, on a real batch and a fake batch (separate BatchNorm statistics)
+            with g_tape.stop_recording(), tf.GradientTape() as d_tape:
+                real_logits = self.discriminator(real, training=True)
+                fake_logits = self.discriminator(fake, training=True)
+                d_loss = discriminator_loss(real_logits, fake_logits, self.real_label)
+            with g_tape.stop_recording():
+                grads = replica_gradients(d_tape.gradient(d_loss, self.discriminator.trainable_variables))
+                self.d_optimizer.apply_gradients(zip(grads, self.discriminator.trainable_variables))
+            # part 2: the generator, on the same fake batch, against the updated discriminator
             g_logits = self.discriminator(fake, training=True)
             g_loss = generator_loss(g_logits)
-        grads = replica_gradients(tape.gradient(g_loss, self.generator.trainable_variables))
+        grads = replica_gradients(g_tape.gradient(g_loss, self.generator.trainable_variables))
         self.g_optimizer.apply_gradients(zip(grads, self.generator.trainable_variables))
         values = {
             "d_loss": d_loss,
