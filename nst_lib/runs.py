@@ -119,6 +119,8 @@ class Run:
             run.record = json.loads((path / "config.json").read_text())
         except (OSError, ValueError) as err:
             raise NSTError(f"{path / 'config.json'}: unreadable run record ({err})") from None
+        if not isinstance(run.record, dict):
+            raise NSTError(f"{path / 'config.json'}: not a run record (a JSON {type(run.record).__name__})")
         if kind is not None and run.kind != kind:
             raise NSTError(f"{path}: a {run.kind} run, not a {kind} run")
         return run

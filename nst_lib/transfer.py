@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from .config import StyleConfig
-from .errors import ImageError, NonFiniteLossError
+from .errors import ConfigError, ImageError, NonFiniteLossError, NSTError
 from .images import (
     ImageLike,
     fit_image,
@@ -430,10 +430,24 @@ def stylize(
     )
 
 
+# What a resume may change: how long it goes on, what it writes, and how the same loss is computed (tiles are
+# exact). Anything else would make the checkpoint another problem's, or not fit it (another size or schedule).
+RESUME_OVERRIDES = ("steps", "first_scale_steps", "snapshot_every", "tiff16", "tile_size", "memory_budget_mb")
+
+
 def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = True, **overrides: Any) -> StyleResult:
-    """Continue a run from its folder's last checkpoint. Overrides replace recorded config fields: ``steps=``
-    sets the steps a scale from the checkpoint's scale on (a finished run's final scale continues to it)."""
+    """Continue a run from its folder's last checkpoint. Overrides (only ``RESUME_OVERRIDES``) replace recorded
+    config fields: ``steps=`` sets the steps a scale from the checkpoint's scale on (a finished run's final scale
+    continues to it). A changed config is recorded with the one it replaced in ``earlier_configs``."""
     run = Run.open(run_dir, kind="stylize")
+    fixed = sorted(set(overrides) - set(RESUME_OVERRIDES))
+    if fixed:
+        raise ConfigError(
+            f"{run.path}: a resume cannot change {', '.join(fixed)} (only {', '.join(RESUME_OVERRIDES)}); "
+            "start a new run for another problem"
+        )
+    if not isinstance(run.record.get("config"), dict) or not isinstance(run.record.get("inputs"), dict):
+        raise NSTError(f"{run.path / 'config.json'}: the record has no config or inputs to resume from")
     recorded = run.record["config"]
     if "pyramid_ratio" not in recorded:  # written before the schedule had a ratio: its levels halved
         recorded = {**recorded, "pyramid_ratio": 2.0}
@@ -445,6 +459,8 @@ def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = Tr
     if start is not None:
         rows = run.read_rows("losses.csv")
         start["history"] = [r for r in rows if (r["level"], r["step"]) <= (start["level"], start["step"])]
+    if config.to_dict() != StyleConfig.from_dict(recorded).to_dict():  # the one it ran with is kept
+        run.write_record(earlier_configs=[*run.record.get("earlier_configs", []), run.record["config"]])
     run.write_record(config=config.to_dict(), status="running")
     warm = run.path / "inputs" / "initial.npy"
     initial = np.load(warm) if warm.is_file() else None

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from nst_lib import StyleConfig, backend, resume, stylize
-from nst_lib.errors import ConfigError, ImageError, NonFiniteLossError
+from nst_lib.errors import ConfigError, ImageError, NonFiniteLossError, NSTError
 from nst_lib.images import load_image, rgb_to_yiq
 from nst_lib.optim import LBFGS, Adam
 
@@ -453,6 +453,29 @@ def test_a_resumed_run_times_its_own_steps_and_checks_it_resolves_to_the_same_ne
     (first.run_dir / "config.json").write_text(json.dumps(record))
     with pytest.raises(ConfigError, match="used weights vgg19_weights.*resolve to random"):
         resume(first.run_dir, progress=False, steps=8)
+
+
+def test_a_resume_changes_only_how_long_it_runs_and_what_it_writes_and_keeps_the_config_it_replaced(
+    small_pair, tmp_path
+):
+    content, style = small_pair
+    stop = [lambda info: info.step >= 2]
+    first = stylize(content, style, out=tmp_path, steps=6, progress=False, pyramid_levels=1, callbacks=stop, **FAST)
+    path = first.run_dir / "config.json"
+    before = path.read_bytes()
+    # another problem (a schedule the checkpoint does not fit, other weights) is refused before anything is written
+    with pytest.raises(ConfigError, match="cannot change pyramid_levels, style_weight .only steps, "):
+        resume(first.run_dir, progress=False, pyramid_levels=2, style_weight=1.0)
+    assert path.read_bytes() == before
+    for damaged, message in (("[1, 2]", "not a run record .a JSON list."), ('{"kind": "stylize"}', "no config")):
+        path.write_text(damaged)
+        with pytest.raises(NSTError, match=f"config.json: .*{message}"):
+            resume(first.run_dir, progress=False)
+    path.write_bytes(before)
+    result = resume(first.run_dir, progress=False, steps=8)
+    record = json.loads(path.read_text())
+    assert result.status == "completed" and len(result.history) == 8 and record["config"]["steps"] == 8
+    assert record["earlier_configs"] == [json.loads(before)["config"]]
 
 
 def test_ctrl_c_before_the_first_step_leaves_the_run_interrupted(small_pair, tmp_path, monkeypatch):
