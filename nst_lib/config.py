@@ -64,6 +64,8 @@ class Config:
                 object.__setattr__(self, f.name, (value,) if isinstance(value, str) else tuple(value))
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
+            if value is not None:
+                _check_type(f.name, value, kind)
             if choices and value is not None and value not in choices:
                 raise ConfigError(f"{f.name}={value!r} is not one of {', '.join(map(str, choices))}")
         self.validate()
@@ -120,6 +122,25 @@ class Config:
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
+
+
+def _check_type(name: str, value: Any, kind: Any) -> None:
+    """A one-line ``ConfigError`` for a value of the wrong type (the string "1e-3" for a weight, "false" for a
+    flag, which Python reads as true, 2.5 steps, nan), instead of a TypeError deep in a run or a silent mistake."""
+    if typing.get_origin(kind) is tuple:
+        (item, *_) = typing.get_args(kind) or (Any,)
+        for v in value:
+            _check_type(name, v, item)
+        return
+    is_bool = isinstance(value, bool) or type(value).__name__ == "bool_"  # numpy's too
+    if kind is bool and not is_bool:
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+    if kind is int and (is_bool or not isinstance(value, numbers.Integral)):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    if kind is float and (is_bool or not isinstance(value, numbers.Real) or not math.isfinite(value)):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    if kind is str and not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {value!r}")
 
 
 def _unwrap(hint: Any) -> tuple[Any, bool]:
@@ -231,17 +252,9 @@ class StyleConfig(Config):
     )
 
     def validate(self) -> None:
-        counts = ("size", "steps", "lbfgs_history", "max_pixels", "pyramid_min_size", "pyramid_levels")
-        counts += ("first_scale_steps", "snapshot_every", "tile_size", "seed")
-        for name in counts:  # 2.5 steps would pass the checks below and fail inside range() later
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Integral)):
-                raise ConfigError(f"{name} must be a whole number, got {value!r}")
-        for name in ("content_weight", "style_weight", "tv_weight", "style_scale", "pyramid_ratio", "adam_epsilon"):
-            if not math.isfinite(getattr(self, name)):  # nan passes every comparison below
-                raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)!r}")
-        if self.learning_rate is not None and not math.isfinite(self.learning_rate):
-            raise ConfigError(f"learning_rate must be a finite number, got {self.learning_rate!r}")
+        # whole numbers, finite numbers, flags and strings are checked by type before this (Config.__post_init__)
+        if not 0 <= self.seed < 2**32:  # the random network's and the noise's seeds keep 32 bits
+            raise ConfigError(f"seed must be in [0, 2**32), got {self.seed!r}")
         if not 0 <= self.adam_beta1 < 1:  # 1 would divide by 1 - beta1^t = 0 on the first step
             raise ConfigError(f"adam_beta1 must be in [0, 1), got {self.adam_beta1!r}")
         if not self.adam_epsilon > 0:
@@ -284,6 +297,9 @@ class StyleConfig(Config):
         """A paper's configuration; see ``PRESETS`` for each value's source."""
         if name not in PRESETS:
             raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+        unknown = sorted(set(overrides) - cls.field_names())
+        if unknown:
+            raise ConfigError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
         return cls(**{**PRESETS[name]["values"], **overrides})
 
 

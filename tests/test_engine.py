@@ -677,19 +677,27 @@ def test_config_validation():
         StyleConfig(size=0)
     with pytest.raises(ConfigError, match="unknown preset"):
         StyleConfig.preset("nope")
-    bad = {  # each would pass to the run and fail there: NaN pixels, a TypeError inside range(), …
-        "adam_beta1": 1.0,
-        "adam_epsilon": 0.0,
-        "content_weight": float("nan"),
-        "learning_rate": float("inf"),
-        "steps": 2.5,
-        "pyramid_levels": 2.5,
-        "seed": True,
-        "style_blend_weights": (1.0, float("nan")),
-    }
-    for name, value in bad.items():
-        with pytest.raises(ConfigError, match=name):
+    bad = [  # each would pass to the run and fail there: NaN pixels, a TypeError inside range(), …
+        ("adam_beta1", 1.0),
+        ("adam_epsilon", 0.0),
+        ("content_weight", float("nan")),
+        ("learning_rate", float("inf")),
+        ("steps", 2.5),
+        ("pyramid_levels", 2.5),
+        ("seed", True),
+        ("seed", -1),  # the random network's seed keeps 32 bits: 2**32 would be seed 0's network
+        ("seed", 2**32),
+        ("style_blend_weights", (1.0, float("nan"))),
+        ("style_weight", "1e-3"),  # a TypeError at the first comparison
+        ("preserve_color", "false"),  # a non-empty string is true
+        ("weights", 3),
+        ("style_layers", ("block1_conv1", 2)),
+    ]
+    for name, value in bad:
+        with pytest.raises(ConfigError, match=f"^{name} must"):
             StyleConfig(**{name: value})
+    with pytest.raises(ConfigError, match="unknown StyleConfig field.*stlye_weight"):
+        StyleConfig.preset("default", stlye_weight=1.0)
     assert StyleConfig(size=np.int64(64), adam_beta1=0.0).size == 64  # numpy integers are whole numbers
     assert StyleConfig.from_dict(StyleConfig(style_layers=["block1_conv1"]).to_dict()).style_layers == ("block1_conv1",)
 

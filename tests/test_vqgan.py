@@ -267,6 +267,23 @@ def test_an_interrupted_guidance_run_resumes_to_the_same_image(trained_vqgan, tm
     assert not (tmp_path / "c").exists()
 
 
+def test_a_guidance_config_refuses_what_would_fail_or_mislead_later():
+    from nst_lib.guidance import GuidanceConfig
+
+    bad = [
+        ("learning_rate", float("nan"), "must be a finite number"),
+        ("iterations", 2.5, "must be a whole number"),
+        ("cut_power", -3.0, "cut_power must be > 0"),
+        ("init_weight", -1.0, "init_weight ≥ 0"),
+        ("seed", -5, "seed must be in"),
+        ("snapshots", (0, 1.5), "must be a whole number"),
+    ]
+    for name, value, message in bad:
+        with pytest.raises(ConfigError, match=message):
+            GuidanceConfig(**{name: value})
+    assert GuidanceConfig(seed=7, cut_power=0.5).seed == 7
+
+
 def test_text_and_image_prompts_run_through_a_tiny_random_clip(trained_vqgan, tmp_path):
     pytest.importorskip("keras_hub", reason="keras-hub (the 'clip' extra) is not installed")
     from nst_lib.models import load_trained

@@ -353,6 +353,10 @@ class GuidanceConfig(Config):
             raise ConfigError(f"checkpoint_every and size must be ≥ 1, got {self.checkpoint_every} and {self.size}")
         if not 0 < self.min_fraction <= 1 or self.noise < 0:
             raise ConfigError(f"min_fraction must be in (0, 1] and noise ≥ 0, got {self.min_fraction} and {self.noise}")
+        if not self.cut_power > 0 or self.init_weight < 0:  # a power ≤ 0 draws cutouts larger than the image
+            raise ConfigError(f"cut_power must be > 0 and init_weight ≥ 0, got {self.cut_power} and {self.init_weight}")
+        if not 0 <= self.seed < 2**31:  # a stateless seed of the cutouts' int32 pair
+            raise ConfigError(f"seed must be in [0, 2**31), got {self.seed}")
 
 
 @dataclass
