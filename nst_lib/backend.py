@@ -179,7 +179,9 @@ def _gram_fn():
 
 def squared_difference_means(images):
     """The two terms of the squared total variation of NHWC images: the mean of (x[:, i+1] - x[:, i])² and of
-    (x[:, :, j+1] - x[:, :, j])². An image one pixel high (wide) gives NaN, as the mean of nothing does.
+    (x[:, :, j+1] - x[:, :, j])². An image one pixel high (wide) has no vertical (horizontal) differences: that term is
+    0, as in ``losses.tv_loss_and_grad``, which the tiled evaluation adds (the mean of nothing was NaN here, a
+    non-finite loss even with ``tv_weight=0``).
 
     TensorFlow takes the differences against a rolled copy and masks out the wrapped-around row (column): its
     gradient of a slice (StridedSliceGrad) is a slow kernel of its own, 1.4 ms a slice at 256 px on the CPU, where a
@@ -188,7 +190,7 @@ def squared_difference_means(images):
     if check() == "jax":
         dy = images[:, 1:] - images[:, :-1]
         dx = images[:, :, 1:] - images[:, :, :-1]
-        return (dy * dy).mean(), (dx * dx).mean()
+        return (dy * dy).sum() / max(dy.size, 1), (dx * dx).sum() / max(dx.size, 1)
 
     import tensorflow as tf
 
@@ -199,8 +201,8 @@ def squared_difference_means(images):
     dx = tf.roll(x, -1, axis=2) - x
     keep_y = tf.cast(tf.range(h) < h - 1, x.dtype)[None, :, None, None]
     keep_x = tf.cast(tf.range(w) < w - 1, x.dtype)[None, None, :, None]
-    vertical = tf.reduce_sum(tf.square(dy) * keep_y) / (n * tf.cast((h - 1) * w, x.dtype))
-    horizontal = tf.reduce_sum(tf.square(dx) * keep_x) / (n * tf.cast(h * (w - 1), x.dtype))
+    vertical = tf.reduce_sum(tf.square(dy) * keep_y) / (n * tf.cast(tf.maximum((h - 1) * w, 1), x.dtype))
+    horizontal = tf.reduce_sum(tf.square(dx) * keep_x) / (n * tf.cast(tf.maximum(h * (w - 1), 1), x.dtype))
     return vertical, horizontal
 
 

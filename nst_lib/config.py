@@ -220,7 +220,7 @@ class StyleConfig(Config):
     adam_beta1: float = option(0.9, "Adam beta1")
     adam_epsilon: float = option(1e-8, "Adam epsilon (on the 0-255 pixel scale)")
     # scipy's L-BFGS-B keeps 10 pairs, Torch's 100; 20 converges as well here at a fraction of the memory.
-    lbfgs_history: int = option(20, "L-BFGS curvature pairs kept for the whole run")
+    lbfgs_history: int = option(20, "L-BFGS curvature pairs kept (at most; afresh at each scale)")
     init: str = option("content", "starting image", choices=INITS)
     seed: int = option(
         0, "random seed (noise init, and the network when weights=none); same seed and inputs give the same output"

@@ -151,7 +151,9 @@ class StyleLoss:
         self.layers = list(layers)
         self.target_grams = list(target_grams)
         self.layer_weights = normalize_weights(layer_weights, len(self.layers), "style_layer_weights")
-        self.blend = blend
+        # one weight per style image (the targets' batch), summing to 1 as style_layer_loss expects
+        n_styles = int(self.target_grams[0].shape[0]) if self.target_grams else 0
+        self.blend = None if blend is None else normalize_weights(blend, n_styles, "style_blend_weights")
         self.weight, self.mode = weight, mode
 
     @classmethod

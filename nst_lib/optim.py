@@ -43,9 +43,10 @@ def _non_finite(value: float) -> str:
 class LBFGS:
     """Limited-memory BFGS with the two-loop recursion, Armijo backtracking and projection to the pixel box.
 
-    One instance lives for the whole run, so its curvature history is never restarted between callbacks,
-    snapshots or chunks. Invariant to the scale of the loss: the first step moves the largest-gradient pixel
-    by ``learning_rate`` grey levels, later steps use the two-loop recursion's sᵀy/yᵀy scaling.
+    One instance lives for a whole scale of a run, so its curvature history is never restarted between callbacks,
+    snapshots or chunks (a multi-scale run starts a new one at each scale: the pairs are of another image size).
+    Invariant to the scale of the loss: the first step moves the largest-gradient pixel by ``learning_rate`` grey
+    levels, later steps use the two-loop recursion's sᵀy/yᵀy scaling.
 
     ``noise`` is the loss's relative evaluation noise (0 in float32; a bfloat16 network's rounding makes the loss
     jitter by ~2e-5 of its value between neighbouring images). Late in a run the true decrease per step falls to

@@ -298,9 +298,12 @@ class _Engine:
                 problem.loss_scale = start.get("loss_scale", problem.loss_scale)
             elif x_img is None:
                 if self.initial is not None:
-                    x = resize(self.initial, content.shape[:2]).reshape(-1)
+                    x = resize(self.initial, content.shape[:2])
                 else:
-                    x = _initial_image(config, content_opt, styles_opt[0]).reshape(-1)
+                    x = _initial_image(config, content_opt, styles_opt[0])
+                if config.preserve_color:  # the luminance problem starts from a luminance image (a warm start in
+                    x = grayscale(x)  # colour, colour noise), as evaluate(..., preserve_color=True) scores it
+                x = x.astype(np.float32).reshape(-1)
             else:  # each scale starts from the previous result, upsampled; Adam keeps its moments
                 x = resize(x_img, content.shape[:2]).reshape(-1)
                 if isinstance(optimizer, Adam):

@@ -1110,6 +1110,12 @@ def test_each_scale_starts_from_the_previous_result_upsampled_and_colour_runs_op
     expected = evaluate(content, content, style, preserve_color=True, **FAST)
     assert kept.history[0]["total"] == pytest.approx(expected.total, rel=1e-4)
     assert kept.history[0]["style"] != pytest.approx(evaluate(content, content, style, **FAST).style, rel=1e-2)
+    # and from a warm start in colour (the panel's image on show) or colour noise: from its luminance
+    for start in ({"initial": style}, {"init": "noise"}):
+        warm = stylize(content, style, preserve_color=True, pyramid_levels=1, callbacks=[keep], **start, **kw)
+        begin = style if "initial" in start else np.random.default_rng(0).uniform(0, 255, content.shape)
+        expected = evaluate(begin, content, style, preserve_color=True, **FAST)
+        assert warm.history[0]["total"] == pytest.approx(expected.total, rel=1e-4)
 
 
 def test_adam_steps_as_its_formula_says():

@@ -39,9 +39,14 @@ def test_tv_is_the_mean_of_neighbour_differences_for_any_batch_and_channels(shap
     assert float(tv_loss(image)) == pytest.approx(np.mean(dy**2) + np.mean(dx**2), rel=1e-5)
 
 
-def test_tv_of_an_image_one_pixel_high_is_nan_as_a_mean_of_nothing():
-    # the engine turns it into its one-line non-finite-loss error, as it did when the differences were slices
-    assert np.isnan(float(tv_loss(np.ones((1, 1, 8, 3), np.float32))))
+def test_tv_of_an_image_one_pixel_high_has_no_vertical_term_as_the_tiled_evaluation_computes_it():
+    from nst_lib.losses import tv_loss_and_grad
+
+    ramp = np.arange(8 * 3, dtype=np.float32).reshape(1, 8, 3) ** 1.5  # one row: horizontal differences only
+    expected = np.mean(np.diff(ramp.astype(np.float64), axis=1) ** 2)
+    assert float(tv_loss(ramp[None])) == pytest.approx(expected, rel=1e-5)  # not NaN, the mean of nothing
+    assert float(tv_loss(np.swapaxes(ramp, 0, 1)[None])) == pytest.approx(expected, rel=1e-5)  # one column
+    assert tv_loss_and_grad(ramp)[0] == pytest.approx(expected, rel=1e-5)
 
 
 def test_gram_of_known_matrix():
@@ -102,8 +107,10 @@ def test_blended_style_loss_is_weighted_sum_and_batch_average_is_mean(rng):
     x = {"a": rng.normal(size=(1, 6, 6, 4)).astype(np.float32)}
     styles = [{"a": rng.normal(size=(1, h, h, 4)).astype(np.float32)} for h in (6, 9, 12)]
     singles = [float(StyleLoss.from_style_features(["a"], [s])(x)) for s in styles]
-    blended = StyleLoss.from_style_features(["a"], styles, blend=normalize_weights([1, 2, 1], 3))
+    blended = StyleLoss.from_style_features(["a"], styles, blend=[1, 2, 1])  # normalised to sum 1
     assert float(blended(x)) == pytest.approx(0.25 * singles[0] + 0.5 * singles[1] + 0.25 * singles[2], rel=1e-5)
+    with pytest.raises(ConfigError, match="style_blend_weights: expected 3 values"):
+        StyleLoss.from_style_features(["a"], styles, blend=[1, 2])
     # seed 004: the batch-averaged style loss is the mean of the single-image style losses
     averaged = StyleLoss.from_style_features(["a"], styles)
     assert float(averaged(x)) == pytest.approx(np.mean(singles), rel=1e-5)

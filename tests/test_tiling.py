@@ -122,6 +122,19 @@ def test_tiled_equals_untiled_for_every_normalisation(overrides, small_pair, rng
     _compare(whole, tiled, 1e-4, 1e-5)
 
 
+def test_an_image_one_pixel_high_evaluates_whole_as_in_tiles(rng):
+    # block1 layers have stride 1, so a 1 × 64 strip fits them; its TV has no vertical term (it was NaN whole)
+    layers = ("block1_conv1",)
+    config = StyleConfig(weights=None, size=64, content_layers=layers, style_layers=layers, tv_weight=1.0)
+    content, style = rng.uniform(0, 255, (1, 64, 3)), rng.uniform(0, 255, (8, 8, 3))
+    image = rng.uniform(0, 255, (1, 64, 3)).astype(np.float32)
+    extractor = extractor_for(config)
+    whole = Objective(extractor, config, content, [style], 0).evaluate(image)
+    tiled = Objective(extractor, config, content, [style], 2 * extractor.halo + 8).evaluate(image)
+    assert np.isfinite(whole.total) and np.isfinite(whole.grad).all() and tiled.tiles > 1
+    _compare(whole, tiled, 1e-4, 1e-5)
+
+
 def test_a_style_layer_listed_twice_tiles_as_it_evaluates_whole(rng):
     # one layer under two names (Keras and Caffe): its Gram is one entry of the loss each time it is listed, tiled too
     config = StyleConfig(
