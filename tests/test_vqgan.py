@@ -329,7 +329,11 @@ def test_dead_codes_are_restarted_onto_encoder_outputs(rng):
     assert float(n) == 3 and np.array_equal(book[0], [0, 0])  # the used code stays
     flat = z_e.reshape(-1, 2)
     assert all(any(np.allclose(book[k], v) for v in flat) for k in (1, 2, 3))  # the others sit on encodings now
-    assert np.allclose(np.asarray(layer.usage)[1:], 1.0)
+    assert np.allclose(np.asarray(layer.usage)[1:], 2.0)  # twice the threshold: time to be chosen
+    # a batch in which the moved codes are not chosen does not move them again (reset to 1, it did)
+    _, idx, _ = layer(z_e)
+    n = layer.restart_dead_codes(z_e, np.zeros_like(idx), keras.random.SeedGenerator(1), threshold=1.0, decay=0.5)
+    assert float(n) == 0 and np.array_equal(np.asarray(layer.codebook), book)
 
 
 def test_load_clip_without_keras_hub_warns_and_falls_back(monkeypatch):

@@ -134,15 +134,18 @@ class VectorQuantizer(keras.layers.Layer):
     def restart_dead_codes(self, z_e, indices, seed_generator, threshold: float, decay: float = 0.99):
         """Dhariwal et al. 2020 (Jukebox) random restarts: update each code's usage average with this batch's
         counts; a code whose average falls below ``threshold`` positions per batch is moved onto a randomly
-        chosen encoder output of the batch (and its average reset to 1), so that the codebook cannot
-        collapse onto a handful of codes. Returns the number of codes restarted."""
+        chosen encoder output of the batch, so that the codebook cannot collapse onto a handful of codes. Its
+        average is reset to twice the threshold: a grace of ln 2 / (1 − decay) batches (69 at 0.99) to be chosen
+        before it can be moved again (reset to 1, one batch without a hit moved it again, so new codes kept being
+        thrown away). Every average starts at 1, so unused codes move onto the data at the first step. Returns the
+        number of codes restarted."""
         counts = ops.sum(ops.one_hot(ops.reshape(ops.cast(indices, "int32"), (-1,)), self.codes), axis=0)
         usage = decay * self.usage.value + (1.0 - decay) * counts
         dead = usage < threshold
         flat = ops.reshape(ops.stop_gradient(ops.cast(z_e, "float32")), (-1, self.dim))
         pick = keras.random.randint((self.codes,), 0, ops.shape(flat)[0], seed=seed_generator, dtype="int32")
         self.codebook.assign(ops.where(dead[:, None], ops.take(flat, pick, axis=0), self.codebook.value))
-        self.usage.assign(ops.where(dead, ops.ones_like(usage), usage))
+        self.usage.assign(ops.where(dead, ops.full_like(usage, 2.0 * threshold), usage))
         return ops.sum(ops.cast(dead, "float32"))
 
     def call(self, z):
