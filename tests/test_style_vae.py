@@ -101,6 +101,23 @@ def test_paired_gram_loss_is_the_engines_size_loss_per_pair(rng):
     assert float(perceptual_loss(out, sty, ["a"])) == pytest.approx(np.mean((out["a"] - sty["a"]) ** 2), rel=1e-6)
 
 
+def test_the_triplets_negative_is_sampled_with_its_own_noise(data16, monkeypatch):
+    seen = {}
+    for weight in (1.0, 0.0):
+        model = StyleVAE(stage="variational", triplet_weight=weight, **SMALL)
+        real = model.stage_losses
+
+        def spy(x, y, y_neg, eps, eps_neg=None, real=real, weight=weight):
+            seen[weight] = (eps, eps_neg)
+            return real(x, y, y_neg, eps, eps_neg)
+
+        monkeypatch.setattr(model, "stage_losses", spy)
+        model.train_step(_batch(data16))
+    eps, eps_neg = seen[1.0]
+    assert eps_neg is not None and eps_neg.shape == eps.shape and not np.allclose(eps, eps_neg)
+    assert seen[0.0][1] is None  # no triplet term: no second draw, so such runs keep their noise
+
+
 def test_the_variational_code_passes_gradients_to_mean_and_log_variance(data16):
     model = StyleVAE(stage="variational", **SMALL)
     x, y, y_neg = _batch(data16)

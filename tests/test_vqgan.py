@@ -55,6 +55,17 @@ def test_straight_through_gradient_reaches_the_encoder():
     assert all(g is not None for g in grads) and sum(float(tf.reduce_sum(tf.abs(g))) for g in grads) > 0
 
 
+def test_the_perceptual_term_reaches_reconstructed_pixels_beyond_the_image_range(monkeypatch):
+    model = VQGAN(**{**TINY, "perceptual_weight": 1.0}, perceptual_weights=None)
+    x = tf.random.uniform((1, 16, 16, 3), -1, 1, seed=2)
+    x_rec = tf.Variable(tf.fill((1, 16, 16, 3), 1.5))  # the decoder has no tanh: it can overshoot
+    monkeypatch.setattr(model, "decoder", lambda z: x_rec * 1.0)
+    with tf.GradientTape() as tape:
+        perceptual = model.autoencoder_losses(x)["perceptual_loss"]
+    grad = tape.gradient(perceptual, x_rec)
+    assert grad is not None and float(tf.reduce_max(tf.abs(grad))) > 0  # clipped to 1, it had none
+
+
 def test_codebook_and_commitment_losses_match_their_formulas_and_stop_gradients(rng):
     z_e = tf.constant(rng.normal(size=(2, 2, 2, 3)).astype("float32"))
     z_q = tf.constant(rng.normal(size=(2, 2, 2, 3)).astype("float32"))

@@ -330,9 +330,10 @@ class StyleVAE(GenerativeModelMixin, keras.Model):
         code = self.content_encoder(x) if code is None else code
         return self.decoder([code, self.mapping(z)])
 
-    def stage_losses(self, x, y=None, y_neg=None, eps=None) -> dict:
+    def stage_losses(self, x, y=None, y_neg=None, eps=None, eps_neg=None) -> dict:
         """Every loss term of this stage for a batch (images in [-1, 1]); ``total`` is what it minimises.
-        ``eps`` is the reparameterisation noise (variational stage)."""
+        ``eps`` is the reparameterisation noise (variational stage), ``eps_neg`` the triplet negative's own (the
+        same draw made the positive's and the negative's samples move together; ``eps`` where it is not given)."""
         c = self.config
         ops = keras.ops
         p = self._perceive
@@ -364,7 +365,7 @@ class StyleVAE(GenerativeModelMixin, keras.Model):
         total = total + c.fixpoint_weight * values["fixpoint_loss"]
         if c.triplet_weight > 0:
             mu_n, logvar_n = self.style_encoder(y_neg)
-            z_n = reparameterize(mu_n, logvar_n, eps) if c.variational else mu_n
+            z_n = reparameterize(mu_n, logvar_n, eps if eps_neg is None else eps_neg) if c.variational else mu_n
             s_n = self.style_encoder(self._generate(x, z_n, code))[0]
             values["triplet_loss"] = fixpoint_triplet_loss(z, s1, s_n, c.triplet_margin)
             total = total + c.triplet_weight * values["triplet_loss"]
@@ -377,14 +378,18 @@ class StyleVAE(GenerativeModelMixin, keras.Model):
         import tensorflow as tf
 
         x, y, y_neg = batch
-        eps = local_part(
-            keras.random.normal((global_batch(keras.ops.shape(x)[0]), self.config.style_dim), seed=self.seed_generator)
-        )
+        c = self.config
+        shape = (global_batch(keras.ops.shape(x)[0]), c.style_dim)
+        eps = local_part(keras.random.normal(shape, seed=self.seed_generator))
+        # drawn only where used, so that runs without the triplet term keep their noise
+        eps_neg = None
+        if c.variational and c.triplet_weight > 0:
+            eps_neg = local_part(keras.random.normal(shape, seed=self.seed_generator))
         variables = self.stage_variables()
         # only the stage's variables are watched: the frozen networks and VGG get no gradient work
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch([v.value for v in variables])  # the tf.Variables behind Keras' variables
-            values = self.stage_losses(x, y, y_neg, eps)
+            values = self.stage_losses(x, y, y_neg, eps, eps_neg)
         grads = replica_gradients(tape.gradient(values["total"], variables))
         self.stage_optimizer.apply_gradients(zip(grads, variables))
         return self.record_step(values)

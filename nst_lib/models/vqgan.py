@@ -269,7 +269,9 @@ class VQGAN(GenerativeModelMixin, keras.Model):
         l1 = ops.mean(ops.abs(x - x_rec))
         perc = ops.zeros(())
         if self._perceptual is not None:
-            p = lambda im: self._perceptual((ops.clip(im, -1.0, 1.0) + 1.0) * 127.5)  # noqa: E731
+            # x̂ unclipped, as taming-transformers feeds LPIPS: clipped, its pixels beyond ±1 (the decoder ends
+            # without tanh) had no perceptual gradient back
+            p = lambda im: self._perceptual((im + 1.0) * 127.5)  # noqa: E731
             perc = perceptual_loss(p(x), p(x_rec), _PERCEPTUAL_LAYERS)
         codebook, commitment = vq_losses(z_e, z_q, c.beta)
         return {
