@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from nst_lib import StyleConfig
-from nst_lib.errors import NSTError
+from nst_lib.errors import ConfigError, NSTError
 from nst_lib.images import DecodedImage, load_image, source_name
 from nst_lib.optim import Callback
 from nst_lib.workbench.sweeps import sweep
@@ -186,7 +186,6 @@ def test_a_failing_cell_is_reported_and_the_others_still_run(tmp_path):
 def test_sweep_names_cells_apart_or_says_why_it_cannot(tmp_path):
     import shutil
 
-    from nst_lib.errors import ConfigError
     from nst_lib.workbench.sweeps import _named
 
     with pytest.raises(ConfigError, match="share the folder"):  # names keep 6 digits of a float
@@ -210,7 +209,6 @@ def test_sweep_values_from_numpy_and_lists_read_back(tmp_path):
 
 
 def test_sweep_rejects_unknown_fields_before_running(tmp_path):
-    from nst_lib.errors import ConfigError
 
     with pytest.raises(ConfigError, match="alpha"):
         sweep(CONTENT, STYLE, TINY, {"alpha": [1, 2]}, out=tmp_path, progress=False)
@@ -252,10 +250,9 @@ def test_layer_checkboxes_are_the_networks_own_conv_layers(arch):
 
 def test_panel_defaults_come_from_style_config(panel):
     d = StyleConfig(weights=None, size=64, steps=6, snapshot_every=0)
-    assert panel.config() == d.replace(
-        content_layers=("block4_conv2",),
-        style_layers=("block1_conv1", "block2_conv1", "block3_conv1", "block4_conv1", "block5_conv1"),
-    )
+    assert panel.config() == d  # left as shown, the controls describe the config given
+    assert panel.content_layer.value == "block4_conv2"
+    assert [b.description for b in panel.layer_boxes.children if b.value] == [f"block{i}_conv1" for i in range(1, 6)]
     assert panel.arch.options == ("vgg16", "vgg19", "resnet50")
     assert panel.alpha.value == d.content_weight and panel.beta.value == pytest.approx(d.style_weight)
     # the weight sliders report a value when released, not while dragged: each release is one preview
@@ -273,6 +270,32 @@ def test_panel_sliders_set_the_config_and_arch_changes_the_layers(panel):
     panel.arch.value = "vgg16"
     assert [b.description for b in panel.layer_boxes.children][-1] == "block5_conv3"
     assert panel._job is None  # live mode off: moving sliders started nothing
+
+
+def test_every_preset_is_shown_and_rendered_as_it_is(tmp_path, monkeypatch):
+    from nst_lib.config import PRESETS
+    from nst_lib.workbench.widgets import StylePanel
+
+    monkeypatch.setenv("NST_RESULTS_DIR", str(tmp_path / "drive"))
+    assert StylePanel(live=False).out == tmp_path / "drive"  # where the notebooks' runs go (Drive on Colab)
+
+    for name in PRESETS:  # Caffe and PyTorch layer names, a TV weight of 0, style layer weights
+        config = StyleConfig.preset(name, weights=None)
+        panel = StylePanel(config, out=tmp_path, live=False)
+        assert panel.config() == config, name
+    gatys = StylePanel(StyleConfig.preset("gatys2016", weights=None), out=tmp_path, live=False)
+    assert gatys.config().tv_weight == 0 and gatys.tv.value == pytest.approx(10**gatys.tv.min)  # leftmost: off
+    seed004 = StylePanel(StyleConfig.preset("seed004", weights=None), out=tmp_path, live=False)
+    assert seed004.content_layer.value == "block2_conv2"  # conv_4: VGG19's fourth convolution
+    # a layer changed: the panel's names, and no weights for layers they were not given for
+    seed004.layer_boxes.children[-1].value = True
+    changed = seed004.config()
+    assert changed.style_layers[-1] == "block5_conv4" and changed.style_layer_weights is None
+    for box in seed004.layer_boxes.children:
+        box.value = False
+    with pytest.raises(ConfigError, match="tick at least one style layer"):
+        seed004.render()
+    assert "tick at least one style layer" in seed004.message.value and seed004._job is None
 
 
 def test_render_updates_the_preview_and_writes_a_run_folder(panel, tmp_path):

@@ -27,11 +27,12 @@ import numpy as np
 from PIL import Image
 
 from ..config import StyleConfig
-from ..errors import ImageError, NSTError
+from ..errors import ConfigError, ImageError, NSTError
 from ..features import LAYER_PRESETS
 from ..images import DecodedImage, png_bytes
 from ..optim import Callback, StepInfo
 from ..transfer import save_result, stylize
+from .notebook import results_dir
 from .viz import loss_curves, save_figure
 
 DATA = Path(__file__).resolve().parents[2] / "data"
@@ -45,6 +46,31 @@ def candidate_layers(arch: str) -> list[str]:
     if arch == "resnet50":
         return list(RESNET_LAYERS)
     return [f"block{b}_conv{i}" for b, n in enumerate(VGG_BLOCKS[arch], 1) for i in range(1, n + 1)]
+
+
+def panel_layer(name: str, arch: str) -> str:
+    """The panel's name (a checkbox's, ``candidate_layers``) for a config's layer name: Keras' own, or for a VGG
+    a Caffe/PyTorch alias (``relu4_2``, ``conv4_2``, ``conv_4`` = the fourth convolution) as the extractor reads
+    them. A layer the panel does not offer (a pooling layer) is a one-line error, not a widget's TraitError."""
+    import re
+
+    names = candidate_layers(arch)
+    if name in names:
+        return name
+    if arch != "resnet50":
+        m = re.fullmatch(r"(?:relu|conv)(\d)_(\d)", name)
+        if m and f"block{m[1]}_conv{m[2]}" in names:
+            return f"block{m[1]}_conv{m[2]}"
+        m = re.fullmatch(r"conv_(\d+)", name)
+        if m and 1 <= int(m[1]) <= len(names):
+            return names[int(m[1]) - 1]
+    raise ConfigError(f"the panel offers no layer {name!r} for {arch}; its layers: {', '.join(names)}")
+
+
+def _weight(slider) -> float:
+    """A weight slider's value; its leftmost position is 0 (off)."""
+    value = float(slider.value)
+    return 0.0 if value <= 10**slider.min * (1 + 1e-9) else value
 
 
 def bundled_images(kind: str) -> dict[str, Path]:
@@ -158,7 +184,7 @@ class StylePanel:
         self,
         config: StyleConfig | None = None,
         preview_every: int = 5,
-        out: str | Path = "results",
+        out: str | Path | None = None,
         live: bool = True,
         preview_size: int = 256,
         preview_steps: int = 150,  # enough to settle: β ×10 from the default settles after ~115 steps (bench_live.py)
@@ -171,11 +197,13 @@ class StylePanel:
         """``preview_seconds``: how long a settled preview should take. After each preview that ran to its end,
         the preview size adapts (``adapted_preview_size``) so that the next one settles within it, between
         ``preview_min_size`` and ``preview_size``: on a slow CPU the sketch gets smaller rather than late. None
-        keeps ``preview_size``."""
+        keeps ``preview_size``. ``out``: where renders and exports go; None = ``NST_RESULTS_DIR`` when set (Google
+        Drive with the notebooks' ``RESULTS_TO_DRIVE``), else the repository's ``results/``."""
         import ipywidgets as w
 
         self.defaults = config or StyleConfig()
-        self.preview_every, self.out = preview_every, Path(out)
+        # where notebooks' runs go: NST_RESULTS_DIR (Google Drive on Colab) or the repository's results/
+        self.preview_every, self.out = preview_every, Path(out) if out is not None else results_dir()
         self.preview_size, self.preview_steps = preview_size, preview_steps
         self.preview_seconds, self.preview_min_size = preview_seconds, preview_min_size
         self.preview_side = preview_size  # the size previews run at now: preview_size until a preview is too slow
@@ -194,13 +222,22 @@ class StylePanel:
         self.arch = w.Dropdown(options=_choices("arch"), value=d.arch, description="network")
         self.content_layer = w.Dropdown(description="content layer", style=wide)
         self.layer_boxes = w.VBox()
-        # log-scale sliders, four decades either side of the default; they report a new value when released
-        # (continuous_update=False), which is what starts a live preview
+        # log-scale sliders, four decades either side of the default (α, β); they report a new value when released
+        # (continuous_update=False), which is what starts a live preview. The leftmost position is 0 (off), so
+        # that a config with a weight of 0 (gatys2016's TV) is shown and rendered as it is
         log = dict(base=10, readout_format=".1e", continuous_update=False)
-        self.alpha = w.FloatLogSlider(value=d.content_weight, min=-4, max=4, step=0.1, description="α content", **log)
-        beta_exp = float(np.log10(d.style_weight))
+
+        def centred(value: float) -> tuple[float, float]:
+            exp = float(np.log10(value)) if value > 0 else 0.0
+            return exp - 4, exp + 4
+
+        lo, hi = centred(d.content_weight)
+        self.alpha = w.FloatLogSlider(
+            value=d.content_weight or 10**lo, min=lo, max=hi, step=0.1, description="α content", **log
+        )
+        lo, hi = centred(d.style_weight)
         self.beta = w.FloatLogSlider(
-            value=d.style_weight, min=beta_exp - 4, max=beta_exp + 4, step=0.1, description="β style", **log
+            value=d.style_weight or 10**lo, min=lo, max=hi, step=0.1, description="β style", **log
         )
         self.tv = w.FloatLogSlider(value=max(d.tv_weight, 1e-6), min=-6, max=3, step=0.25, description="TV", **log)
         self.size = w.IntSlider(value=d.size, min=32, max=max(1024, d.size), step=16, description="size")
@@ -271,22 +308,34 @@ class StylePanel:
         preset = LAYER_PRESETS[arch]
         names = candidate_layers(arch)
         self.content_layer.options = names
-        self.content_layer.value = (content_layers or preset["content"])[0]
-        chosen = set(style_layers or preset["style"])
+        self.content_layer.value = panel_layer((content_layers or preset["content"])[0], arch)
+        chosen = {panel_layer(n, arch) for n in style_layers or preset["style"]}
         self.layer_boxes.children = [w.Checkbox(value=n in chosen, description=n, indent=False) for n in names]
 
     # --- state -----------------------------------------------------------------------------------
     def config(self) -> StyleConfig:
-        """The full-size configuration the controls describe (what Render runs)."""
+        """The full-size configuration the controls describe (what Render runs). Layers left as the given config
+        had them keep its names, its other content layers and its style layer weights."""
+        d = self.defaults
+        arch = self.arch.value
         style_layers = tuple(b.description for b in self.layer_boxes.children if b.value)
-        return self.defaults.replace(
-            arch=self.arch.value,
-            content_layers=(self.content_layer.value,),
-            style_layers=style_layers or None,
-            style_layer_weights=None,
-            content_weight=float(self.alpha.value),
-            style_weight=float(self.beta.value),
-            tv_weight=float(self.tv.value),
+        if not style_layers:
+            raise ConfigError("tick at least one style layer")
+        content_layers, layer_weights = (self.content_layer.value,), None
+        if arch == d.arch:  # as given where left as shown (None: the network's preset)
+            given_content = d.content_layers or LAYER_PRESETS[arch]["content"]
+            if panel_layer(given_content[0], arch) == content_layers[0]:
+                content_layers = d.content_layers
+            if {panel_layer(n, arch) for n in d.style_layers or LAYER_PRESETS[arch]["style"]} == set(style_layers):
+                style_layers, layer_weights = d.style_layers, d.style_layer_weights
+        return d.replace(
+            arch=arch,
+            content_layers=content_layers,
+            style_layers=style_layers,
+            style_layer_weights=layer_weights,
+            content_weight=_weight(self.alpha),
+            style_weight=_weight(self.beta),
+            tv_weight=_weight(self.tv),
             size=int(self.size.value),
             steps=int(self.steps.value),
             optimizer=self.optimizer.value,
@@ -355,21 +404,26 @@ class StylePanel:
         """Re-optimise at the preview size with the current settings, warm-started from the image on show when it
         is of the same inputs, cancelling any preview under way (what releasing a weight slider does)."""
         warm = self.image if self._shown_inputs == self._inputs_key() else None  # the inputs of the image on show
-        return self._start("preview", self.preview_config(), None, warm, wait)
+        return self._start("preview", self._shown_errors(self.preview_config), None, warm, wait)
 
     def render(self, wait: bool = False) -> Job:
         """The full-size stylisation with the current settings as a recorded run: a run folder under ``out``
         (``run_dir`` once it ends). Cancels a preview under way."""
         if self._job is not None and self._job.kind == "render" and self._job.running():
             return self._job
-        return self._start("render", self.config(), self.out, None, wait)
+        return self._start("render", self._shown_errors(self.config), self.out, None, wait)
 
-    def _start(self, kind: str, config: StyleConfig, out, initial, wait: bool) -> Job:
+    def _shown_errors(self, build):
+        """``build()``, its error also shown in the panel: a slider's or button's own error goes to a log nobody
+        reads."""
         try:
-            content, style = self._input("content"), self._input("style")
-        except NSTError as exc:  # shown in the panel: a slider's or button's own error goes to a log nobody reads
+            return build()
+        except NSTError as exc:
             self.message.value = f"<span style='color:#b00'>{exc}</span>"
             raise
+
+    def _start(self, kind: str, config: StyleConfig, out, initial, wait: bool) -> Job:
+        content, style = self._shown_errors(lambda: (self._input("content"), self._input("style")))
         job = Job(kind, inputs=self._inputs_key(), names=self._names())
         with self._lock:
             if kind == "render":  # a slider moved before this render has no preview owed to it
