@@ -480,6 +480,14 @@ def _execute(
             extractor = extractor_for(config)
         if run is not None:
             record_network(run, "network", extractor.resolved(), "weights")
+            # 'auto' resolves by machine: a run goes on in the precision it computed in, and says it from the start
+            recorded = run.record.get("precision") if start is not None else None
+            if recorded and recorded != extractor.precision:
+                raise ConfigError(
+                    f"{run.path}: the run computed in {recorded}; here precision={config.precision!r} resolves to "
+                    f"{extractor.precision}: resume it on a machine where it resolves to {recorded}"
+                )
+            run.write_record(precision=extractor.precision)
         engine = _Engine(config, content_img, style_imgs, run, extractor.min_side, initial, source_hws)
         if start is not None:
             engine.history = list(start["history"])
@@ -513,8 +521,7 @@ def _execute(
                 else {"level": s.level, "long_side": s.long_side, "steps": s.steps, "tiles": engine.tiles.get(s.level)}
                 for s in engine.scales
             ]
-            # 'auto' precision resolves by machine: the record says what this run computed in
-            run.end(status, steps_done=steps_done, timings=timings, schedule=scales, precision=extractor.precision)
+            run.end(status, steps_done=steps_done, timings=timings, schedule=scales)
     return StyleResult(
         image=image,
         history=engine.history,

@@ -453,6 +453,12 @@ def test_a_resumed_run_times_its_own_steps_and_checks_it_resolves_to_the_same_ne
     (first.run_dir / "config.json").write_text(json.dumps(record))
     with pytest.raises(ConfigError, match="used weights vgg19_weights.*resolve to random"):
         resume(first.run_dir, progress=False, steps=8)
+    # nor does one that computed in another precision ('auto' resolves by machine); the record says it from the start
+    assert before["precision"] == "float32"
+    record.update(network=before["network"], precision="bfloat16")
+    (first.run_dir / "config.json").write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match="computed in bfloat16; here precision='float32' resolves to float32"):
+        resume(first.run_dir, progress=False, steps=8)
 
 
 def test_a_resume_changes_only_how_long_it_runs_and_what_it_writes_and_keeps_the_config_it_replaced(
