@@ -32,6 +32,11 @@ GRAM_NORMS = ("size", "gatys", "mean")
 POOLINGS = ("max", "avg")
 PREPROCESSINGS = ("caffe", "torch")
 PRECISIONS = ("float32", "mixed", "bfloat16", "auto")
+# defaults that the API's signatures and the `nst` command share (the command cannot read them off the engine's
+# signatures without loading TensorFlow for every `nst --help`)
+RUNS_DIR = "results"  # where a run folder goes
+EXECUTORS = ("local", "ray")  # where a sweep's cells run; the first is the default
+CELL_RETRIES = 1  # re-runs of a sweep cell whose worker died
 
 
 def option(default: Any, help: str = "", *, source: str = "", choices: tuple | None = None) -> Any:

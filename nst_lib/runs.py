@@ -29,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from .backend import device_name, peak_memory_mb, versions
+from .config import RUNS_DIR
 from .errors import ConfigError, NSTError
 from .images import save_image
 
@@ -88,7 +89,7 @@ class Run:
         self.record: dict[str, Any] = {}
 
     @classmethod
-    def create(cls, root: str | Path = "results", name: str = "run", timestamp: bool = True, subdirs=()) -> Run:
+    def create(cls, root: str | Path = RUNS_DIR, name: str = "run", timestamp: bool = True, subdirs=()) -> Run:
         """A new folder ``root/<time>_<name>`` (``root/<name>`` without timestamp); a taken name gets -2, -3…"""
         root = Path(root)
         try:

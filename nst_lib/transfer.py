@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import StyleConfig
+from .config import RUNS_DIR, StyleConfig
 from .errors import ConfigError, ImageError, NonFiniteLossError, NSTError
 from .images import (
     ImageLike,
@@ -370,7 +370,7 @@ def stylize(
     style: ImageLike | Sequence[ImageLike] | np.ndarray,
     config: StyleConfig | None = None,
     *,
-    out: str | Path | None = "results",
+    out: str | Path | None = RUNS_DIR,
     name: str | None = None,
     callbacks: Sequence = (),
     progress: bool = True,

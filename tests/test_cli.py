@@ -226,7 +226,7 @@ def test_presets_and_layers_commands(capsys):
     assert "conv4_block6_out" in out and "style preset:" in out
 
 
-def test_patterns_command_regenerates_bundled_patterns(tmp_path):
+def test_patterns_command_regenerates_bundled_patterns(tmp_path, capsys):
     import numpy as np
     from PIL import Image
 
@@ -235,6 +235,17 @@ def test_patterns_command_regenerates_bundled_patterns(tmp_path):
         np.testing.assert_array_equal(
             np.asarray(Image.open(tmp_path / name)), np.asarray(Image.open(DATA / "style" / name))
         )
+    assert main(["patterns", str(tmp_path)]) == 0  # the same pixels again: regenerating
+    before = (tmp_path / "honeycomb.png").read_bytes()
+    # another size does not replace them unless asked
+    err = _error(capsys, ["patterns", str(tmp_path), "--size", "64"], 2)
+    assert (
+        err
+        == f"nst: error: {tmp_path / 'honeycomb.png'}: exists and holds another image; --force (force=True) replaces it"
+    )
+    assert (tmp_path / "honeycomb.png").read_bytes() == before
+    assert main(["patterns", str(tmp_path), "--size", "64", "--force"]) == 0
+    assert Image.open(tmp_path / "mandala.png").size == (64, 64)
 
 
 def test_a_non_finite_loss_exits_3_and_keeps_the_last_good_image(tmp_path, capsys):

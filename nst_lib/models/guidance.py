@@ -36,7 +36,7 @@ import numpy as np
 from keras import ops
 
 from ..backend import require_tensorflow
-from ..config import Config, cited
+from ..config import RUNS_DIR, Config, cited
 from ..errors import ConfigError, NSTError
 from ..features import get_extractor
 from ..images import centre_crop_resize, from_unit, load_image, pixel_digest, to_uint8
@@ -379,7 +379,7 @@ def guide(
     config: GuidanceConfig | None = None,
     *,
     clip_size: int | None = None,
-    out: str | Path = "results",
+    out: str | Path = RUNS_DIR,
     name: str = "guided",
     resume: str | Path | None = None,
     progress: bool = True,

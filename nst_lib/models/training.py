@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from ..config import RUNS_DIR
 from ..errors import ConfigError
 from ..runs import Run, record_network
 from .callbacks import EpochEnd, Progress, StepLog, epochs_done, load_checkpoint
@@ -66,7 +67,7 @@ def train(
     data,
     epochs: int,
     *,
-    out: str | Path = "results",
+    out: str | Path = RUNS_DIR,
     name: str | None = None,
     timestamp: bool = True,
     samples: int = 64,
@@ -210,7 +211,7 @@ def _numbered(out: Path, name: str) -> list[Path]:
 
 
 def train_style_vae(
-    data, epochs=(4, 4, 4), *, out="results", name: str = "style_vae", progress: bool = True, **overrides
+    data, epochs=(4, 4, 4), *, out=RUNS_DIR, name: str = "style_vae", progress: bool = True, **overrides
 ) -> dict:
     """The three stages of seed 002 §IV in turn, each a resumable run folder ``out/<name>_<k>_<stage>`` that
     starts from the previous stage's weights: returns {stage: TrainResult}. Re-running reuses finished

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import sys
 import typing
 import warnings
 from pathlib import Path
 
-from ..config import PRESETS, StyleConfig
+from ..config import ARCHS, CELL_RETRIES, EXECUTORS, PRESETS, RUNS_DIR, StyleConfig
 from ..errors import ConfigError, NSTError
 from .patterns import write_patterns
 
@@ -82,6 +83,11 @@ def add_config_flags(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag, type=parse, metavar=f.name.upper(), **kw)
 
 
+def _default(function, name: str):
+    """A parameter's default as the API declares it: the command's defaults cannot drift from the library's."""
+    return inspect.signature(function).parameters[name].default
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nst", description="NST Workbench: neural style transfer in Keras 3")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -90,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("content", help="content image (path)")
     p.add_argument("style", nargs="+", help="style image(s); several are blended (--style-blend-weights)")
     p.add_argument("--preset", choices=list(PRESETS), default="default", help="start from a paper's preset")
-    p.add_argument("--out", default="results", help="folder that receives the run folder (default: results)")
+    p.add_argument("--out", default=RUNS_DIR, help=f"folder that receives the run folder (default: {RUNS_DIR})")
     p.add_argument("--name", default=None, help="run folder name (default: CONTENT_x_STYLE)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_flags(p)
@@ -124,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset", choices=list(PRESETS), default=None, help="start from a paper's preset (default: the spec's)"
     )
     sw.add_argument("--out", default=None, help="the sweep's folder (default: the spec's out)")
-    sw.add_argument("--executor", choices=["local", "ray"], default="local", help="run cells here or as Ray tasks")
+    sw.add_argument("--executor", choices=EXECUTORS, default=EXECUTORS[0], help="run cells here or as Ray tasks")
     sw.add_argument(
         "--address", default=None, help="Ray cluster to join: auto or ray://HOST:10001 (default: a local Ray)"
     )
@@ -136,16 +142,23 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Ray resources per cell, e.g. CPU=2 or GPU=0.5 (default: one GPU where the cluster has GPUs, else 1 CPU)",
     )
-    sw.add_argument("--retries", type=int, default=1, help="re-runs of a cell whose worker died (default: 1)")
+    sw.add_argument(
+        "--retries",
+        type=int,
+        default=CELL_RETRIES,
+        help=f"re-runs of a cell whose worker died (default: {CELL_RETRIES})",
+    )
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_flags(sw)
 
     sub.add_parser("presets", help="list presets and where their values come from")
     la = sub.add_parser("layers", help="list an architecture's layer names and presets")
-    la.add_argument("arch", choices=["vgg16", "vgg19", "resnet50"])
+    la.add_argument("arch", choices=ARCHS)
     pa = sub.add_parser("patterns", help="write the honeycomb and mandala style patterns (seed 001)")
     pa.add_argument("out_dir")
-    pa.add_argument("--size", type=int, default=512)
+    size = _default(write_patterns, "size")
+    pa.add_argument("--size", type=int, default=size, help=f"side in pixels (default: {size})")
+    pa.add_argument("--force", action="store_true", help="replace files of the same names that hold other images")
     return parser
 
 
@@ -244,7 +257,7 @@ def _cmd_layers(args) -> int:
 
 
 def _cmd_patterns(args) -> int:
-    for path in write_patterns(args.out_dir, args.size):
+    for path in write_patterns(args.out_dir, args.size, force=args.force):
         print(path)
     return 0
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from ..errors import ConfigError
-from ..images import save_image
+from ..errors import ConfigError, NSTError
+from ..images import save_image, to_uint8
 
 
 def honeycomb(size: int = 512, cell: float = 40.0, seed: int = 0) -> np.ndarray:
@@ -62,8 +63,24 @@ def mandala(size: int = 512, rings: int = 7, seed: int = 0) -> np.ndarray:
     return np.clip(image, 0, 255).astype(np.float32)
 
 
-def write_patterns(out_dir: str | Path, size: int = 512) -> list[Path]:
+def write_patterns(out_dir: str | Path, size: int = 512, force: bool = False) -> list[Path]:
+    """``honeycomb.png`` and ``mandala.png`` at ``size`` px in ``out_dir``. Writing the same pixels again is what
+    regenerating them means; a file of the same name holding another image (``data/style``'s at another size) is
+    replaced only with ``force``."""
     if not size > 0:
         raise ConfigError(f"size must be positive, got {size}")
     out = Path(out_dir)
-    return [save_image(out / "honeycomb.png", honeycomb(size)), save_image(out / "mandala.png", mandala(size))]
+    images = {out / "honeycomb.png": to_uint8(honeycomb(size)), out / "mandala.png": to_uint8(mandala(size))}
+    if not force:
+        for path, image in images.items():
+            if path.exists() and not _holds(path, image):
+                raise NSTError(f"{path}: exists and holds another image; --force (force=True) replaces it")
+    return [save_image(path, image) for path, image in images.items()]
+
+
+def _holds(path: Path, image: np.ndarray) -> bool:
+    try:
+        with Image.open(path) as f:
+            return np.array_equal(np.asarray(f.convert("RGB")), image)
+    except (OSError, ValueError):  # unreadable: another file, not this image
+        return False

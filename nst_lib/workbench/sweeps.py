@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..config import OUTPUT_FIELDS, PRESETS, StyleConfig
+from ..config import CELL_RETRIES, EXECUTORS, OUTPUT_FIELDS, PRESETS, StyleConfig
 from ..errors import ConfigError
 from ..images import ImageLike, pixel_digest, read_image, source_name, style_list
 from ..optim import Callback, StepInfo
@@ -274,11 +274,11 @@ def sweep(
     out: str | Path = "results/sweeps/sweep",
     progress: bool = True,
     callbacks: Sequence = (),
-    executor: str = "local",
+    executor: str = EXECUTORS[0],
     address: str | None = None,
     resources: Mapping[str, float] | None = None,
     workers: int | None = None,
-    retries: int = 1,
+    retries: int = CELL_RETRIES,
 ) -> SweepResult:
     """Run every combination of content × style × ``vary`` values (StyleConfig fields) from ``base``.
     Each cell is a run folder under ``out``; cells finished earlier are skipped, interrupted ones resumed.
@@ -294,7 +294,7 @@ def sweep(
     ``failed``. Ctrl-C cancels the cells not yet started and stops the running ones at their next step, so
     every started cell can be resumed by calling ``sweep`` again. ``callbacks`` see every step where the cells run
     (with Ray, on the workers: they must pickle)."""
-    if executor not in ("local", "ray"):
+    if executor not in EXECUTORS:
         raise ConfigError(f"executor={executor!r} is not one of local, ray")
     if executor == "ray":
         from .ray_executor import require_ray
