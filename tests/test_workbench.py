@@ -66,6 +66,11 @@ def test_sweep_runs_cells_labels_match_and_resume_skips(tmp_path):
     again = sweep({"tubingen": CONTENT}, styles, TINY, vary, out=tmp_path, progress=False)
     assert all(c.status == "skipped (done)" for c in again)
     assert [c.final["total"] for c in again] == pytest.approx([c.final["total"] for c in result])
+    # asked again for the 16-bit TIFF it did not write: each cell writes it, no step runs, the PNG unchanged
+    tiff = sweep({"tubingen": CONTENT}, styles, TINY.replace(tiff16=True), vary, out=tmp_path, progress=False)
+    assert all(c.status == "resumed, completed" and len(c.history) == 3 for c in tiff)
+    assert all((c.run_dir / "output.tif").is_file() for c in tiff)
+    np.testing.assert_array_equal(tiff.grid("style", "style_weight")[0][1][1], images[1][1])
 
 
 def test_interrupted_sweep_resumes_where_it_stopped(tmp_path):

@@ -196,7 +196,9 @@ def run_cell(cell: SweepCell, config: StyleConfig, content: ImageLike, style: Im
         )
         cell.run_dir.rename(aside)
         record = {}
-    if record.get("status") == "completed" and record.get("steps_done", 0) >= config.steps:
+    # a finished cell asked for a TIFF it did not write goes through resume, which writes it (no step runs)
+    tiff_missing = config.tiff16 and not (cell.run_dir / "output.tif").is_file()
+    if record.get("status") == "completed" and record.get("steps_done", 0) >= config.steps and not tiff_missing:
         cell.status = "skipped (done)"
         cell.history = Run.open(cell.run_dir).read_rows("losses.csv")
         report(total_steps(config))
@@ -205,7 +207,9 @@ def run_cell(cell: SweepCell, config: StyleConfig, content: ImageLike, style: Im
         done = run.load_arrays(keys=("level", "step"))
         at = (int(done["level"]), int(done["step"]))  # the steps the resume keeps, as resume counts them
         report(sum((row["level"], row["step"]) <= at for row in run.read_rows("losses.csv")))
-        result = resume(cell.run_dir, callbacks=callbacks, progress=False, steps=config.steps)
+        # more steps, and what this call asks it to write (snapshots, the TIFF)
+        outputs = {name: getattr(config, name) for name in OUTPUT_FIELDS}
+        result = resume(cell.run_dir, callbacks=callbacks, progress=False, steps=config.steps, **outputs)
         cell.status, cell.history = f"resumed, {result.status}", result.history
     else:
         if cell.run_dir.exists():  # a start that never reached a checkpoint: keep it aside
