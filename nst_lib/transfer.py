@@ -449,6 +449,8 @@ def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = Tr
             f"{run.path}: a resume cannot change {', '.join(fixed)} (only {', '.join(RESUME_OVERRIDES)}); "
             "start a new run for another problem"
         )
+    if run.record.get("resumable") is False:
+        raise NSTError(f"{run.path}: a saved result (an export), not a resumable run: it has no checkpoint or inputs")
     if not isinstance(run.record.get("config"), dict) or not isinstance(run.record.get("inputs"), dict):
         raise NSTError(f"{run.path / 'config.json'}: the record has no config or inputs to resume from")
     recorded = run.record["config"]
@@ -539,7 +541,7 @@ def save_result(result: StyleResult, out: str | Path, name: str, inputs: dict[st
     record, ``losses.csv`` and ``output.png``. It has no checkpoint, so it is a record, not a resumable run; and no
     ``output.tif`` whatever ``tiff16`` says (the result holds the 8-bit image only)."""
     run = Run.create(out, name, subdirs=("snapshots",))
-    run.begin("stylize", config=result.config.to_dict(), inputs=inputs, seed=result.config.seed)
+    run.begin("stylize", config=result.config.to_dict(), inputs=inputs, seed=result.config.seed, resumable=False)
     run.write_rows("losses.csv", result.history, LOSS_COLUMNS)
     run.save_image("output.png", result.image)
     steps = result.history[-1]["step"] if result.history else 0

@@ -506,8 +506,13 @@ def test_export_records_what_the_image_was_made_from_and_a_render_resumes_the_pr
     made_from = str(panel.content.value)
     panel.render(wait=True)
     panel.content.index = (panel.content.index + 1) % len(panel.content.options)  # picked after the render
-    record = json.loads((panel.export() / "config.json").read_text())
+    exported = panel.export()
+    record = json.loads((exported / "config.json").read_text())
     assert record["inputs"]["content"] == made_from != str(panel.content.value)
+    from nst_lib import resume
+
+    with pytest.raises(NSTError, match="a saved result .an export., not a resumable run"):
+        resume(exported, progress=False)
     # a slider released during a render: its preview follows the render
     panel.live.value = True
     panel.steps.value = 40
