@@ -15,6 +15,7 @@ optimiser's state as ``opt_*``) and ``output.png`` (and ``output.tif``, 16-bit, 
 from __future__ import annotations
 
 import math
+import shutil
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -464,8 +465,16 @@ def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = Tr
     if start is not None:
         rows = run.read_rows("losses.csv")
         start["history"] = [r for r in rows if (r["level"], r["step"]) <= (start["level"], start["step"])]
-    if config.to_dict() != StyleConfig.from_dict(recorded).to_dict():  # the one it ran with is kept
+    old = StyleConfig.from_dict(recorded)
+    if config.to_dict() != old.to_dict():  # the one it ran with is kept
         run.write_record(earlier_configs=[*run.record.get("earlier_configs", []), run.record["config"]])
+        longer = (config.steps, config.first_scale_steps) != (old.steps, old.first_scale_steps)
+        if longer and run.record.get("status") == "completed":  # a finished run taken further keeps its result
+            done = run.record.get("steps_done", 0)
+            for name in ("output.png", "output.tif"):
+                path = run.path / name
+                if path.is_file():
+                    shutil.copy2(path, run.path / f"{path.stem}_{done}_steps{path.suffix}")
     run.write_record(config=config.to_dict(), status="running")
     warm = run.path / "inputs" / "initial.npy"
     initial = np.load(warm) if warm.is_file() else None

@@ -482,6 +482,10 @@ def test_a_resume_changes_only_how_long_it_runs_and_what_it_writes_and_keeps_the
     record = json.loads(path.read_text())
     assert result.status == "completed" and len(result.history) == 8 and record["config"]["steps"] == 8
     assert record["earlier_configs"] == [json.loads(before)["config"]]
+    # a finished run taken further keeps its earlier result beside the new one
+    png = (first.run_dir / "output.png").read_bytes()
+    longer = resume(first.run_dir, progress=False, steps=10)
+    assert len(longer.history) == 10 and (first.run_dir / "output_8_steps.png").read_bytes() == png
 
 
 def test_ctrl_c_before_the_first_step_leaves_the_run_interrupted(small_pair, tmp_path, monkeypatch):
