@@ -303,6 +303,19 @@ def test_every_preset_is_shown_and_rendered_as_it_is(tmp_path, monkeypatch):
     assert "tick at least one style layer" in seed004.message.value and seed004._job is None
 
 
+def test_the_progress_bar_spans_every_scale_of_a_render(tmp_path):
+    from nst_lib.workbench.widgets import StylePanel
+
+    config = StyleConfig(weights=None, size=64, steps=2, pyramid_levels=2, snapshot_every=0)
+    panel = StylePanel(config, out=tmp_path, live=False)
+    seen = []
+    panel.progress.observe(lambda change: seen.append((change["new"], panel.status.value)), names="value")
+    panel.render(wait=True)
+    # 4 steps at 32 px (first_scale_steps: 2 × steps), then 2 at 64 px; it filled at the first scale's 2nd step
+    assert panel.progress.max == 6 and [v for v, _ in seen] == [1, 2, 3, 4, 5, 6]
+    assert "scale 2, step 1/2" in seen[-1][1]  # the status follows the bar: written after it
+
+
 def test_render_updates_the_preview_and_writes_a_run_folder(panel, tmp_path):
     assert panel.export_button.disabled
     panel.render(wait=True)

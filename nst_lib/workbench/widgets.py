@@ -31,7 +31,7 @@ from ..errors import ConfigError, ImageError, NSTError
 from ..features import LAYER_PRESETS
 from ..images import DecodedImage, png_bytes
 from ..optim import Callback, StepInfo
-from ..transfer import save_result, stylize
+from ..transfer import save_result, stylize, total_steps
 from .notebook import results_dir
 from .viz import loss_curves, save_figure
 
@@ -113,15 +113,18 @@ class _PanelCallback(Callback):
 
     def __init__(self, panel: StylePanel, job: Job):
         self.panel, self.job, self.totals = panel, job, []
+        self.done = 0  # steps over all scales: the bar spans the whole schedule
 
     def on_step(self, info: StepInfo):
         p, job = self.panel, self.job
         if job is not p._job:  # cancelled and replaced: leave the widgets to the new job
             return True
         self.totals.append(info.losses["total"])
-        p.progress.value = info.step
+        self.done += 1
+        p.progress.value = min(self.done, p.progress.max)
+        scale = f"scale {info.level + 1}, " if info.level else ""
         p.status.value = (
-            f"{job.kind} step {info.step}/{info.steps}  loss {info.losses['total']:.4g}  "
+            f"{job.kind} {scale}step {info.step}/{info.steps}  loss {info.losses['total']:.4g}  "
             f"(content {info.losses['content']:.3g}, style {info.losses['style']:.3g})"
         )
         if info.step == 1 or info.step % p.preview_every == 0 or info.step == info.steps:
@@ -431,7 +434,7 @@ class StylePanel:
             previous, self._job = self._job, job
             if previous is not None:
                 previous.stop.set()
-            self.progress.max, self.progress.value = config.steps, 0
+            self.progress.max, self.progress.value = total_steps(config), 0
             self.stop_button.disabled, self.export_button.disabled = False, True
             self.render_button.disabled = kind == "render"
             self.message.value = ""
