@@ -147,6 +147,27 @@ def trained_vqgan(tmp_path_factory):
     return train(VQGAN(**TINY, disc_start=20, learning_rate=1e-3), data, 4, out=out, progress=False), data, out
 
 
+def test_the_cutouts_noise_draws_are_their_own_not_another_seeds_cutouts(monkeypatch):
+    from nst_lib.models.guidance import make_cutouts
+
+    used = {}  # stateless seed → (run seed, iteration, what) of the draws that used it
+    for name in ("stateless_uniform", "stateless_normal"):
+        real = getattr(tf.random, name)
+
+        def spy(shape, seed, *args, real=real, name=name, **kw):
+            used.setdefault(tuple(np.asarray(seed).tolist()), set()).add((current, name))
+            return real(shape, seed, *args, **kw)
+
+        monkeypatch.setattr(tf.random, name, spy)
+    image = tf.random.uniform((1, 16, 16, 3), seed=0)
+    for s in range(4):
+        for k in range(4):
+            current = (s, k)
+            make_cutouts(image, 2, 8, np.array([s, k]))
+    assert len(used) == 3 * 16  # three streams a call, none shared with another call's (seed + 1 was)
+    assert all(len(calls) == 1 for calls in used.values())
+
+
 @pytest.mark.slow
 def test_training_lowers_reconstruction_loss_and_switches_the_discriminator_on(trained_vqgan):
     result, data, _ = trained_vqgan

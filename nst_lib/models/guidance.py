@@ -316,8 +316,12 @@ def make_cutouts(
     flip = (u[:, 3] < 0.5)[:, None, None, None]
     cuts = tf.where(flip, tf.reverse(cuts, axis=[2]), cuts)
     if noise > 0:
-        scale = tf.random.stateless_uniform((n, 1, 1, 1), seed + 1, maxval=noise)
-        cuts = cuts + scale * tf.random.stateless_normal(tf.shape(cuts), seed + 2)
+        # the noise's own streams, (s, −2k−1) and (s, −2k−2) for the pair (s, k ≥ 0): seed + 1 and seed + 2 were
+        # the cutout seeds of run s + 1 at iteration k + 1 and of run s + 2 at k + 2, so neighbouring seeds'
+        # augmentations were correlated
+        s, k = seed[0], seed[1]
+        scale = tf.random.stateless_uniform((n, 1, 1, 1), tf.stack([s, -2 * k - 1]), maxval=noise)
+        cuts = cuts + scale * tf.random.stateless_normal(tf.shape(cuts), tf.stack([s, -2 * k - 2]))
     return tf.clip_by_value(cuts, 0.0, 1.0)
 
 
