@@ -356,6 +356,32 @@ def test_a_run_on_a_folder_whose_images_changed_is_neither_resumed_nor_reused(tm
     ).run_dir == (first.run_dir)  # the run on the first images is still found for them
 
 
+def test_a_run_on_a_folder_given_relatively_resumes_from_another_working_folder(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from nst_lib.models import resume_training, train_or_load
+    from nst_lib.models.data import load_image_folder
+
+    (tmp_path / "art").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "art" / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    data = load_image_folder("art", size=16, progress=False)
+    first = train_or_load(DCGAN(image_size=16, batch_size=8), data, 1, tmp_path / "runs", "g", progress=False)
+    path = first.run_dir / "config.json"
+    assert json.loads(path.read_text())["data"]["path"] == str(tmp_path / "art")
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the record's folder is found from here too
+    assert resume_training(first.run_dir, epochs=2, progress=False).status == "completed"
+    # a record written before folders were recorded absolute ("art", as given) is still this data's run
+    monkeypatch.chdir(tmp_path)
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({**record, "data": {**record["data"], "path": "art"}}))
+    found = train_or_load(DCGAN(image_size=16, batch_size=8), data, 2, tmp_path / "runs", "g", progress=False)
+    assert found.run_dir == first.run_dir
+
+
 def test_instance_norm_layer_applies_gamma_and_beta_after_normalising(rng):
     from nst_lib.models.layers import InstanceNorm
 

@@ -239,6 +239,8 @@ def load_image_folder(
         raise DataError(f"{folder}: folder not found")
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder")
+    # recorded as an absolute path: a run resumed from another working folder finds its images again
+    folder = folder.resolve()
     files = list_images(folder, recursive)
     if limit is not None:
         files = files[: int(limit)]

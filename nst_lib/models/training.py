@@ -168,7 +168,7 @@ def train_or_load(model, data, epochs: int, out: str | Path, name: str, progress
         same = (
             record.get("model") == model.kind
             and record.get("model_config") == model.config.to_dict()
-            and _spec(record.get("data", {})) == data.spec
+            and _resolved(_spec(record.get("data", {}))) == _resolved(data.spec)
             and _same_pixels(record.get("data", {}), data)
             and record.get("epochs") == epochs
         )
@@ -191,6 +191,16 @@ def train_or_load(model, data, epochs: int, out: str | Path, name: str, progress
 def _spec(recorded: dict) -> dict:
     """A run's recorded dataset spec, without what the record adds (counts, the pixels' digest)."""
     return {k: v for k, v in recorded.items() if k not in ("images", "skipped", "pixels")}
+
+
+def _resolved(spec: dict) -> dict:
+    """A dataset spec with its folders' paths absolute (from this working folder): records written before folders
+    were recorded absolute hold them as given."""
+    if spec.get("kind") == "folder" and "path" in spec:
+        return {**spec, "path": str(Path(spec["path"]).resolve())}
+    nested = {k: _resolved(v) for k, v in spec.items() if isinstance(v, dict)}
+    parts = {"parts": [_resolved(p) for p in spec["parts"]]} if isinstance(spec.get("parts"), list) else {}
+    return {**spec, **nested, **parts}
 
 
 def _same_pixels(recorded: dict, data) -> bool:
