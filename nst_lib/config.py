@@ -18,9 +18,12 @@ import functools
 import json
 import math
 import numbers
+import os
 import typing
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
 
 from .errors import ConfigError
 
@@ -69,8 +72,17 @@ class Config:
                 object.__setattr__(self, f.name, (value,) if isinstance(value, str) else tuple(value))
             choices = f.metadata.get("choices")
             value = getattr(self, f.name)
+            if kind is str and isinstance(value, os.PathLike):  # a weights file or a run folder as a Path
+                value = os.fspath(value)
+                object.__setattr__(self, f.name, value)
+            if value is None and not optional and kind in (bool, int, float, str):
+                raise ConfigError(f"{f.name} must not be none")
             if value is not None:
                 _check_type(f.name, value, kind)
+                if isinstance(value, np.generic):  # numpy's scalars as Python's: the record is JSON
+                    object.__setattr__(self, f.name, value.item())
+                elif isinstance(value, tuple) and any(isinstance(v, np.generic) for v in value):
+                    object.__setattr__(self, f.name, tuple(v.item() if isinstance(v, np.generic) else v for v in value))
             if choices and value is not None and value not in choices:
                 raise ConfigError(f"{f.name}={value!r} is not one of {', '.join(map(str, choices))}")
         self.validate()
@@ -137,7 +149,7 @@ def _check_type(name: str, value: Any, kind: Any) -> None:
         for v in value:
             _check_type(name, v, item)
         return
-    is_bool = isinstance(value, bool) or type(value).__name__ == "bool_"  # numpy's too
+    is_bool = isinstance(value, (bool, np.bool_))  # numpy's too (a sweep's varied values may be numpy's)
     if kind is bool and not is_bool:
         raise ConfigError(f"{name} must be true or false, got {value!r}")
     if kind is int and (is_bool or not isinstance(value, numbers.Integral)):

@@ -68,16 +68,21 @@ def changed_setting(recorded: dict, wanted: dict, ignore: Sequence[str] = ()) ->
     return ""
 
 
-def record_network(run: Run, key: str, network: dict[str, str], what: str) -> None:
-    """Record in ``run`` under ``key`` the network (``FeatureExtractor.resolved()``: weights file and
-    preprocessing) its ``what`` resolved to on this machine; a resumed run whose record names another stops, since
-    it would go on against other weights."""
+def check_network(run: Run, key: str, network: dict[str, str], what: str) -> None:
+    """Refuse to go on with ``run`` where its ``what`` resolve to another network (``FeatureExtractor.resolved()``:
+    weights file and preprocessing) than its record names under ``key``: it would go on against other weights."""
     recorded = run.record.get(key)
     if recorded and recorded != network:
         raise ConfigError(
             f"{run.path}: the run used {what} {recorded['weights']} ({recorded['preprocessing']} preprocessing); "
             f"here they resolve to {network['weights']} ({network['preprocessing']}): resume where those weights are"
         )
+
+
+def record_network(run: Run, key: str, network: dict[str, str], what: str) -> None:
+    """Record in ``run`` under ``key`` the network its ``what`` resolved to on this machine (``check_network``
+    first: a resumed run whose record names another stops)."""
+    check_network(run, key, network, what)
     run.write_record(**{key: network})
 
 

@@ -52,7 +52,7 @@ from .objective import (
     tile_size_for,
 )
 from .optim import Adam, Callback, StepInfo, as_callbacks, make_optimizer, run_steps
-from .runs import Run, Timer, record_network
+from .runs import Run, Timer, check_network
 
 LOSS_COLUMNS = ("step", "level", "scale", "total", "content", "style", "tv", "time_s")
 
@@ -466,46 +466,72 @@ def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = Tr
         rows = run.read_rows("losses.csv")
         start["history"] = [r for r in rows if (r["level"], r["step"]) <= (start["level"], start["step"])]
     old = StyleConfig.from_dict(recorded)
-    if config.to_dict() != old.to_dict():  # the one it ran with is kept
-        run.write_record(earlier_configs=[*run.record.get("earlier_configs", []), run.record["config"]])
-        longer = (config.steps, config.first_scale_steps) != (old.steps, old.first_scale_steps)
-        if longer and run.record.get("status") == "completed":  # a finished run taken further keeps its result
-            done = run.record.get("steps_done", 0)
-            for name in ("output.png", "output.tif"):
-                path = run.path / name
-                if path.is_file():
-                    shutil.copy2(path, run.path / f"{path.stem}_{done}_steps{path.suffix}")
-    run.write_record(config=config.to_dict(), status="running")
+
+    def going_on() -> None:  # once the run is known to go on here (the same network and precision), not before
+        if config.to_dict() != old.to_dict():  # the one it ran with is kept
+            run.write_record(earlier_configs=[*run.record.get("earlier_configs", []), run.record["config"]])
+            longer = (config.steps, config.first_scale_steps) != (old.steps, old.first_scale_steps)
+            if longer and run.record.get("status") == "completed":  # a finished run taken further keeps its result
+                done = run.record.get("steps_done", 0)
+                for name in ("output.png", "output.tif"):
+                    path = run.path / name
+                    if path.is_file():
+                        shutil.copy2(path, run.path / f"{path.stem}_{done}_steps{path.suffix}")
+        run.write_record(config=config.to_dict(), status="running")
+
     warm = run.path / "inputs" / "initial.npy"
     initial = np.load(warm) if warm.is_file() else None
-    return _execute(config, content_img, style_imgs, names, run, callbacks, progress, timer, start, initial)
+    return _execute(
+        config, content_img, style_imgs, names, run, callbacks, progress, timer, start, initial, going_on=going_on
+    )
 
 
 def _execute(
-    config, content_img, style_imgs, names, run, callbacks, progress, timer, start=None, initial=None, source_hws=None
+    config,
+    content_img,
+    style_imgs,
+    names,
+    run,
+    callbacks,
+    progress,
+    timer,
+    start=None,
+    initial=None,
+    source_hws=None,
+    going_on: Callable[[], None] | None = None,
 ) -> StyleResult:
+    """The run, once its inputs are loaded. A resume that would go on against another network or in another
+    precision is refused with its record untouched; ``going_on`` then writes what the resume changes."""
     resumed_steps = len(start["history"]) if start is not None else 0
     start_level = start["level"] if start is not None else 0
+    refused = False
     try:
         with timer("build"):
             extractor = extractor_for(config)
         if run is not None:
-            record_network(run, "network", extractor.resolved(), "weights")
-            # 'auto' resolves by machine: a run goes on in the precision it computed in, and says it from the start
-            recorded = run.record.get("precision") if start is not None else None
-            if recorded and recorded != extractor.precision:
-                raise ConfigError(
-                    f"{run.path}: the run computed in {recorded}; here precision={config.precision!r} resolves to "
-                    f"{extractor.precision}: resume it on a machine where it resolves to {recorded}"
-                )
-            run.write_record(precision=extractor.precision)
+            try:
+                check_network(run, "network", extractor.resolved(), "weights")
+                # 'auto' resolves by machine: a run goes on in the precision it computed in
+                recorded = run.record.get("precision") if start is not None else None
+                if recorded and recorded != extractor.precision:
+                    raise ConfigError(
+                        f"{run.path}: the run computed in {recorded}; here precision={config.precision!r} resolves "
+                        f"to {extractor.precision}: resume it on a machine where it resolves to {recorded}"
+                    )
+            except ConfigError:
+                refused = True
+                raise
+            if going_on is not None:
+                going_on()
+            # recorded from the start: a run killed later still says what it computed in
+            run.write_record(network=extractor.resolved(), precision=extractor.precision)
         engine = _Engine(config, content_img, style_imgs, run, extractor.min_side, initial, source_hws)
         if start is not None:
             engine.history = list(start["history"])
             engine.snapshots = run.numbered_images("snapshots", "*step_*.png")
         unrounded, status = engine.run_all(extractor, names, as_callbacks(callbacks), progress, timer, start)
     except Exception as exc:  # a bad layer name, blend weights, an input too thin: the folder must not say running
-        if run is not None and not str(run.record.get("status", "")).startswith("failed"):
+        if run is not None and not refused and not str(run.record.get("status", "")).startswith("failed"):
             run.write_record(status=f"failed: {type(exc).__name__}: {exc}")
         raise
     except KeyboardInterrupt:  # Ctrl-C before the first step (while building or computing targets)

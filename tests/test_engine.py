@@ -3,6 +3,7 @@ exact, run folders are complete and never overwritten, errors keep what was done
 
 import hashlib
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -430,18 +431,19 @@ def test_evaluate_takes_the_styles_as_stylize_does(small_pair):
 
 def test_a_resumed_run_times_its_own_steps_and_checks_it_resolves_to_the_same_network(small_pair, tmp_path):
     content, style = small_pair
-    first = stylize(
-        content,
-        style,
-        out=tmp_path,
-        steps=6,
-        progress=False,
-        pyramid_levels=1,
-        callbacks=[lambda info: info.step >= 2],
-        **FAST,
-    )
+    at_first_step = []
+
+    def stop(info):  # the record as a run killed at its first step would leave it
+        if info.step == 1:
+            (run_dir,) = tmp_path.iterdir()
+            at_first_step.append(json.loads((run_dir / "config.json").read_text()))
+        return info.step >= 2
+
+    first = stylize(content, style, out=tmp_path, steps=6, progress=False, pyramid_levels=1, callbacks=[stop], **FAST)
     before = json.loads((first.run_dir / "config.json").read_text())
     assert before["network"] == {"weights": "random", "preprocessing": "caffe"}  # what weights=None resolved to
+    # what it computes with is recorded from the start
+    assert at_first_step[0]["precision"] == "float32" and at_first_step[0]["network"] == before["network"]
     resume(first.run_dir, progress=False)
     record = json.loads((first.run_dir / "config.json").read_text())
     # the first session's are kept, with its peak memory
@@ -450,15 +452,17 @@ def test_a_resumed_run_times_its_own_steps_and_checks_it_resolves_to_the_same_ne
     assert record["timings"]["per_step"] == pytest.approx(record["timings"]["optimise"] / 4, abs=3e-4)
     # a record whose network this machine would not resolve to (another weights file) does not go on silently
     record["network"] = {"weights": "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5", "preprocessing": "caffe"}
-    (first.run_dir / "config.json").write_text(json.dumps(record))
+    path = first.run_dir / "config.json"
+    path.write_text(json.dumps(record))
     with pytest.raises(ConfigError, match="used weights vgg19_weights.*resolve to random"):
         resume(first.run_dir, progress=False, steps=8)
-    # nor does one that computed in another precision ('auto' resolves by machine); the record says it from the start
-    assert before["precision"] == "float32"
+    assert path.read_text() == json.dumps(record)  # refused: the record as it was (not 8 steps, not failed)
+    # nor does one that computed in another precision ('auto' resolves by machine)
     record.update(network=before["network"], precision="bfloat16")
-    (first.run_dir / "config.json").write_text(json.dumps(record))
+    path.write_text(json.dumps(record))
     with pytest.raises(ConfigError, match="computed in bfloat16; here precision='float32' resolves to float32"):
         resume(first.run_dir, progress=False, steps=8)
+    assert path.read_text() == json.dumps(record)
 
 
 def test_a_resume_changes_only_how_long_it_runs_and_what_it_writes_and_keeps_the_config_it_replaced(
@@ -709,6 +713,12 @@ def test_config_validation():
     with pytest.raises(ConfigError, match="unknown StyleConfig field.*stlye_weight"):
         StyleConfig.preset("default", stlye_weight=1.0)
     assert StyleConfig(size=np.int64(64), adam_beta1=0.0).size == 64  # numpy integers are whole numbers
+    # numpy's scalars (a sweep's varied values) and paths are taken, as Python's and strings: the record is JSON
+    numpy = StyleConfig(preserve_color=np.True_, style_weight=np.float32(0.5), style_blend_weights=np.ones(2))
+    assert json.loads(numpy.to_json())["preserve_color"] is True and type(numpy.style_weight) is float
+    assert StyleConfig(weights=Path("vgg19.h5")).weights == "vgg19.h5"
+    with pytest.raises(ConfigError, match="^steps must not be none$"):
+        StyleConfig(steps=None)
     assert StyleConfig.from_dict(StyleConfig(style_layers=["block1_conv1"]).to_dict()).style_layers == ("block1_conv1",)
 
 

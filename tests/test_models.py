@@ -357,6 +357,8 @@ def test_a_run_on_a_folder_whose_images_changed_is_neither_resumed_nor_reused(tm
 
 
 def test_a_run_on_a_folder_given_relatively_resumes_from_another_working_folder(tmp_path, monkeypatch):
+    import shutil
+
     from PIL import Image
 
     from nst_lib.models import resume_training, train_or_load
@@ -380,6 +382,11 @@ def test_a_run_on_a_folder_given_relatively_resumes_from_another_working_folder(
     path.write_text(json.dumps({**record, "data": {**record["data"], "path": "art"}}))
     found = train_or_load(DCGAN(image_size=16, batch_size=8), data, 2, tmp_path / "runs", "g", progress=False)
     assert found.run_dir == first.run_dir
+    # the folder moved (another clone, another machine): the same pixels are the same data
+    shutil.move(tmp_path / "art", tmp_path / "moved")
+    moved = load_image_folder(tmp_path / "moved", size=16, progress=False)
+    again = train_or_load(DCGAN(image_size=16, batch_size=8), moved, 2, tmp_path / "runs", "g", progress=False)
+    assert again.run_dir == first.run_dir and again.status == "completed"
 
 
 def test_instance_norm_layer_applies_gamma_and_beta_after_normalising(rng):

@@ -6,6 +6,7 @@ import re
 import shutil
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -71,6 +72,12 @@ def test_sweep_runs_cells_labels_match_and_resume_skips(tmp_path):
     assert all(c.status == "resumed, completed" and len(c.history) == 3 for c in tiff)
     assert all((c.run_dir / "output.tif").is_file() for c in tiff)
     np.testing.assert_array_equal(tiff.grid("style", "style_weight")[0][1][1], images[1][1])
+    # a finished cell without its checkpoint (deleted) is kept as it is, not run again
+    (tiff[0].run_dir / "output.tif").unlink()
+    (tiff[0].run_dir / "checkpoint.npz").unlink()
+    with pytest.warns(UserWarning, match="no checkpoint to write output.tif from"):
+        kept = sweep({"tubingen": CONTENT}, styles, TINY.replace(tiff16=True), vary, out=tmp_path, progress=False)
+    assert kept[0].status == "skipped (done)" and kept[0].run_dir == tiff[0].run_dir
 
 
 def test_interrupted_sweep_resumes_where_it_stopped(tmp_path):
@@ -283,6 +290,8 @@ def test_every_preset_is_shown_and_rendered_as_it_is(tmp_path, monkeypatch):
 
     monkeypatch.setenv("NST_RESULTS_DIR", str(tmp_path / "drive"))
     assert StylePanel(live=False).out == tmp_path / "drive"  # where the notebooks' runs go (Drive on Colab)
+    monkeypatch.delenv("NST_RESULTS_DIR")
+    assert StylePanel(live=False).out == Path("results")  # else where stylize writes: the working folder's
 
     for name in PRESETS:  # Caffe and PyTorch layer names, a TV weight of 0, style layer weights
         config = StyleConfig.preset(name, weights=None)
@@ -313,7 +322,7 @@ def test_the_progress_bar_spans_every_scale_of_a_render(tmp_path):
     panel.render(wait=True)
     # 4 steps at 32 px (first_scale_steps: 2 × steps), then 2 at 64 px; it filled at the first scale's 2nd step
     assert panel.progress.max == 6 and [v for v, _ in seen] == [1, 2, 3, 4, 5, 6]
-    assert "scale 2, step 1/2" in seen[-1][1]  # the status follows the bar: written after it
+    assert "scale 1/2, step 1/4" in seen[1][1] and "scale 2/2, step 1/2" in seen[-1][1]  # written after the bar
 
 
 def test_render_updates_the_preview_and_writes_a_run_folder(panel, tmp_path):

@@ -168,8 +168,7 @@ def train_or_load(model, data, epochs: int, out: str | Path, name: str, progress
         same = (
             record.get("model") == model.kind
             and record.get("model_config") == model.config.to_dict()
-            and _resolved(_spec(record.get("data", {}))) == _resolved(data.spec)
-            and _same_pixels(record.get("data", {}), data)
+            and _same_data(record.get("data", {}), data)
             and record.get("epochs") == epochs
         )
         try:
@@ -193,14 +192,26 @@ def _spec(recorded: dict) -> dict:
     return {k: v for k, v in recorded.items() if k not in ("images", "skipped", "pixels")}
 
 
-def _resolved(spec: dict) -> dict:
-    """A dataset spec with its folders' paths absolute (from this working folder): records written before folders
-    were recorded absolute hold them as given."""
+def _paths(spec: dict, replace) -> dict:
+    """A dataset spec with ``replace(path)`` for each of its folders' paths (a union's and a pair's too)."""
     if spec.get("kind") == "folder" and "path" in spec:
-        return {**spec, "path": str(Path(spec["path"]).resolve())}
-    nested = {k: _resolved(v) for k, v in spec.items() if isinstance(v, dict)}
-    parts = {"parts": [_resolved(p) for p in spec["parts"]]} if isinstance(spec.get("parts"), list) else {}
+        return {**spec, "path": replace(spec["path"])}
+    nested = {k: _paths(v, replace) for k, v in spec.items() if isinstance(v, dict)}
+    parts = {"parts": [_paths(p, replace) for p in spec["parts"]]} if isinstance(spec.get("parts"), list) else {}
     return {**spec, **nested, **parts}
+
+
+def _same_data(recorded: dict, data) -> bool:
+    """Whether a run's recorded dataset is ``data``: the same spec and the same pixels. Where the digest of its
+    pixels was recorded, folders count as the same wherever they are now (moved, another clone); before that, by
+    path, absolute from this working folder (records then held paths as given)."""
+    spec = _spec(recorded)
+    if _paths(spec, lambda p: "") != _paths(data.spec, lambda p: ""):
+        return False
+    if "pixels" not in recorded:
+        absolute = lambda p: str(Path(p).resolve())  # noqa: E731
+        return _paths(spec, absolute) == _paths(data.spec, absolute) and _same_pixels(recorded, data)
+    return _same_pixels(recorded, data)
 
 
 def _same_pixels(recorded: dict, data) -> bool:

@@ -196,9 +196,14 @@ def run_cell(cell: SweepCell, config: StyleConfig, content: ImageLike, style: Im
         )
         cell.run_dir.rename(aside)
         record = {}
-    # a finished cell asked for a TIFF it did not write goes through resume, which writes it (no step runs)
-    tiff_missing = config.tiff16 and not (cell.run_dir / "output.tif").is_file()
-    if record.get("status") == "completed" and record.get("steps_done", 0) >= config.steps and not tiff_missing:
+    # a finished cell asked for a TIFF it did not write goes through resume, which writes it (no step runs) from
+    # its checkpoint; without one it is kept as it is, with a warning
+    done = record.get("status") == "completed" and record.get("steps_done", 0) >= config.steps
+    tiff_missing = done and config.tiff16 and not (cell.run_dir / "output.tif").is_file()
+    if tiff_missing and not (cell.run_dir / "checkpoint.npz").is_file():
+        warnings.warn(f"sweep cell {cell.run_dir.name}: no checkpoint to write output.tif from", stacklevel=2)
+        tiff_missing = False
+    if done and not tiff_missing:
         cell.status = "skipped (done)"
         cell.history = Run.open(cell.run_dir).read_rows("losses.csv")
         report(total_steps(config))

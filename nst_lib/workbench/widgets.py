@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,13 +27,12 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from ..config import StyleConfig
+from ..config import RUNS_DIR, StyleConfig
 from ..errors import ConfigError, ImageError, NSTError
 from ..features import LAYER_PRESETS
 from ..images import DecodedImage, png_bytes
 from ..optim import Callback, StepInfo
-from ..transfer import save_result, stylize, total_steps
-from .notebook import results_dir
+from ..transfer import save_result, schedule, stylize
 from .viz import loss_curves, save_figure
 
 DATA = Path(__file__).resolve().parents[2] / "data"
@@ -102,6 +102,7 @@ class Job:
     converged: bool = False
     adopted: bool = False  # stopped before it began: it shows the result of the job it replaced
     done: bool = False  # its results are in the widgets (set under the panel's lock)
+    scales: int = 1  # of its schedule: the status names the scale where there are several
 
     def running(self) -> bool:
         return self.thread is not None and self.thread.is_alive()
@@ -122,7 +123,7 @@ class _PanelCallback(Callback):
         self.totals.append(info.losses["total"])
         self.done += 1
         p.progress.value = min(self.done, p.progress.max)
-        scale = f"scale {info.level + 1}, " if info.level else ""
+        scale = f"scale {info.level + 1}/{job.scales}, " if job.scales > 1 else ""
         p.status.value = (
             f"{job.kind} {scale}step {info.step}/{info.steps}  loss {info.losses['total']:.4g}  "
             f"(content {info.losses['content']:.3g}, style {info.losses['style']:.3g})"
@@ -201,12 +202,13 @@ class StylePanel:
         the preview size adapts (``adapted_preview_size``) so that the next one settles within it, between
         ``preview_min_size`` and ``preview_size``: on a slow CPU the sketch gets smaller rather than late. None
         keeps ``preview_size``. ``out``: where renders and exports go; None = ``NST_RESULTS_DIR`` when set (Google
-        Drive with the notebooks' ``RESULTS_TO_DRIVE``), else the repository's ``results/``."""
+        Drive with the notebooks' ``RESULTS_TO_DRIVE``), else ``results/`` in the working folder, as ``stylize``."""
         import ipywidgets as w
 
         self.defaults = config or StyleConfig()
-        # where notebooks' runs go: NST_RESULTS_DIR (Google Drive on Colab) or the repository's results/
-        self.preview_every, self.out = preview_every, Path(out) if out is not None else results_dir()
+        # where notebooks' runs go: NST_RESULTS_DIR (Google Drive on Colab), else results/ as for stylize
+        self.preview_every = preview_every
+        self.out = Path(out if out is not None else os.environ.get("NST_RESULTS_DIR") or RUNS_DIR)
         self.preview_size, self.preview_steps = preview_size, preview_steps
         self.preview_seconds, self.preview_min_size = preview_seconds, preview_min_size
         self.preview_side = preview_size  # the size previews run at now: preview_size until a preview is too slow
@@ -242,7 +244,10 @@ class StylePanel:
         self.beta = w.FloatLogSlider(
             value=d.style_weight or 10**lo, min=lo, max=hi, step=0.1, description="β style", **log
         )
-        self.tv = w.FloatLogSlider(value=max(d.tv_weight, 1e-6), min=-6, max=3, step=0.25, description="TV", **log)
+        # TV: 1e-6 to 1e3, wider where the config's value lies outside
+        exp = float(np.log10(d.tv_weight)) if d.tv_weight > 0 else 0.0
+        lo, hi = min(-6.0, math.floor(exp) - 1), max(3.0, math.ceil(exp) + 1)
+        self.tv = w.FloatLogSlider(value=d.tv_weight or 10**lo, min=lo, max=hi, step=0.25, description="TV", **log)
         self.size = w.IntSlider(value=d.size, min=32, max=max(1024, d.size), step=16, description="size")
         self.steps = w.IntSlider(value=d.steps, min=1, max=max(1000, 4 * d.steps), step=1, description="steps")
         self.optimizer = w.Dropdown(options=_choices("optimizer"), value=d.optimizer, description="optimiser")
@@ -434,7 +439,9 @@ class StylePanel:
             previous, self._job = self._job, job
             if previous is not None:
                 previous.stop.set()
-            self.progress.max, self.progress.value = total_steps(config), 0
+            plan = schedule(config, config.size)
+            job.scales = len(plan)
+            self.progress.max, self.progress.value = sum(scale.steps for scale in plan), 0
             self.stop_button.disabled, self.export_button.disabled = False, True
             self.render_button.disabled = kind == "render"
             self.message.value = ""
