@@ -183,12 +183,13 @@ def valid_layer_names(model) -> list[str]:
     return names
 
 
-def resolve_layer_name(name: str, model) -> str:
-    """Keras layer name for ``name`` (a Keras name or, for VGG, a Caffe/PyTorch-tutorial alias)."""
-    names = {layer.name for layer in model.layers}
+def layer_alias(name: str, names, convs: Sequence[str] | None) -> str | None:
+    """The one of ``names`` that ``name`` means: itself, or where ``convs`` (a VGG's convolutions in order) is
+    given, a Caffe/PyTorch-tutorial alias (``relu4_2`` and ``conv4_2`` = ``block4_conv2``, ``pool4`` =
+    ``block4_pool``, ``conv_4`` = the fourth convolution); None where it means none of them."""
     if name in names:
         return name
-    if model.name.startswith("vgg"):
+    if convs is not None:
         m = re.fullmatch(r"(?:relu|conv)(\d)_(\d)", name)
         if m and f"block{m[1]}_conv{m[2]}" in names:
             return f"block{m[1]}_conv{m[2]}"
@@ -196,10 +197,20 @@ def resolve_layer_name(name: str, model) -> str:
         if m and f"block{m[1]}_pool" in names:
             return f"block{m[1]}_pool"
         m = re.fullmatch(r"conv_(\d+)", name)
-        convs = _vgg_conv_names(model)
-        if m and 1 <= int(m[1]) <= len(convs):
+        if m and 1 <= int(m[1]) <= len(convs) and convs[int(m[1]) - 1] in names:
             return convs[int(m[1]) - 1]
-    raise ConfigError(f"unknown layer {name!r} for {model.name}; valid layers: {', '.join(valid_layer_names(model))}")
+    return None
+
+
+def resolve_layer_name(name: str, model) -> str:
+    """Keras layer name for ``name`` (a Keras name or, for VGG, a Caffe/PyTorch-tutorial alias)."""
+    convs = _vgg_conv_names(model) if model.name.startswith("vgg") else None
+    resolved = layer_alias(name, {layer.name for layer in model.layers}, convs)
+    if resolved is None:
+        raise ConfigError(
+            f"unknown layer {name!r} for {model.name}; valid layers: {', '.join(valid_layer_names(model))}"
+        )
+    return resolved
 
 
 # --- extractor -----------------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from PIL import Image
 
 from ..config import RUNS_DIR, StyleConfig
 from ..errors import ConfigError, ImageError, NSTError
-from ..features import LAYER_PRESETS
+from ..features import LAYER_PRESETS, layer_alias
 from ..images import DecodedImage, png_bytes
 from ..optim import Callback, StepInfo
 from ..transfer import save_result, schedule, stylize
@@ -52,19 +52,11 @@ def panel_layer(name: str, arch: str) -> str:
     """The panel's name (a checkbox's, ``candidate_layers``) for a config's layer name: Keras' own, or for a VGG
     a Caffe/PyTorch alias (``relu4_2``, ``conv4_2``, ``conv_4`` = the fourth convolution) as the extractor reads
     them. A layer the panel does not offer (a pooling layer) is a one-line error, not a widget's TraitError."""
-    import re
-
-    names = candidate_layers(arch)
-    if name in names:
-        return name
-    if arch != "resnet50":
-        m = re.fullmatch(r"(?:relu|conv)(\d)_(\d)", name)
-        if m and f"block{m[1]}_conv{m[2]}" in names:
-            return f"block{m[1]}_conv{m[2]}"
-        m = re.fullmatch(r"conv_(\d+)", name)
-        if m and 1 <= int(m[1]) <= len(names):
-            return names[int(m[1]) - 1]
-    raise ConfigError(f"the panel offers no layer {name!r} for {arch}; its layers: {', '.join(names)}")
+    names = candidate_layers(arch)  # a VGG's: its convolutions in order
+    resolved = layer_alias(name, names, None if arch == "resnet50" else names)
+    if resolved is None:
+        raise ConfigError(f"the panel offers no layer {name!r} for {arch}; its layers: {', '.join(names)}")
+    return resolved
 
 
 def _weight(slider) -> float:
