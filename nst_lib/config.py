@@ -79,10 +79,10 @@ class Config:
                 raise ConfigError(f"{f.name} must not be none")
             if value is not None:
                 _check_type(f.name, value, kind)
-                if isinstance(value, np.generic):  # numpy's scalars as Python's: the record is JSON
-                    object.__setattr__(self, f.name, value.item())
-                elif isinstance(value, tuple) and any(isinstance(v, np.generic) for v in value):
-                    object.__setattr__(self, f.name, tuple(v.item() if isinstance(v, np.generic) else v for v in value))
+                # numpy's scalars as Python's: the record is JSON
+                object.__setattr__(
+                    self, f.name, tuple(map(_plain, value)) if isinstance(value, tuple) else _plain(value)
+                )
             if choices and value is not None and value not in choices:
                 raise ConfigError(f"{f.name}={value!r} is not one of {', '.join(map(str, choices))}")
         self.validate()
@@ -139,6 +139,10 @@ class Config:
 @functools.cache
 def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _check_type(name: str, value: Any, kind: Any) -> None:

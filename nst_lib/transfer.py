@@ -457,7 +457,8 @@ def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = Tr
     recorded = run.record["config"]
     if "pyramid_ratio" not in recorded:  # written before the schedule had a ratio: its levels halved
         recorded = {**recorded, "pyramid_ratio": 2.0}
-    config = StyleConfig.from_dict(recorded).replace(**overrides)
+    old = StyleConfig.from_dict(recorded)
+    config = old.replace(**overrides)
     timer = Timer()
     content_img, style_imgs = _load_inputs(run)
     names = [run.record["inputs"]["content"], *run.record["inputs"]["styles"]]
@@ -465,7 +466,6 @@ def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = Tr
     if start is not None:
         rows = run.read_rows("losses.csv")
         start["history"] = [r for r in rows if (r["level"], r["step"]) <= (start["level"], start["step"])]
-    old = StyleConfig.from_dict(recorded)
 
     def going_on() -> None:  # once the run is known to go on here (the same network and precision), not before
         if config.to_dict() != old.to_dict():  # the one it ran with is kept
