@@ -32,6 +32,28 @@ def test_every_field_has_a_flag_with_its_default_in_the_help():
         assert f"(default: {f.default})" in helps[f.name]
 
 
+def test_the_help_shows_the_named_presets_values(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "10000")  # one line a flag: argparse's wrapping breaks values like 1e-05
+    preset = StyleConfig.preset("gatys2016")
+    changed = [f for f in dataclasses.fields(StyleConfig) if getattr(preset, f.name) != f.default]
+    assert changed  # the preset has values of its own to show
+    for argv in (["stylize", "--preset", "gatys2016", "--help"], ["sweep", "--preset=gatys2016", "--help"]):
+        with pytest.raises(SystemExit):
+            main(argv)
+        text = capsys.readouterr().out
+        assert "preset gatys2016's values" in text
+        for f in changed:
+            assert f"(default: {getattr(preset, f.name)})" in text, f.name
+    sub = build_parser("gatys2016")._subparsers._group_actions[0].choices["stylize"]
+    helps = {a.dest: a.help for a in sub._actions}
+    for f in dataclasses.fields(StyleConfig):
+        assert f"(default: {getattr(preset, f.name)})".replace("%", "%%") in helps[f.name], f.name
+    # an unknown preset is still the parser's to refuse
+    with pytest.raises(SystemExit):
+        main(["stylize", "--preset", "nope", "--help"])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
 def test_list_and_bool_flags_parse():
     args = build_parser().parse_args(
         ["stylize", "c", "s", "--style-layers", "relu1_1", "relu2_1", "--preserve-color", "--weights", "none"]

@@ -68,6 +68,17 @@ def test_a_study_runs_each_case_in_its_own_process_and_reads_completed_cases_bac
     assert [(r.run_dir, r.seconds) for r in again] == [(r.run_dir, r.seconds) for r in runs]
     for fig in (resolution_grid(runs), detail_crops(runs, crop=16), cost_plot(runs)):
         assert fig.axes
+    monkeypatch.undo()
+    # a 16-bit TIFF asked for later is written from the completed case's checkpoint: no step runs, and the
+    # session that only wrote it is not the case's time
+    (tiff,) = resolution_study(
+        content, STYLE, [48], config.replace(tiff16=True), tmp_path / "study", modes=("fixed",), progress=False
+    )
+    record = json.loads((tiff.run_dir / "config.json").read_text())
+    assert tiff.run_dir == runs[0].run_dir and (tiff.run_dir / "output.tif").is_file()
+    assert record["steps_done"] == 2 and len(record["earlier_timings"]) == 1
+    assert tiff.seconds == runs[0].seconds
+    monkeypatch.setattr(resolution.subprocess, "Popen", no_new_process)
     # another config (here: the seed) is another study: its cases are not read back from these folders
     with pytest.raises(AssertionError, match="run again"):
         resolution_study(content, STYLE, [48], config.replace(seed=1), tmp_path / "study", modes=("fixed",))
@@ -91,10 +102,17 @@ def test_a_case_stopped_part_way_goes_on_from_its_checkpoint(tmp_path):
         progress=False,
     )
     assert stopped.status == "stopped" and len(stopped.history) == 1
-    (run,) = resolution_study(content, STYLE, [48], config, tmp_path / "study", modes=("proportional",), progress=False)
+    # what this call asks the case to write (snapshots, the TIFF) applies to the resumed case too
+    asked = config.replace(snapshot_every=1, tiff16=True)
+    (run,) = resolution_study(content, STYLE, [48], asked, tmp_path / "study", modes=("proportional",), progress=False)
     assert run.run_dir == stopped.run_dir  # resumed in its folder, not started again beside it
     record = json.loads((run.run_dir / "config.json").read_text())
     assert record["status"] == "completed" and record["steps_done"] == 3
+    assert (run.run_dir / "output.tif").is_file()
+    assert sorted(p.name for p in (run.run_dir / "snapshots").glob("*step_*.png"))[-2:] == [
+        "step_00002.png",
+        "step_00003.png",
+    ]
     # its time is both sessions', its peak the higher of theirs
     (earlier,) = record["earlier_timings"]
     assert run.seconds == pytest.approx(record["timings"]["total"] + earlier["total"])

@@ -15,6 +15,7 @@ import inspect
 import sys
 import typing
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..config import ARCHS, CELL_RETRIES, EXECUTORS, PRESETS, RUNS_DIR, StyleConfig
@@ -53,17 +54,23 @@ class _ListOrNone(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per StyleConfig field; unset flags stay absent so a preset's values are kept."""
+def add_config_flags(parser: argparse.ArgumentParser, preset: str | None = None) -> None:
+    """One flag per StyleConfig field; unset flags stay absent so a preset's values are kept. The help shows
+    ``preset``'s values where it is named (``nst stylize --preset gatys2016 --help``), StyleConfig's otherwise."""
     hints = typing.get_type_hints(StyleConfig)
-    group = parser.add_argument_group("StyleConfig fields (defaults from nst_lib.StyleConfig)")
+    values = StyleConfig.preset(preset) if preset else None
+    title = f"preset {preset}'s values" if preset else "defaults from nst_lib.StyleConfig"
+    if preset and parser.prog.endswith(" sweep"):
+        title += "; a spec's base overrides them"
+    group = parser.add_argument_group(f"StyleConfig fields ({title})")
     for f in dataclasses.fields(StyleConfig):
         hint = hints[f.name]
         args = typing.get_args(hint)
         optional = type(None) in args
         base = next((a for a in args if a is not type(None)), hint) if args else hint
         flag = "--" + f.name.replace("_", "-")
-        text = f"{f.metadata['help']} (default: {f.default})"
+        value = f.default if values is None else getattr(values, f.name)
+        text = f"{f.metadata['help']} (default: {value})"
         kw = {"dest": f.name, "default": argparse.SUPPRESS, "help": text.replace("%", "%%")}
         if base is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
@@ -88,7 +95,20 @@ def _default(function, name: str):
     return inspect.signature(function).parameters[name].default
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _preset_named(argv: Sequence[str]) -> str | None:
+    """The preset ``argv`` names with ``--preset NAME`` or ``--preset=NAME`` (the last, as the parser takes it), if
+    it is one (the help shows its values); anything else is left to the parser to refuse."""
+    for i in reversed(range(len(argv))):
+        arg = argv[i]
+        if arg.startswith("--preset="):
+            return arg.partition("=")[2] if arg.partition("=")[2] in PRESETS else None
+        if arg == "--preset" and i + 1 < len(argv):
+            return argv[i + 1] if argv[i + 1] in PRESETS else None
+    return None
+
+
+def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
+    """The command's parser; ``preset`` (named on the command line) sets the values its help shows."""
     parser = argparse.ArgumentParser(prog="nst", description="NST Workbench: neural style transfer in Keras 3")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -99,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=RUNS_DIR, help=f"folder that receives the run folder (default: {RUNS_DIR})")
     p.add_argument("--name", default=None, help="run folder name (default: CONTENT_x_STYLE)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_config_flags(p)
+    add_config_flags(p, preset)
 
     r = sub.add_parser("resume", help="continue an interrupted run from its folder")
     r.add_argument("run_dir")
@@ -149,7 +169,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"re-runs of a cell whose worker died (default: {CELL_RETRIES})",
     )
     sw.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_config_flags(sw)
+    add_config_flags(sw, preset)
 
     sub.add_parser("presets", help="list presets and where their values come from")
     la = sub.add_parser("layers", help="list an architecture's layer names and presets")
@@ -267,7 +287,8 @@ def _one_line_warnings(message, category, filename, lineno, file=None, line=None
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(_preset_named(argv)).parse_args(argv)
     warnings.showwarning = _one_line_warnings
     commands = {
         "stylize": _cmd_stylize,

@@ -135,6 +135,16 @@ def _resumable(folder: Path, config: StyleConfig, content: ImageLike, style: Ima
     return None
 
 
+def _tiff_missing(run: Run, config: StyleConfig) -> bool:
+    """Whether a completed case was asked for the 16-bit TIFF it did not write and can still write it."""
+    if not config.tiff16 or (run.path / "output.tif").is_file():
+        return False
+    if not (run.path / "checkpoint.npz").is_file():
+        warnings.warn(f"{run.path}: no checkpoint to write output.tif from; the case is kept without it", stacklevel=3)
+        return False
+    return True
+
+
 def _run_child(code: str, argument: str) -> int:
     """``code`` in a new Python process; Ctrl-C here (or a notebook's interrupt, which the child does not see) is
     passed on as SIGINT, so the child stops after its step and checkpoints instead of being killed; a second Ctrl-C
@@ -157,11 +167,13 @@ def _run_child(code: str, argument: str) -> int:
 
 def _read(run: Run, size: int, mode: str) -> ResolutionRun:
     record = run.record
-    # a case resumed in a later session: its time is all its sessions', its peak the highest of theirs
+    # a case resumed in a later session: its time is all its sessions', its peak the highest of theirs; a session
+    # that ran no step (one that only wrote the TIFF asked for later) is not the case's time
     sessions = [
         *record.get("earlier_timings", []),
         {**record["timings"], "peak_memory_mb": record.get("peak_memory_mb")},
     ]
+    sessions = [s for s in sessions if "per_step" in s] or sessions
     peaks = [p for s in sessions if (p := (s.get("peak_memory_mb") or {}).get("host")) is not None]
     with Image.open(run.path / "output.png") as png:  # the header only: a 4K output is not decoded here
         width, height = png.size
@@ -183,7 +195,7 @@ from nst_lib import StyleConfig, resume, stylize
 spec = json.loads(sys.argv[1])
 try:
     if spec.get("resume"):
-        resume(spec["resume"], progress=spec["progress"])
+        resume(spec["resume"], progress=spec["progress"], **spec["outputs"])
     else:
         stylize(spec["content"], spec["style"], StyleConfig.from_dict(spec["config"]), out=spec["out"],
                 name=spec["name"], progress=spec["progress"])
@@ -219,8 +231,11 @@ def resolution_study(
             folder = out / f"{size}px_{mode}"
             cfg = case_config(config, size, mode, fixed_style_size)
             run = _completed(folder, cfg, *images)
-            if run is None:
-                earlier = _resumable(folder, cfg, *images)
+            # a completed case asked for a TIFF it did not write goes through resume, which writes it from its
+            # checkpoint (no step runs); without a checkpoint it is kept as it is, with a warning
+            earlier = run if run is not None and _tiff_missing(run, cfg) else None
+            if run is None or earlier is not None:
+                earlier = earlier or _resumable(folder, cfg, *images)
                 spec = {
                     "content": str(content),
                     "style": str(style),
@@ -229,6 +244,8 @@ def resolution_study(
                     "name": f"{size}px_{mode}",
                     "progress": progress,
                     "resume": str(earlier.path) if earlier else None,
+                    # what this call asks a resumed case to write (a case is the same whatever these are)
+                    "outputs": {name: getattr(cfg, name) for name in OUTPUT_FIELDS},
                 }
                 if progress:
                     print(f"resolution study: {size} px, style {mode}{', resumed' if earlier else ''}", flush=True)
@@ -242,6 +259,8 @@ def resolution_study(
                         f"{folder}: the {size} px case (style {mode}) failed ({reason}); left out", stacklevel=2
                     )
                     continue
+                if cfg.tiff16 and not (run.path / "output.tif").is_file():  # a resume for the TIFF refused
+                    warnings.warn(f"{run.path}: output.tif was not written ({reason}); the case is kept", stacklevel=2)
             runs.append(_read(run, size, mode))
     return runs
 
