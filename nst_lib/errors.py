@@ -19,6 +19,10 @@ class WeightsNotFoundError(NSTError):
     """Pretrained weights that are neither in the Keras cache nor downloadable."""
 
 
+class RunInUseError(NSTError):
+    """A run folder another process is running (a second resume of it, a second sweep of the same cells)."""
+
+
 class NonFiniteLossError(NSTError):
     """The loss became NaN or infinite; the last good image was kept."""
 

@@ -7,6 +7,7 @@ run (stylisations, training runs, guided generation, sweep cells):
         <rows>.csv        per-step or per-epoch rows (losses.csv, epochs.csv): appended, read back, truncated on resume
         checkpoint.npz    arrays a resumed run needs (written atomically)
         <folder>/         numbered images (snapshots/step_00050.png, samples/epoch_003.png, …), read back in order
+    results/.<YYYYmmdd-HHMMSS>_<name>.lock   while a process writes the folder (``hold``): one writer at a time
 
 What each kind of run stores is its own business (``transfer``: the stylisation's inputs and optimiser state;
 ``models.training``: network weights; ``models.guidance``: the latent); how it is stored is this module's.
@@ -15,12 +16,18 @@ What each kind of run stores is its own business (``transfer``: the stylisation'
 from __future__ import annotations
 
 import csv
+import errno
 import json
+import os
 import re
+import socket
+import threading
 import time
 import unicodedata
+import warnings
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +37,7 @@ from PIL import Image
 
 from .backend import device_name, peak_memory_mb, versions
 from .config import RUNS_DIR
-from .errors import ConfigError, NSTError
+from .errors import ConfigError, NSTError, RunInUseError
 from .images import save_image
 
 # columns read back as integers; every other column is a float where it parses as one
@@ -84,6 +91,119 @@ def record_network(run: Run, key: str, network: dict[str, str], what: str) -> No
     first: a resumed run whose record names another stops)."""
     check_network(run, key, network, what)
     run.write_record(**{key: network})
+
+
+# --- one process at a time in a run folder ------------------------------------------------------------------
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks here; a run folder is not guarded there
+    fcntl = None
+
+_held: dict[Path, list[int]] = {}  # folder → [the thread holding it, how often] (a sweep cell's hold, then its run's)
+_held_guard = threading.Lock()
+# what flock says on a file system without locks (some FUSE mounts): run unguarded there, as on Windows
+_NO_LOCKS = {errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL}
+
+
+def lock_file(folder: str | Path) -> Path:
+    """The lock of a run folder: a hidden file beside it (a sweep cell is held before its folder exists)."""
+    folder = Path(folder).resolve()
+    return folder.parent / f".{folder.name}.lock"
+
+
+@contextmanager
+def hold(folder: str | Path, wait_s: float = 0.0) -> Iterator[None]:
+    """Hold the run folder ``folder`` (existing, or about to be made in an existing folder) while the block runs:
+    another process's or thread's ``hold`` of it waits up to ``wait_s`` seconds, then raises ``RunInUseError``
+    naming the holder. The operating system lets go of a dead holder's lock (a killed process; a lost NFSv4 client's
+    once its lease ends, 90 s by default), so nothing stale is left to clear by hand. Nested holds of one folder in
+    one thread pass through (a sweep cell, then its run)."""
+    key = Path(folder).resolve()
+    me = threading.get_ident()
+    deadline = time.monotonic() + wait_s
+    while True:
+        with _held_guard:
+            entry = _held.get(key)
+            if entry is None or entry[0] == me:
+                nested = entry is not None
+                _held[key] = [me, (entry[1] if entry else 0) + 1]
+                break
+        if time.monotonic() >= deadline:  # e.g. a panel's render in its thread, resumed from the notebook
+            raise RunInUseError(f"{key}: in use by another thread of this process ({os.getpid()})")
+        time.sleep(min(0.5, max(deadline - time.monotonic(), 0.0)))
+    try:
+        fd = None if nested or fcntl is None else _lock(lock_file(key), key, deadline)
+        try:
+            yield
+        finally:
+            if fd is not None:  # unlinked while still locked: a process waiting on the file finds it gone, tries anew
+                try:
+                    lock_file(key).unlink(missing_ok=True)
+                finally:
+                    os.close(fd)
+    finally:
+        with _held_guard:
+            _held[key][1] -= 1
+            if not _held[key][1]:
+                del _held[key]
+
+
+def _lock(path: Path, folder: Path, deadline: float) -> int | None:
+    """Lock ``path`` (an exclusive ``flock``), created if need be, trying until ``deadline``: the file descriptor
+    that holds it, or None where the file system has no locks."""
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            state = _try_lock(fd, path)
+        except BaseException:  # a full disk, Ctrl-C: no descriptor (and lock) left behind
+            os.close(fd)
+            raise
+        if state == "held":
+            return fd
+        os.close(fd)
+        if state == "busy":
+            if time.monotonic() >= deadline:
+                raise RunInUseError(f"{folder}: in use by {_holder(path)}")
+            time.sleep(min(2.0, max(deadline - time.monotonic(), 0.0)))
+        elif state != "moved":  # ("moved": let go and unlinked meanwhile; the file at the path now is tried)
+            warnings.warn(
+                f"{folder}: cannot lock its run folder on this file system ({state}); unguarded", stacklevel=4
+            )
+            return None
+
+
+def _try_lock(fd: int, path: Path) -> str:
+    """'held' (the holder's line written into the file), 'busy', 'moved' (the locked file is no longer the one at
+    the path) or, where the file system has no locks, its reason."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return "busy"
+    except OSError as err:
+        if err.errno == errno.ESTALE:  # NFS: the holder unlinked it under this descriptor
+            return "moved"
+        if err.errno in _NO_LOCKS:
+            return err.strerror or str(err)
+        raise
+    try:
+        if os.fstat(fd).st_ino != os.stat(path).st_ino:
+            return "moved"
+    except OSError as err:
+        if err.errno in (errno.ENOENT, errno.ESTALE):
+            return "moved"
+        raise
+    os.ftruncate(fd, 0)
+    os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": now()}).encode())
+    return "held"
+
+
+def _holder(path: Path) -> str:
+    """Who holds a lock, as its holder wrote it: 'process 123 on host since 2026-12-07T10:00:00'."""
+    try:
+        who = json.loads(path.read_text())
+        return f"process {who['pid']} on {who['host']} since {who['since']}"
+    except (OSError, ValueError, KeyError, TypeError):  # written this instant, or by another version
+        return "another process"
 
 
 class Run:

@@ -18,6 +18,7 @@ import math
 import shutil
 import warnings
 from collections.abc import Callable, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -52,7 +53,7 @@ from .objective import (
     tile_size_for,
 )
 from .optim import Adam, Callback, StepInfo, as_callbacks, make_optimizer, run_steps
-from .runs import Run, Timer, check_network
+from .runs import Run, Timer, check_network, hold
 
 LOSS_COLUMNS = ("step", "level", "scale", "total", "content", "style", "tv", "time_s")
 
@@ -68,6 +69,9 @@ class StyleResult:
     run_dir: Path | None
     timings: dict[str, float]
     status: str = "completed"
+    network: dict[str, str] | None = None  # the weights file (or 'random') and preprocessing the run resolved to
+    precision: str | None = None  # what it computed in ('auto' resolved)
+    initial: np.ndarray | None = None  # the image its first scale started from, where one was given (a warm start)
 
     def losses(self, key: str = "total", level: int | None = None) -> np.ndarray:
         return np.array([r[key] for r in self.history if level is None or r["level"] == level])
@@ -409,29 +413,31 @@ def stylize(
         style_imgs = [load(s, n, style_side) for s, n in zip(styles_in, names[1:])]
         initial_img = None if initial is None else load_image(initial)
     run = None
-    if out is not None:
-        run = Run.create(out, name or _run_name(names[0], names[1:]), timestamp, subdirs=("snapshots", "inputs"))
-        _save_inputs(run, content_img, style_imgs)
-        if initial_img is not None:  # what the first scale starts from, for a resume before the first checkpoint
-            np.save(run.path / "inputs" / "initial.npy", initial_img)
-        run.begin(
-            "stylize",
-            config=config.to_dict(),
-            inputs={"content": names[0], "styles": names[1:], "digests": digests},
-            seed=config.seed,
+    with ExitStack() as held:
+        if out is not None:
+            run = Run.create(out, name or _run_name(names[0], names[1:]), timestamp, subdirs=("snapshots", "inputs"))
+            held.enter_context(hold(run.path))  # a resume of it started meanwhile is refused while this runs
+            _save_inputs(run, content_img, style_imgs)
+            if initial_img is not None:  # what the first scale starts from, for a resume before the first checkpoint
+                np.save(run.path / "inputs" / "initial.npy", initial_img)
+            run.begin(
+                "stylize",
+                config=config.to_dict(),
+                inputs={"content": names[0], "styles": names[1:], "digests": digests},
+                seed=config.seed,
+            )
+        return _execute(
+            config,
+            content_img,
+            style_imgs,
+            names,
+            run,
+            callbacks,
+            progress,
+            timer,
+            initial=initial_img,
+            source_hws=source_hws,
         )
-    return _execute(
-        config,
-        content_img,
-        style_imgs,
-        names,
-        run,
-        callbacks,
-        progress,
-        timer,
-        initial=initial_img,
-        source_hws=source_hws,
-    )
 
 
 # What a resume may change: how long it goes on, what it writes, and how the same loss is computed (tiles are
@@ -442,8 +448,13 @@ RESUME_OVERRIDES = ("steps", "first_scale_steps", "snapshot_every", "tiff16", "t
 def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = True, **overrides: Any) -> StyleResult:
     """Continue a run from its folder's last checkpoint. Overrides (only ``RESUME_OVERRIDES``) replace recorded
     config fields: ``steps=`` sets the steps a scale from the checkpoint's scale on (a finished run's final scale
-    continues to it). A changed config is recorded with the one it replaced in ``earlier_configs``."""
-    run = Run.open(run_dir, kind="stylize")
+    continues to it). A changed config is recorded with the one it replaced in ``earlier_configs``. A run another
+    process is running (a second resume of it) is refused with ``RunInUseError``."""
+    with hold(Run.open(run_dir, kind="stylize").path):  # read again once held: the holder may have written it
+        return _resume(Run.open(run_dir, kind="stylize"), callbacks, progress, overrides)
+
+
+def _resume(run: Run, callbacks: Sequence, progress: bool, overrides: dict[str, Any]) -> StyleResult:
     fixed = sorted(set(overrides) - set(RESUME_OVERRIDES))
     if fixed:
         raise ConfigError(
@@ -567,16 +578,36 @@ def _execute(
         run_dir=run.path if run else None,
         timings=timings,
         status=status,
+        network=extractor.resolved(),
+        precision=extractor.precision,
+        initial=initial,
     )
 
 
 # --- the stylisation's part of its run folder ------------------------------------------------------------
 def save_result(result: StyleResult, out: str | Path, name: str, inputs: dict[str, Any]) -> Path:
     """A new run folder for a result computed without one (``out=None``, e.g. the widget panel's runs): the
-    record, ``losses.csv`` and ``output.png``. It has no checkpoint, so it is a record, not a resumable run; and no
-    ``output.tif`` whatever ``tiff16`` says (the result holds the 8-bit image only)."""
+    record (with the network and precision it computed with), ``losses.csv`` and ``output.png``. A result warm-started
+    from an image (the panel's previews) keeps that image as ``inputs/initial.npy`` (and ``.png``), which with its
+    config, inputs and seed reproduces it (``stylize(..., initial=np.load(...))``); the record names it. It has no
+    checkpoint, so it is a record, not a resumable run; and no ``output.tif`` whatever ``tiff16`` says (the result
+    holds the 8-bit image only)."""
     run = Run.create(out, name, subdirs=("snapshots",))
-    run.begin("stylize", config=result.config.to_dict(), inputs=inputs, seed=result.config.seed, resumable=False)
+    started = {}
+    if result.initial is not None:
+        (run.path / "inputs").mkdir()
+        np.save(run.path / "inputs" / "initial.npy", np.asarray(result.initial, np.float32))
+        run.save_image("inputs/initial.png", result.initial)
+        started = {"initial": "inputs/initial.npy"}
+    run.begin(
+        "stylize",
+        config=result.config.to_dict(),
+        inputs={**inputs, **started},
+        seed=result.config.seed,
+        resumable=False,
+        network=result.network,
+        precision=result.precision,
+    )
     run.write_rows("losses.csv", result.history, LOSS_COLUMNS)
     run.save_image("output.png", result.image)
     steps = result.history[-1]["step"] if result.history else 0

@@ -3,15 +3,19 @@ exact, run folders are complete and never overwritten, errors keep what was done
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from nst_lib import StyleConfig, backend, resume, stylize
-from nst_lib.errors import ConfigError, ImageError, NonFiniteLossError, NSTError
+from nst_lib.errors import ConfigError, ImageError, NonFiniteLossError, NSTError, RunInUseError
 from nst_lib.images import load_image, rgb_to_yiq
 from nst_lib.optim import LBFGS, Adam
+from nst_lib.runs import hold, lock_file
 
 from .conftest import read_tiff16
 
@@ -214,6 +218,121 @@ def test_callback_can_stop_and_run_resumes(small_pair, tmp_path):
     assert r.status == "stopped" and len(r.history) == 3
     done = resume(r.run_dir, progress=False)
     assert done.status == "completed" and len(done.history) == 8
+
+
+_HOLDER = """
+import sys, time
+from nst_lib.runs import hold
+with hold(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def held_elsewhere(folder, seconds: float = 120.0) -> subprocess.Popen:
+    """Another process holding ``folder`` for ``seconds`` (as a second resume or sweep of it would)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(folder), str(seconds)], stdout=subprocess.PIPE, text=True
+    )
+    if child.stdout.readline().strip() != "held":
+        child.kill()
+        child.wait()
+        raise AssertionError(f"the holding process did not hold {folder}")
+    return child
+
+
+def test_a_run_folder_is_held_by_one_process_at_a_time(tmp_path):
+    folder = tmp_path / "run"
+    child = held_elsewhere(folder)  # held before the folder exists, as a sweep's cell is
+    try:
+        with pytest.raises(RunInUseError, match=rf"run: in use by process {child.pid} on .+ since "):
+            with hold(folder):
+                pass
+    finally:
+        child.kill()
+        child.wait()
+    # the operating system let go of the killed holder's lock: nothing stale to clear by hand
+    with hold(folder):
+        with hold(folder):  # a run inside a sweep's cell, in one process
+            assert lock_file(folder).is_file()
+        assert lock_file(folder).is_file()
+    assert not lock_file(folder).exists()
+    # a holder that ends within wait_s is waited for
+    child = held_elsewhere(folder, seconds=1.0)
+    with hold(folder, wait_s=60):
+        assert child.wait() == 0
+    with pytest.raises(RunInUseError):  # without waiting, refused at once
+        child = held_elsewhere(folder)
+        try:
+            with hold(folder):
+                pass
+        finally:
+            child.kill()
+            child.wait()
+
+
+def test_a_run_folder_is_held_by_one_thread_of_a_process_and_unguarded_only_without_locks(tmp_path, monkeypatch):
+    import errno
+    import threading
+
+    from nst_lib import runs
+
+    folder, entered, leave = tmp_path / "run", threading.Event(), threading.Event()
+
+    def render():  # a panel's render in its thread
+        with hold(folder):
+            entered.set()
+            leave.wait(60)
+
+    thread = threading.Thread(target=render)
+    thread.start()
+    try:
+        assert entered.wait(60)
+        with pytest.raises(RunInUseError, match="in use by another thread of this process"):
+            with hold(folder):
+                pass
+    finally:
+        leave.set()
+        thread.join()
+    with hold(folder, wait_s=5):  # and taken once that thread let go
+        assert lock_file(folder).is_file()
+
+    # a file system whose flock says it has no locks: a warning, and the run goes on unguarded
+    def no_locks(fd, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(runs.fcntl, "flock", no_locks)
+    with pytest.warns(
+        UserWarning, match="cannot lock its run folder on this file system .No locks available.; unguarded"
+    ):
+        with hold(folder):
+            pass
+
+    def broken(fd, operation):  # any other error is the error it is, with no descriptor left open
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(runs.fcntl, "flock", broken)
+    open_files = len(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError, match="Input/output error"):
+        with hold(folder):
+            pass
+    assert len(os.listdir("/proc/self/fd")) == open_files and not runs._held
+
+
+def test_a_run_another_process_is_running_is_not_resumed(small_pair, tmp_path):
+    content, style = small_pair
+    r = stylize(content, style, out=tmp_path, steps=8, progress=False, callbacks=[lambda info: info.step >= 3], **FAST)
+    record = (r.run_dir / "config.json").read_bytes()
+    child = held_elsewhere(r.run_dir)
+    try:
+        with pytest.raises(RunInUseError, match=f"{r.run_dir.name}: in use by process {child.pid}"):
+            resume(r.run_dir, progress=False)
+        assert (r.run_dir / "config.json").read_bytes() == record  # untouched
+    finally:
+        child.kill()
+        child.wait()
+    assert resume(r.run_dir, progress=False).status == "completed"
+    assert not lock_file(r.run_dir).exists()
 
 
 def test_interrupt_keeps_what_was_done(small_pair, tmp_path):

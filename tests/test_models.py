@@ -329,6 +329,31 @@ def test_train_or_load_resumes_an_unfinished_run_with_the_callbacks_and_devices_
     assert seen == {"path": first.run_dir, "progress": False, "callbacks": callbacks, "distribute": strategy}
 
 
+def test_a_training_run_another_process_holds_is_not_resumed(tmp_path):
+    from nst_lib.errors import RunInUseError
+    from nst_lib.models import resume_training, train_or_load
+
+    from .test_engine import held_elsewhere
+
+    data = tiny_paintings(32, 16)
+    first = train(DCGAN(image_size=16, batch_size=16), data, 1, out=tmp_path, name="g", timestamp=False, progress=False)
+    record = json.loads((first.run_dir / "config.json").read_text())
+    (first.run_dir / "config.json").write_text(json.dumps({**record, "status": "interrupted"}))  # as if still going
+    before = (first.run_dir / "config.json").read_bytes()
+    child = held_elsewhere(first.run_dir)
+    try:
+        with pytest.raises(RunInUseError, match=f"g: in use by process {child.pid}"):
+            resume_training(first.run_dir, data, epochs=2, progress=False)
+        with pytest.raises(RunInUseError):  # a notebook's cache too: no second run of it, and none beside it
+            train_or_load(DCGAN(image_size=16, batch_size=16), data, 1, tmp_path, "g", progress=False)
+        assert (first.run_dir / "config.json").read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == ["g"]
+    finally:
+        child.kill()
+        child.wait()
+    assert resume_training(first.run_dir, data, epochs=2, progress=False).status == "completed"
+
+
 def test_a_run_on_a_folder_whose_images_changed_is_neither_resumed_nor_reused(tmp_path):
     from PIL import Image
 

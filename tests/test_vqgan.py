@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nst_lib.errors import ConfigError, NSTError
+from nst_lib.errors import ConfigError, NSTError, RunInUseError
 from nst_lib.models import VQGAN, VQPrior, train
 from nst_lib.models import losses as L
 from nst_lib.models.data import tiny_paintings
@@ -280,6 +280,18 @@ def test_an_interrupted_guidance_run_resumes_to_the_same_image(trained_vqgan, tm
         G.guide(vq, content, G.GramPrompt(other, weights=None), resume=cut.run_dir, **kw)
     with pytest.raises(NSTError, match=r"another config \(checkpoint_every: 2 → 3\)"):
         G.guide(vq, content, prompt, resume=cut.run_dir, **{**kw, "checkpoint_every": 3})
+    # a run another process holds is left to it, its record untouched
+    from .test_engine import held_elsewhere
+
+    before = (cut.run_dir / "config.json").read_bytes()
+    child = held_elsewhere(cut.run_dir)
+    try:
+        with pytest.raises(RunInUseError, match=f"in use by process {child.pid}"):
+            G.guide(vq, content, prompt, resume=cut.run_dir, progress=False)
+    finally:
+        child.kill()
+        child.wait()
+    assert (cut.run_dir / "config.json").read_bytes() == before
     # the run's own config: a resume needs no overrides repeated
     cut_peak = json.loads((cut.run_dir / "config.json").read_text())["peak_memory_mb"]
     resumed = G.guide(vq, content, prompt, resume=cut.run_dir, progress=False)

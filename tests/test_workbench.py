@@ -195,6 +195,26 @@ def test_a_failing_cell_is_reported_and_the_others_still_run(tmp_path):
     assert "1 cell(s) not finished" in fig.texts[-1].get_text()
 
 
+def test_a_cell_another_sweep_is_running_is_left_to_it_and_the_others_still_run(tmp_path):
+    from .test_engine import held_elsewhere
+
+    base = StyleConfig(weights=None, size=48, steps=2, snapshot_every=0)
+    out = tmp_path / "sweep"
+    first = sweep({"c": CONTENT}, {"s": STYLE}, base, {"seed": [0, 1]}, out=out, progress=False)
+    busy = first[0].run_dir
+    child = held_elsewhere(busy)
+    try:
+        with pytest.warns(UserWarning, match=f"{busy.name} failed: RunInUseError: .*in use by process {child.pid}"):
+            again = sweep(
+                {"c": CONTENT}, {"s": STYLE}, base.replace(steps=3), {"seed": [0, 1]}, out=out, progress=False
+            )
+    finally:
+        child.kill()
+        child.wait()
+    assert again[0].status.startswith("failed: RunInUseError") and again[1].status == "resumed, completed"
+    assert json.loads((busy / "config.json").read_text())["steps_done"] == 2  # the other process's, untouched
+
+
 def test_sweep_names_cells_apart_or_says_why_it_cannot(tmp_path):
     import shutil
 
@@ -502,6 +522,13 @@ def test_the_panel_says_what_went_wrong_whatever_it_was(panel, monkeypatch):
     assert "holiday.png: not an image" in panel.message.value
     panel.content.index = (panel.content.index + 1) % len(panel.content.options)  # a bundled image chosen after it
     assert not panel._uploaded["content"] and panel._input("content") == panel.content.value
+    # an upload that is one is recorded by its name
+    photo = {"name": "holiday.png", "content": (DATA / "style" / "mandala.png").read_bytes()}
+    monkeypatch.setattr(widgets, "_upload_item", lambda upload: photo)
+    panel._uploaded["content"] = True
+    panel.render(wait=True)
+    record = json.loads((panel.run_dir / "config.json").read_text())
+    assert record["inputs"]["content"] == "holiday.png (uploaded)"
 
 
 def test_a_preview_warm_starts_only_from_an_image_of_its_own_inputs(panel, monkeypatch):
@@ -545,6 +572,24 @@ def test_export_records_what_the_image_was_made_from_and_a_render_resumes_the_pr
     assert panel._job is not render and panel._job.kind == "preview"
     panel.wait(timeout=300)
     assert panel.result.config.style_weight == pytest.approx(1.0) and panel.result.run_dir is None
+
+
+def test_an_exported_preview_keeps_the_image_it_started_from_which_reproduces_it(panel, tmp_path):
+    from nst_lib import stylize
+
+    panel.start_preview(wait=True)
+    panel.beta.value = panel.beta.value * 10
+    job = panel.start_preview(wait=True)  # warm-started from the first preview's image
+    assert job.result.initial is not None
+    exported = panel.export()
+    record = json.loads((exported / "config.json").read_text())
+    assert record["inputs"]["initial"] == "inputs/initial.npy" and (exported / "inputs" / "initial.png").is_file()
+    assert record["network"]["weights"] == "random" and record["precision"] == job.result.precision
+    # its config, inputs, seed and starting image give the image again (as many steps as the preview ran)
+    config = StyleConfig.from_dict(record["config"]).replace(steps=len(job.result.history))
+    initial = np.load(exported / "inputs" / "initial.npy")
+    again = stylize(record["inputs"]["content"], record["inputs"]["styles"][0], config, initial=initial, progress=False)
+    np.testing.assert_array_equal(again.image, np.asarray(Image.open(exported / "output.png")))
 
 
 def test_panel_reports_bad_input_in_the_panel(panel, tmp_path):

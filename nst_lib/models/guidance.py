@@ -27,6 +27,7 @@ import json
 import string
 import time
 import warnings
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ from ..features import get_extractor
 from ..images import centre_crop_resize, from_unit, load_image, pixel_digest, to_uint8
 from ..losses import StyleLoss
 from ..optim import Adam, Callback, StepInfo, as_callbacks, run_steps
-from ..runs import Run, changed_setting, json_default
+from ..runs import Run, changed_setting, hold, json_default
 from .losses import spherical_distance
 
 # CLIP's image normalisation (Radford et al. 2021, the released preprocessing)
@@ -393,11 +394,23 @@ def guide(
     """Optimise the VQGAN latent of ``content`` (uint8 image or path) towards ``prompts`` (a Prompt or a
     list). Writes a run folder under ``out`` (or continues the run folder ``resume``). Runs on the engine's step
     loop (``optim.run_steps``): progress bar, ``callbacks`` (``optim.Callback`` objects or functions of a
-    ``StepInfo``; True stops), Ctrl-C."""
+    ``StepInfo``; True stops), Ctrl-C. A run folder another process is running is refused (``RunInUseError``)."""
+    with ExitStack() as held:  # the run folder, held while this call writes it
+        return _guide(
+            held, vqgan, content, prompts, config, clip_size, out, name, resume, progress, callbacks, overrides
+        )
+
+
+def _guide(
+    held: ExitStack, vqgan, content, prompts, config, clip_size, out, name, resume, progress, callbacks, overrides
+) -> GuidanceResult:
     require_tensorflow("guided generation")
     import tensorflow as tf
 
-    resumed = Run.open(resume, kind="guidance") if resume is not None else None
+    resumed = None
+    if resume is not None:
+        held.enter_context(hold(Run.open(resume, kind="guidance").path))
+        resumed = Run.open(resume, kind="guidance")  # read once held: its holder may have written it
     recorded = resumed.record.get("guidance_config") if resumed is not None else None
     # a resume goes on with the run's own config unless one is given; overrides must agree with it
     c = (config or (GuidanceConfig.from_dict(recorded) if recorded else GuidanceConfig())).replace(**overrides)
@@ -406,7 +419,7 @@ def guide(
         raise ConfigError("guide: give at least one prompt")
     late = sorted(s for s in c.snapshots if s > c.iterations)
     if late:  # e.g. the default (0, 50, 500) with fewer iterations
-        warnings.warn(f"no snapshot at {late}: past iterations={c.iterations}", stacklevel=2)
+        warnings.warn(f"no snapshot at {late}: past iterations={c.iterations}", stacklevel=3)
     f = vqgan.config.downsample
     if c.size % f:
         raise ConfigError(f"size {c.size} must be a multiple of the VQGAN's downsampling factor {f}")
@@ -433,6 +446,7 @@ def guide(
         run.truncate_rows("losses.csv", "step", start)
     else:
         run = Run.create(out, name, subdirs=("snapshots", "inputs"))
+        held.enter_context(hold(run.path))
         run.save_image("inputs/content.png", content)
         run.begin(
             "guidance",

@@ -28,6 +28,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ import numpy as np
 
 from ..config import RUNS_DIR
 from ..errors import ConfigError
-from ..runs import Run, record_network
+from ..runs import Run, hold, record_network
 from .callbacks import EpochEnd, Progress, StepLog, epochs_done, load_checkpoint
 from .data import DataError, from_spec
 from .registry import build_model, load_start_weights, load_trained
@@ -113,7 +114,8 @@ def train(
         seed=model.config.seed,
         distribute=describe_strategy(strategy),
     )
-    return _without_scratch(_fit(model, data, run, 0, epochs, callbacks, progress, strategy), scratch)
+    with hold(run.path):  # a resume of it started meanwhile is refused while this trains
+        return _without_scratch(_fit(model, data, run, 0, epochs, callbacks, progress, strategy), scratch)
 
 
 def resume_training(
@@ -127,9 +129,16 @@ def resume_training(
 ) -> TrainResult:
     """Continue a training run from its last checkpoint up to ``epochs`` (default: the epochs it was started
     with). ``data`` defaults to the dataset recorded in the run (a folder or the bundled tiny set). ``distribute``
-    as for ``train``; a run may resume on another number of replicas (the same global batch, so the same steps)."""
+    as for ``train``; a run may resume on another number of replicas (the same global batch, so the same steps).
+    A run another process is training is refused (``RunInUseError``)."""
     strategy = resolve_strategy(distribute)
-    run = Run.open(run_dir, kind="training")
+    chief = strategy is None or is_chief(strategy)  # the other workers of a multi-worker run write a copy
+    with hold(Run.open(run_dir, kind="training").path) if chief else nullcontext():
+        return _resume_training(run_dir, data, epochs, callbacks, progress, strategy)
+
+
+def _resume_training(run_dir, data, epochs, callbacks, progress, strategy) -> TrainResult:
+    run = Run.open(run_dir, kind="training")  # read once held: its holder may have written it
     scratch = None
     if strategy is not None and not is_chief(strategy):  # a multi-worker run's other workers write elsewhere
         scratch = tempfile.mkdtemp(prefix="nst-worker-")

@@ -30,7 +30,7 @@ from ..config import StyleConfig
 from ..errors import ConfigError, NSTError
 from ..features import imagenet_obtainable
 from ..optim import Callback, StepInfo
-from ..runs import Run
+from ..runs import Run, hold
 
 EXTRA = "nst-workbench[ray]"
 # how long the driver waits, after Ctrl-C, for running cells to write their checkpoint and stop
@@ -153,6 +153,9 @@ def configure_worker(cpus: float) -> dict[str, Any]:
     }
 
 
+RETRY_LOCK_WAIT_S = 180.0  # longer than an NFSv4 lease (90 s by default), after which a dead client's locks go
+
+
 def cell_task(run_cell, cell, config: StyleConfig, content, style, callbacks: Sequence, counter, index: int):
     """What one Ray task runs: ``run_cell`` (``sweeps.run_cell``, handed in so that this module does not import
     the one that imports it) on the cell, with the worker's settings recorded in its run folder."""
@@ -162,10 +165,13 @@ def cell_task(run_cell, cell, config: StyleConfig, content, style, callbacks: Se
     worker = configure_worker(cpus)
     reporter = _Reporter(counter, index)
     reporter.offset(0)  # a retried cell counts again from what its folder holds
-    run_cell(cell, config, content, style, [reporter, *callbacks], reporter.offset)
-    reporter.flush(wait=True)
-    if (cell.run_dir / "config.json").is_file() and cell.status != "skipped (done)":  # the worker that ran it
-        Run.open(cell.run_dir).write_record(worker=worker)
+    cell.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    # a retry on another node waits for the lost node's lock on the cell to lapse (its NFS lease)
+    with hold(cell.run_dir, RETRY_LOCK_WAIT_S):
+        run_cell(cell, config, content, style, [reporter, *callbacks], reporter.offset)
+        reporter.flush(wait=True)
+        if (cell.run_dir / "config.json").is_file() and cell.status != "skipped (done)":  # the worker that ran it
+            Run.open(cell.run_dir).write_record(worker=worker)
     return cell
 
 

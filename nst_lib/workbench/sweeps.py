@@ -32,7 +32,7 @@ from ..config import CELL_RETRIES, EXECUTORS, OUTPUT_FIELDS, PRESETS, StyleConfi
 from ..errors import ConfigError
 from ..images import ImageLike, pixel_digest, read_image, source_name, style_list
 from ..optim import Callback, StepInfo
-from ..runs import Run, changed_setting, slug
+from ..runs import Run, changed_setting, hold, slug
 from ..transfer import resume, stylize, total_steps
 from .ray_executor import failed_status
 from .viz import image_grid
@@ -182,11 +182,26 @@ class _SweepProgress(Callback):
         self.bar.set_postfix_str(f"{self.label} loss={info.losses['total']:.3g}", refresh=False)
 
 
-def run_cell(cell: SweepCell, config: StyleConfig, content: ImageLike, style: ImageLike, callbacks, report) -> None:
+def run_cell(
+    cell: SweepCell,
+    config: StyleConfig,
+    content: ImageLike,
+    style: ImageLike,
+    callbacks,
+    report,
+    wait_s: float = 0.0,
+) -> None:
     """One cell, wherever it runs (this process or a Ray worker): skipped when its folder holds a completed run,
     resumed from its checkpoint when it holds an interrupted one, started otherwise. ``report(n)`` is told the
     steps already done before any step runs (the progress bar's offset), and the steps the sweep planned for the
-    cell when it completes; ``callbacks`` see every step."""
+    cell when it completes; ``callbacks`` see every step. A cell another process is running (a second sweep of the
+    same spec) fails with ``RunInUseError`` after waiting ``wait_s`` seconds for it."""
+    cell.run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with hold(cell.run_dir, wait_s):  # from before its folder is looked at to the end of its run
+        _run_cell(cell, config, content, style, callbacks, report)
+
+
+def _run_cell(cell: SweepCell, config: StyleConfig, content: ImageLike, style: ImageLike, callbacks, report) -> None:
     record = _record(cell.run_dir)
     changed = other_run(record, config, content, style)
     if changed:  # another sweep's result under this cell's name: kept aside, never reused as this one's

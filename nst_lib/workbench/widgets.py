@@ -368,6 +368,7 @@ class StylePanel:
             image.load()
         except (OSError, SyntaxError, ValueError) as exc:
             raise ImageError(f"{_upload_name(item)}: not an image, or a truncated one ({exc})") from None
+        image.filename = f"{_upload_name(item)} (uploaded)"  # what run records and messages call it
         return image
 
     def _inputs_key(self):
