@@ -81,6 +81,7 @@ def main() -> None:
             "step_s": round(step, 4),
             "step_over_vgg_floor": round(step / floor, 2),
             "warmup_epoch_s": warmup[name],
+            "rounds_s": [round(t, 3) for t in ts],  # each round's time, of which the median is quoted
         }
         print(
             f"{name:20s} {results[name]['images_per_s']:7.1f} images/s  {step:.3f} s/step  "

@@ -481,6 +481,17 @@ def test_the_results_files_the_readme_cites_exist_and_hold_its_numbers():
         assert quoted in readme, quoted
     # no round of fit stalls any more (they were bimodal before the pipelines ran without tf.data's autotuning)
     assert all(r < 1.5 for g in (small, zhu, vq) for r in g["round_step_over_floor"])
+    vae = json.loads((ROOT / "benchmarks/results/style_vae_throughput.json").read_text())["results"]
+    over = sorted(v["step_over_vgg_floor"] for v in vae.values())
+    spread = max(max(v["rounds_s"]) / min(v["rounds_s"]) for v in vae.values())
+    for quoted in (
+        f"the autoencoder stage trains at {vae['autoencoder']['images_per_s']:.1f} images/s, the style stage at "
+        f"{vae['style']['images_per_s']:.1f}, the variational stage at {vae['variational']['images_per_s']:.1f} and "
+        f"with the triplet term at {vae['variational_triplet']['images_per_s']:.1f}, each step "
+        f"{over[0]:.2f}–{over[-1]:.2f}× the time",
+    ):
+        assert quoted in readme, quoted
+    assert spread < 1.11  # "the rounds within 11 % of each other"
 
 
 # the numbers the README's captions quote from the notebooks' full runs, in the form the README writes them: each
