@@ -177,6 +177,10 @@ def _unwrap(hint: Any) -> tuple[Any, bool]:
 # other values of these is still the same cell
 OUTPUT_FIELDS = ("snapshot_every", "tiff16")
 
+# What a resume may change: how long it goes on, what it writes, and how the same loss is computed (tiles are
+# exact). Anything else would make the checkpoint another problem's, or not fit it (another size or schedule).
+RESUME_OVERRIDES = ("steps", "first_scale_steps", *OUTPUT_FIELDS, "tile_size", "memory_budget_mb")
+
 
 @dataclass(frozen=True)
 class StyleConfig(Config):

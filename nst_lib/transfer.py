@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import RUNS_DIR, StyleConfig
+from .config import RESUME_OVERRIDES, RUNS_DIR, StyleConfig
 from .errors import ConfigError, ImageError, NonFiniteLossError, NSTError
 from .images import (
     ImageLike,
@@ -438,11 +438,6 @@ def stylize(
             initial=initial_img,
             source_hws=source_hws,
         )
-
-
-# What a resume may change: how long it goes on, what it writes, and how the same loss is computed (tiles are
-# exact). Anything else would make the checkpoint another problem's, or not fit it (another size or schedule).
-RESUME_OVERRIDES = ("steps", "first_scale_steps", "snapshot_every", "tiff16", "tile_size", "memory_budget_mb")
 
 
 def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = True, **overrides: Any) -> StyleResult:

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from nst_lib import StyleConfig
+from nst_lib.config import RESUME_OVERRIDES
 from nst_lib.workbench.cli import _config_from_args, build_parser, main
 
 from .conftest import CONTENT, DATA, STYLE
@@ -108,6 +109,14 @@ def test_resume_command(tmp_path):
     assert not (run_dir / "output.tif").exists()
     assert main(["resume", str(run_dir), "--steps", "6", "--tiff16", "--quiet"]) == 0  # the TIFF for print, later
     assert (run_dir / "output.tif").is_file() and json.loads((run_dir / "config.json").read_text())["config"]["tiff16"]
+    # every field the API's resume may change is a flag, and only those
+    argv = ["--snapshot-every", "2", "--tile-size", "0", "--memory-budget-mb", "900", "--first-scale-steps", "7"]
+    assert main(["resume", str(run_dir), *argv, "--quiet"]) == 0
+    config = json.loads((run_dir / "config.json").read_text())["config"]
+    assert (config["snapshot_every"], config["tile_size"], config["memory_budget_mb"]) == (2, 0, 900)
+    assert config["first_scale_steps"] == 7
+    sub = build_parser()._subparsers._group_actions[0].choices["resume"]
+    assert {a.dest for a in sub._actions} - {"help", "run_dir", "quiet"} == set(RESUME_OVERRIDES)
 
 
 def test_a_damaged_run_folder_or_a_bad_output_place_gives_one_line(tmp_path, capsys):

@@ -18,7 +18,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..config import ARCHS, CELL_RETRIES, EXECUTORS, PRESETS, RUNS_DIR, StyleConfig
+from ..config import ARCHS, CELL_RETRIES, EXECUTORS, PRESETS, RESUME_OVERRIDES, RUNS_DIR, StyleConfig
 from ..errors import ConfigError, NSTError
 from .patterns import write_patterns
 
@@ -54,23 +54,30 @@ class _ListOrNone(argparse.Action):
         setattr(namespace, self.dest, values)
 
 
-def add_config_flags(parser: argparse.ArgumentParser, preset: str | None = None) -> None:
-    """One flag per StyleConfig field; unset flags stay absent so a preset's values are kept. The help shows
-    ``preset``'s values where it is named (``nst stylize --preset gatys2016 --help``), StyleConfig's otherwise."""
+def add_config_flags(
+    parser: argparse.ArgumentParser, preset: str | None = None, only: Sequence[str] | None = None
+) -> None:
+    """One flag per StyleConfig field (per field in ``only``, whose defaults are the run's: ``nst resume``); unset
+    flags stay absent so a preset's values are kept. The help shows ``preset``'s values where it is named
+    (``nst stylize --preset gatys2016 --help``), StyleConfig's otherwise."""
     hints = typing.get_type_hints(StyleConfig)
     values = StyleConfig.preset(preset) if preset else None
     title = f"preset {preset}'s values" if preset else "defaults from nst_lib.StyleConfig"
     if preset and parser.prog.endswith(" sweep"):
         title += "; a spec's base overrides them"
+    if only is not None:
+        title = "what a resume may change; default: as the run was started"
     group = parser.add_argument_group(f"StyleConfig fields ({title})")
     for f in dataclasses.fields(StyleConfig):
+        if only is not None and f.name not in only:
+            continue
         hint = hints[f.name]
         args = typing.get_args(hint)
         optional = type(None) in args
         base = next((a for a in args if a is not type(None)), hint) if args else hint
         flag = "--" + f.name.replace("_", "-")
         value = f.default if values is None else getattr(values, f.name)
-        text = f"{f.metadata['help']} (default: {value})"
+        text = f"{f.metadata['help']} (default: {value})" if only is None else f.metadata["help"]
         kw = {"dest": f.name, "default": argparse.SUPPRESS, "help": text.replace("%", "%%")}
         if base is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
@@ -121,22 +128,16 @@ def build_parser(preset: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_config_flags(p, preset)
 
-    r = sub.add_parser("resume", help="continue an interrupted run from its folder")
+    r = sub.add_parser(
+        "resume",
+        help="continue an interrupted run from its folder",
+        description="Continue a run from its folder's last checkpoint, with the config it was started with. --steps "
+        "sets the steps a scale from the checkpoint's scale on (a finished run's final scale continues to it); "
+        "another size, loss or schedule is a new run (nst stylize).",
+    )
     r.add_argument("run_dir")
-    r.add_argument(
-        "--steps",
-        type=int,
-        default=argparse.SUPPRESS,
-        help="steps a scale from the checkpoint's scale on (the coarsest runs first_scale_steps, default 2 × steps); "
-        "a finished run's final scale continues to it",
-    )
-    r.add_argument(
-        "--tiff16",
-        action=argparse.BooleanOptionalAction,
-        default=argparse.SUPPRESS,
-        help="write (or stop writing) output.tif, the 16-bit TIFF; default: as the run was started",
-    )
-    r.add_argument("--quiet", action="store_true")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_config_flags(r, only=RESUME_OVERRIDES)
 
     sw = sub.add_parser(
         "sweep",
@@ -199,7 +200,7 @@ def _cmd_stylize(args) -> int:
 def _cmd_resume(args) -> int:
     from ..transfer import resume
 
-    overrides = {k: getattr(args, k) for k in ("steps", "tiff16") if hasattr(args, k)}
+    overrides = {k: getattr(args, k) for k in RESUME_OVERRIDES if hasattr(args, k)}
     return _report(resume(args.run_dir, progress=not args.quiet, **overrides))
 
 
