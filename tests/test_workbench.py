@@ -144,6 +144,21 @@ def test_a_cell_whose_input_file_was_overwritten_is_run_again_and_a_moved_one_is
     assert len(list((tmp_path / "sweep").glob("*.other-settings"))) == 1  # the first run kept, not overwritten
 
 
+def test_a_sweep_asked_again_decodes_each_input_once_not_once_a_cell(tmp_path, monkeypatch):
+    from nst_lib.workbench import sweeps
+
+    photo = tmp_path / "photo.png"
+    shutil.copy(DATA / "content" / "skimage_chelsea.png", photo)
+    vary = {"seed": [0, 1, 2]}
+    sweep({"photo": photo}, {"s": STYLE}, TINY.replace(steps=1), vary, out=tmp_path / "sweep", progress=False)
+    decoded = []
+    real = sweeps.read_image
+    monkeypatch.setattr(sweeps, "read_image", lambda src: decoded.append(src) or real(src))
+    again = sweep({"photo": photo}, {"s": STYLE}, TINY.replace(steps=1), vary, out=tmp_path / "sweep", progress=False)
+    assert [c.status for c in again] == ["skipped (done)"] * 3
+    assert len(decoded) == len(set(map(str, decoded))) <= 2  # (one already decoded by an earlier test is not again)
+
+
 def test_the_sweep_bar_counts_every_planned_step_when_a_coarse_scale_is_left_out(tmp_path, capsys):
     from nst_lib.transfer import total_steps
 

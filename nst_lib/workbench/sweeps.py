@@ -275,9 +275,27 @@ def changed_inputs(record: dict, content: ImageLike, style: ImageLike) -> str:
     digests = inputs.get("digests")
     if digests and len(digests) == len(sources):
         for i, (src, digest) in enumerate(zip(sources, digests)):
-            if pixel_digest(read_image(src)) != digest:
+            if _digest(src) != digest:
                 return f"{'content' if i == 0 else 'styles'}: {source_name(src)} (other pixels)"
     return ""
+
+
+_DIGESTS: dict[tuple, str] = {}  # (file, size, mtime) → its pixels' digest: a sweep's cells share a few inputs
+
+
+def _digest(src: ImageLike) -> str:
+    """``pixel_digest`` of ``src``; a file is decoded once a process while its size and modification time stay
+    (each cell decoded every input again; a file rewritten to the same size within the clock's tick is missed)."""
+    if not isinstance(src, (str, Path)):
+        return pixel_digest(read_image(src))
+    try:
+        stat = Path(src).stat()
+        key = (str(Path(src).resolve()), stat.st_size, stat.st_mtime_ns)
+    except OSError:  # read_image names the missing file
+        return pixel_digest(read_image(src))
+    if key not in _DIGESTS:
+        _DIGESTS[key] = pixel_digest(read_image(src))
+    return _DIGESTS[key]
 
 
 def other_run(record: dict, config: StyleConfig, content: ImageLike, style: ImageLike) -> str:
