@@ -381,6 +381,37 @@ def test_a_run_on_a_folder_whose_images_changed_is_neither_resumed_nor_reused(tm
     ).run_dir == (first.run_dir)  # the run on the first images is still found for them
 
 
+def test_a_run_on_a_cached_folder_resumes_from_its_cache_and_is_the_same_run_without_it(tmp_path, monkeypatch):
+    import shutil
+
+    from PIL import Image
+
+    from nst_lib.models import data as data_mod
+    from nst_lib.models import resume_training, train_or_load
+
+    folder = tmp_path / "art"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    data = data_mod.load_image_folder(folder, size=16, cache_dir="cache", progress=False)
+    first = train(DCGAN(image_size=16, batch_size=8), data, 1, out=tmp_path / "runs", name="g", timestamp=False,
+                  progress=False)  # fmt: skip
+    assert json.loads((first.run_dir / "config.json").read_text())["data"]["cache_dir"] == str(tmp_path / "cache")
+    uncached = data_mod.load_image_folder(folder, size=16, progress=False)
+    assert train_or_load(DCGAN(image_size=16, batch_size=8), uncached, 1, tmp_path / "runs", "g",
+                         progress=False).run_dir == first.run_dir  # fmt: skip
+    monkeypatch.setattr(data_mod, "_decode", lambda *a: pytest.fail("decoded again despite the recorded cache"))
+    assert resume_training(first.run_dir, epochs=2, progress=False).status == "completed"
+    # a cache folder that is not there (another machine's) is not made: the folder is decoded again
+    monkeypatch.undo()
+    monkeypatch.chdir(tmp_path)
+    shutil.rmtree(tmp_path / "cache")
+    assert resume_training(first.run_dir, epochs=3, progress=False).status == "completed"
+    assert not (tmp_path / "cache").exists()
+
+
 def test_a_run_on_a_folder_given_relatively_resumes_from_another_working_folder(tmp_path, monkeypatch):
     import shutil
 

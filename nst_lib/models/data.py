@@ -248,6 +248,8 @@ def load_image_folder(
             f"{folder}: no images (looked for {' '.join(IMAGE_SUFFIXES)}{' in sub-folders too' if recursive else ''})"
         )
     spec = {"kind": "folder", "path": str(folder), "size": int(size), "recursive": recursive, "limit": limit}
+    if cache_dir is not None:  # where a resume finds the decoded images again (not part of what the data is)
+        spec["cache_dir"] = str(Path(cache_dir).resolve())
 
     cache_file = None
     if cache_dir is not None:
@@ -352,6 +354,8 @@ def from_spec(spec: dict[str, Any], progress: bool = True) -> ImageFolder:
     if kind == "content_style":
         return ContentStyleData(from_spec(spec["content"], progress), from_spec(spec["style"], progress))
     if kind == "folder":
+        if spec.get("cache_dir") and not Path(spec["cache_dir"]).is_dir():  # another machine's: decoded again
+            spec.pop("cache_dir")
         return load_image_folder(spec.pop("path"), progress=progress, **spec)
     if kind == "union":
         return union(*(from_spec(part, progress) for part in spec["parts"]))

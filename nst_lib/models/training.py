@@ -202,9 +202,10 @@ def _spec(recorded: dict) -> dict:
 
 
 def _paths(spec: dict, replace) -> dict:
-    """A dataset spec with ``replace(path)`` for each of its folders' paths (a union's and a pair's too)."""
+    """A dataset spec with ``replace(path)`` for each of its folders' paths (a union's and a pair's too), without
+    their ``cache_dir`` (where decoded images are kept is not which images they are)."""
     if spec.get("kind") == "folder" and "path" in spec:
-        return {**spec, "path": replace(spec["path"])}
+        return {**{k: v for k, v in spec.items() if k != "cache_dir"}, "path": replace(spec["path"])}
     nested = {k: _paths(v, replace) for k, v in spec.items() if isinstance(v, dict)}
     parts = {"parts": [_paths(p, replace) for p in spec["parts"]]} if isinstance(spec.get("parts"), list) else {}
     return {**spec, **nested, **parts}
