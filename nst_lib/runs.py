@@ -112,15 +112,17 @@ def lock_file(folder: str | Path) -> Path:
 
 
 @contextmanager
-def hold(folder: str | Path, wait_s: float = 0.0) -> Iterator[None]:
+def hold(folder: str | Path, wait_s: float = 0.0, lapse_s: float = 0.0) -> Iterator[None]:
     """Hold the run folder ``folder`` (existing, or about to be made in an existing folder) while the block runs:
-    another process's or thread's ``hold`` of it waits up to ``wait_s`` seconds, then raises ``RunInUseError``
-    naming the holder. The operating system lets go of a dead holder's lock (a killed process; a lost NFSv4 client's
-    once its lease ends, 90 s by default), so nothing stale is left to clear by hand. Nested holds of one folder in
-    one thread pass through (a sweep cell, then its run)."""
+    another process's or thread's ``hold`` of it waits up to ``wait_s`` seconds, and up to ``lapse_s`` where the
+    holder is on another machine (which may be lost: its lock lapses with its NFSv4 lease, 90 s by default; one on
+    this machine is alive), then raises ``RunInUseError`` naming the holder. The operating system lets go of a dead
+    holder's lock, so nothing stale is left to clear by hand. Nested holds of one folder in one thread pass through
+    (a sweep cell, then its run)."""
     key = Path(folder).resolve()
     me = threading.get_ident()
-    deadline = time.monotonic() + wait_s
+    start = time.monotonic()
+    deadline = start + wait_s
     while True:
         with _held_guard:
             entry = _held.get(key)
@@ -132,7 +134,7 @@ def hold(folder: str | Path, wait_s: float = 0.0) -> Iterator[None]:
             raise RunInUseError(f"{key}: in use by another thread of this process ({os.getpid()})")
         time.sleep(min(0.5, max(deadline - time.monotonic(), 0.0)))
     try:
-        fd = None if nested or fcntl is None else _lock(lock_file(key), key, deadline)
+        fd = None if nested or fcntl is None else _lock(lock_file(key), key, deadline, start + max(wait_s, lapse_s))
         try:
             yield
         finally:
@@ -148,9 +150,10 @@ def hold(folder: str | Path, wait_s: float = 0.0) -> Iterator[None]:
                 del _held[key]
 
 
-def _lock(path: Path, folder: Path, deadline: float) -> int | None:
-    """Lock ``path`` (an exclusive ``flock``), created if need be, trying until ``deadline``: the file descriptor
-    that holds it, or None where the file system has no locks."""
+def _lock(path: Path, folder: Path, deadline: float, remote_deadline: float) -> int | None:
+    """Lock ``path`` (an exclusive ``flock``), created if need be, trying until ``deadline`` (``remote_deadline``
+    while its holder is on another machine): the file descriptor that holds it, or None where the file system has
+    no locks."""
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
@@ -162,9 +165,11 @@ def _lock(path: Path, folder: Path, deadline: float) -> int | None:
             return fd
         os.close(fd)
         if state == "busy":
-            if time.monotonic() >= deadline:
-                raise RunInUseError(f"{folder}: in use by {_holder(path)}")
-            time.sleep(min(2.0, max(deadline - time.monotonic(), 0.0)))
+            who = _holder(path)
+            until = deadline if who.get("host") in (None, socket.gethostname()) else remote_deadline
+            if time.monotonic() >= until:
+                raise RunInUseError(f"{folder}: in use by {_describe(who)}")
+            time.sleep(min(2.0, max(until - time.monotonic(), 0.0)))
         elif state != "moved":  # ("moved": let go and unlinked meanwhile; the file at the path now is tried)
             warnings.warn(
                 f"{folder}: cannot lock its run folder on this file system ({state}); unguarded", stacklevel=4
@@ -197,13 +202,21 @@ def _try_lock(fd: int, path: Path) -> str:
     return "held"
 
 
-def _holder(path: Path) -> str:
-    """Who holds a lock, as its holder wrote it: 'process 123 on host since 2026-12-07T10:00:00'."""
+def _holder(path: Path) -> dict:
+    """Who holds a lock, as its holder wrote it (pid, host, since); {} where it cannot be read (written this
+    instant, or by another version)."""
     try:
         who = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return who if isinstance(who, dict) else {}
+
+
+def _describe(who: dict) -> str:
+    """'process 123 on host since 2026-12-07T10:00:00', or 'another process'."""
+    if {"pid", "host", "since"} <= set(who):
         return f"process {who['pid']} on {who['host']} since {who['since']}"
-    except (OSError, ValueError, KeyError, TypeError):  # written this instant, or by another version
-        return "another process"
+    return "another process"
 
 
 class Run:

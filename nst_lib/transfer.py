@@ -583,17 +583,21 @@ def _execute(
 def save_result(result: StyleResult, out: str | Path, name: str, inputs: dict[str, Any]) -> Path:
     """A new run folder for a result computed without one (``out=None``, e.g. the widget panel's runs): the
     record (with the network and precision it computed with), ``losses.csv`` and ``output.png``. A result warm-started
-    from an image (the panel's previews) keeps that image as ``inputs/initial.npy`` (and ``.png``), which with its
-    config, inputs and seed reproduces it (``stylize(..., initial=np.load(...))``); the record names it. It has no
+    from an image (the panel's previews) keeps that image, which with its config, inputs and seed reproduces it
+    (``stylize(..., initial=<run>/inputs/initial.png)``): ``inputs/initial.png`` where its values are 8-bit (a
+    preview's are), else also ``inputs/initial.npy`` (0–255 floats); the record names the exact one. It has no
     checkpoint, so it is a record, not a resumable run; and no ``output.tif`` whatever ``tiff16`` says (the result
     holds the 8-bit image only)."""
     run = Run.create(out, name, subdirs=("snapshots",))
     started = {}
     if result.initial is not None:
+        initial = np.asarray(result.initial, np.float32)
         (run.path / "inputs").mkdir()
-        np.save(run.path / "inputs" / "initial.npy", np.asarray(result.initial, np.float32))
-        run.save_image("inputs/initial.png", result.initial)
-        started = {"initial": "inputs/initial.npy"}
+        run.save_image("inputs/initial.png", initial)
+        started = {"initial": "inputs/initial.png"}
+        if not np.array_equal(initial, np.clip(np.round(initial), 0, 255)):  # the PNG would round it
+            np.save(run.path / "inputs" / "initial.npy", initial)
+            started = {"initial": "inputs/initial.npy"}
     run.begin(
         "stylize",
         config=result.config.to_dict(),

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -221,18 +222,21 @@ def test_callback_can_stop_and_run_resumes(small_pair, tmp_path):
 
 
 _HOLDER = """
-import sys, time
-from nst_lib.runs import hold
+import json, sys, time
+from nst_lib.runs import hold, lock_file
 with hold(sys.argv[1]):
+    if sys.argv[3]:  # as a process on another machine (one sharing the folder over NFS) would say
+        lock_file(sys.argv[1]).write_text(json.dumps({"pid": 7, "host": sys.argv[3], "since": "then"}))
     print("held", flush=True)
     time.sleep(float(sys.argv[2]))
 """
 
 
-def held_elsewhere(folder, seconds: float = 120.0) -> subprocess.Popen:
-    """Another process holding ``folder`` for ``seconds`` (as a second resume or sweep of it would)."""
+def held_elsewhere(folder, seconds: float = 120.0, host: str = "") -> subprocess.Popen:
+    """Another process holding ``folder`` for ``seconds`` (as a second resume or sweep of it would), saying it is on
+    ``host`` where one is given."""
     child = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(folder), str(seconds)], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", _HOLDER, str(folder), str(seconds), host], stdout=subprocess.PIPE, text=True
     )
     if child.stdout.readline().strip() != "held":
         child.kill()
@@ -269,6 +273,23 @@ def test_a_run_folder_is_held_by_one_process_at_a_time(tmp_path):
         finally:
             child.kill()
             child.wait()
+    # lapse_s waits only for a holder on another machine (which may be lost); one on this machine is alive
+    child = held_elsewhere(folder, seconds=60.0)
+    try:
+        began = time.monotonic()
+        with pytest.raises(RunInUseError):
+            with hold(folder, lapse_s=120):
+                pass
+        assert time.monotonic() - began < 30
+    finally:
+        child.kill()
+        child.wait()
+    child = held_elsewhere(folder, seconds=1.0, host="node-2")
+    with pytest.raises(RunInUseError, match="in use by process 7 on node-2 since then"):
+        with hold(folder):
+            pass
+    with hold(folder, lapse_s=60):
+        assert child.wait() == 0
 
 
 def test_a_run_folder_is_held_by_one_thread_of_a_process_and_unguarded_only_without_locks(tmp_path, monkeypatch):
@@ -554,7 +575,7 @@ def test_a_resumed_run_times_its_own_steps_and_checks_it_resolves_to_the_same_ne
 
     def stop(info):  # the record as a run killed at its first step would leave it
         if info.step == 1:
-            (run_dir,) = tmp_path.iterdir()
+            (run_dir,) = tmp_path.glob("[!.]*")  # not the run's lock, beside it while it runs
             at_first_step.append(json.loads((run_dir / "config.json").read_text()))
         return info.step >= 2
 

@@ -187,7 +187,7 @@ def test_a_sweep_cut_short_by_an_exception_that_escapes_still_writes_its_table(t
 
     class CutAtTheSecondCell(Callback):
         def on_step(self, info):
-            if info.step == 1 and (tmp_path / "sweep").exists() and len(list((tmp_path / "sweep").iterdir())) == 2:
+            if info.step == 1 and (tmp_path / "sweep").exists() and len(list((tmp_path / "sweep").glob("[!.]*"))) == 2:
                 raise SecondCtrlC
 
     vary = {"seed": [0, 1]}
@@ -598,13 +598,22 @@ def test_an_exported_preview_keeps_the_image_it_started_from_which_reproduces_it
     assert job.result.initial is not None
     exported = panel.export()
     record = json.loads((exported / "config.json").read_text())
-    assert record["inputs"]["initial"] == "inputs/initial.npy" and (exported / "inputs" / "initial.png").is_file()
+    assert record["inputs"]["initial"] == "inputs/initial.png"  # a preview's 8-bit image, exact as a PNG
     assert record["network"]["weights"] == "random" and record["precision"] == job.result.precision
     # its config, inputs, seed and starting image give the image again (as many steps as the preview ran)
     config = StyleConfig.from_dict(record["config"]).replace(steps=len(job.result.history))
-    initial = np.load(exported / "inputs" / "initial.npy")
+    initial = exported / record["inputs"]["initial"]
     again = stylize(record["inputs"]["content"], record["inputs"]["styles"][0], config, initial=initial, progress=False)
     np.testing.assert_array_equal(again.image, np.asarray(Image.open(exported / "output.png")))
+    # a starting image a PNG would round is kept as floats
+    import dataclasses
+
+    from nst_lib.transfer import save_result
+
+    fractional = dataclasses.replace(job.result, initial=np.full((8, 8, 3), 100.5, np.float32))
+    path = save_result(fractional, tmp_path / "more", "x", {"content": "c", "styles": ["s"]})
+    assert json.loads((path / "config.json").read_text())["inputs"]["initial"] == "inputs/initial.npy"
+    assert np.all(np.load(path / "inputs" / "initial.npy") == 100.5)
 
 
 def test_panel_reports_bad_input_in_the_panel(panel, tmp_path):

@@ -153,7 +153,9 @@ def configure_worker(cpus: float) -> dict[str, Any]:
     }
 
 
-RETRY_LOCK_WAIT_S = 180.0  # longer than an NFSv4 lease (90 s by default), after which a dead client's locks go
+# how long a cell waits for a cell folder held from another machine: longer than an NFSv4 lease (90 s by default),
+# after which a lost node's locks go (one held on the cell's own machine is a live process's: refused at once)
+RETRY_LOCK_WAIT_S = 180.0
 
 
 def cell_task(run_cell, cell, config: StyleConfig, content, style, callbacks: Sequence, counter, index: int):
@@ -167,7 +169,7 @@ def cell_task(run_cell, cell, config: StyleConfig, content, style, callbacks: Se
     reporter.offset(0)  # a retried cell counts again from what its folder holds
     cell.run_dir.parent.mkdir(parents=True, exist_ok=True)
     # a retry on another node waits for the lost node's lock on the cell to lapse (its NFS lease)
-    with hold(cell.run_dir, RETRY_LOCK_WAIT_S):
+    with hold(cell.run_dir, lapse_s=RETRY_LOCK_WAIT_S):
         run_cell(cell, config, content, style, [reporter, *callbacks], reporter.offset)
         reporter.flush(wait=True)
         if (cell.run_dir / "config.json").is_file() and cell.status != "skipped (done)":  # the worker that ran it

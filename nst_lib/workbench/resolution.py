@@ -253,13 +253,16 @@ def resolution_study(
                     reason_file = Path(scratch) / "reason.txt"
                     code = _run_child(_CHILD, json.dumps({**spec, "reason": str(reason_file)}))
                     reason = reason_file.read_text() if reason_file.is_file() else f"exit code {code}"
+                for_tiff = run  # a completed case resumed only for its TIFF: its result stands whatever happens
                 run = _completed(folder, cfg, *images)
+                if run is None and for_tiff is not None:  # the resume failed part-way: the record says 'failed'
+                    run = Run.open(for_tiff.path)
                 if run is None:
                     warnings.warn(
                         f"{folder}: the {size} px case (style {mode}) failed ({reason}); left out", stacklevel=2
                     )
                     continue
-                if cfg.tiff16 and not (run.path / "output.tif").is_file():  # a resume for the TIFF refused
+                if cfg.tiff16 and not (run.path / "output.tif").is_file():  # the resume for it refused or failed
                     warnings.warn(f"{run.path}: output.tif was not written ({reason}); the case is kept", stacklevel=2)
             runs.append(_read(run, size, mode))
     return runs

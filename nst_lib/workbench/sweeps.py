@@ -182,22 +182,14 @@ class _SweepProgress(Callback):
         self.bar.set_postfix_str(f"{self.label} loss={info.losses['total']:.3g}", refresh=False)
 
 
-def run_cell(
-    cell: SweepCell,
-    config: StyleConfig,
-    content: ImageLike,
-    style: ImageLike,
-    callbacks,
-    report,
-    wait_s: float = 0.0,
-) -> None:
+def run_cell(cell: SweepCell, config: StyleConfig, content: ImageLike, style: ImageLike, callbacks, report) -> None:
     """One cell, wherever it runs (this process or a Ray worker): skipped when its folder holds a completed run,
     resumed from its checkpoint when it holds an interrupted one, started otherwise. ``report(n)`` is told the
     steps already done before any step runs (the progress bar's offset), and the steps the sweep planned for the
     cell when it completes; ``callbacks`` see every step. A cell another process is running (a second sweep of the
-    same spec) fails with ``RunInUseError`` after waiting ``wait_s`` seconds for it."""
+    same spec) fails with ``RunInUseError``."""
     cell.run_dir.parent.mkdir(parents=True, exist_ok=True)
-    with hold(cell.run_dir, wait_s):  # from before its folder is looked at to the end of its run
+    with hold(cell.run_dir):  # from before its folder is looked at to the end of its run
         _run_cell(cell, config, content, style, callbacks, report)
 
 
@@ -289,8 +281,9 @@ def _digest(src: ImageLike) -> str:
     if not isinstance(src, (str, Path)):
         return pixel_digest(read_image(src))
     try:
-        stat = Path(src).stat()
-        key = (str(Path(src).resolve()), stat.st_size, stat.st_mtime_ns)
+        path = Path(src).expanduser()
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     except OSError:  # read_image names the missing file
         return pixel_digest(read_image(src))
     if key not in _DIGESTS:
