@@ -2,12 +2,14 @@
 back instead of re-run, the fixed style size, the 16:9 crop and the figures."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from nst_lib import StyleConfig, stylize
 from nst_lib.errors import NSTError
+from nst_lib.runs import Run
 from nst_lib.workbench import resolution
 from nst_lib.workbench.resolution import (
     case_config,
@@ -78,13 +80,21 @@ def test_a_study_runs_each_case_in_its_own_process_and_reads_completed_cases_bac
     assert tiff.run_dir == runs[0].run_dir and (tiff.run_dir / "output.tif").is_file()
     assert record["steps_done"] == 2 and len(record["earlier_timings"]) == 1
     assert tiff.seconds == runs[0].seconds
-    # one whose checkpoint was damaged since cannot write it: the case is kept as it was, with a warning
-    (runs[1].run_dir / "checkpoint.npz").write_bytes(b"damaged")
-    with pytest.warns(UserWarning, match=r"output.tif was not written \(NSTError: .*checkpoint"):
+    # one whose resume for it fails part-way (its record then says failed) is kept as it was, with a warning
+
+    def failed_part_way(code, argument):
+        spec = json.loads(argument)
+        Run.open(spec["resume"]).write_record(status="failed: OSError: disk full")
+        Path(spec["reason"]).write_text("OSError: disk full")
+        return 1
+
+    monkeypatch.setattr(resolution, "_run_child", failed_part_way)
+    with pytest.warns(UserWarning, match=r"output.tif was not written \(OSError: disk full\); the case is kept"):
         (kept,) = resolution_study(
             content, STYLE, [64], config.replace(tiff16=True), tmp_path / "study", modes=("fixed",), progress=False
         )
     assert kept.run_dir == runs[1].run_dir and kept.seconds == runs[1].seconds
+    monkeypatch.undo()
     monkeypatch.setattr(resolution.subprocess, "Popen", no_new_process)
     # another config (here: the seed) is another study: its cases are not read back from these folders
     with pytest.raises(AssertionError, match="run again"):
