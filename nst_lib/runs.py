@@ -264,6 +264,14 @@ class Run:
             raise NSTError(f"{path}: a {run.kind} run, not a {kind} run")
         return run
 
+    @classmethod
+    @contextmanager
+    def held(cls, path: str | Path, kind: str | None = None) -> Iterator[Run]:
+        """``Run.open`` of a folder this process holds (``hold``) while the block runs; read once held, since its
+        last holder may have written it meanwhile (a second resume of a running folder: ``RunInUseError``)."""
+        with hold(cls.open(path, kind=kind).path):
+            yield cls.open(path, kind=kind)
+
     @property
     def kind(self) -> str:
         return self.record.get("kind", "stylize")

@@ -445,8 +445,20 @@ def resume(run_dir: str | Path, *, callbacks: Sequence = (), progress: bool = Tr
     config fields: ``steps=`` sets the steps a scale from the checkpoint's scale on (a finished run's final scale
     continues to it). A changed config is recorded with the one it replaced in ``earlier_configs``. A run another
     process is running (a second resume of it) is refused with ``RunInUseError``."""
-    with hold(Run.open(run_dir, kind="stylize").path):  # read again once held: the holder may have written it
-        return _resume(Run.open(run_dir, kind="stylize"), callbacks, progress, overrides)
+    with Run.held(run_dir, kind="stylize") as run:
+        return _resume(run, callbacks, progress, overrides)
+
+
+def tiff_to_write(run_dir: Path, config: StyleConfig) -> bool:
+    """Whether a completed run that ``config`` asks for a 16-bit TIFF (``tiff16``) lacks it and can still write it:
+    ``resume`` does, from its checkpoint, with no step run. Without a checkpoint it is kept as it is, with a
+    warning."""
+    if not config.tiff16 or (run_dir / "output.tif").is_file():
+        return False
+    if not (run_dir / "checkpoint.npz").is_file():
+        warnings.warn(f"{run_dir}: no checkpoint to write output.tif from; kept without it", stacklevel=3)
+        return False
+    return True
 
 
 def _resume(run: Run, callbacks: Sequence, progress: bool, overrides: dict[str, Any]) -> StyleResult:

@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -99,3 +101,27 @@ def pytest_xdist_make_scheduler(config, log):
 
     config.option.loadscopereorder = False  # keep the order above (the default sorts groups by their number of tests)
     return GroupScheduling(config, log)
+
+
+_HOLDER = """
+import json, sys, time
+from nst_lib.runs import hold, lock_file
+with hold(sys.argv[1]):
+    if sys.argv[3]:  # as a process on another machine (one sharing the folder over NFS) would say
+        lock_file(sys.argv[1]).write_text(json.dumps({"pid": 7, "host": sys.argv[3], "since": "then"}))
+    print("held", flush=True)
+    time.sleep(float(sys.argv[2]))
+"""
+
+
+def held_elsewhere(folder, seconds: float = 120.0, host: str = "") -> subprocess.Popen:
+    """Another process holding ``folder`` for ``seconds`` (as a second resume or sweep of it would), saying it is on
+    ``host`` where one is given."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(folder), str(seconds), host], stdout=subprocess.PIPE, text=True
+    )
+    if child.stdout.readline().strip() != "held":
+        child.kill()
+        child.wait()
+        raise AssertionError(f"the holding process did not hold {folder}")
+    return child

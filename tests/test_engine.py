@@ -4,8 +4,6 @@ exact, run folders are complete and never overwritten, errors keep what was done
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,7 +16,7 @@ from nst_lib.images import load_image, rgb_to_yiq
 from nst_lib.optim import LBFGS, Adam
 from nst_lib.runs import hold, lock_file
 
-from .conftest import read_tiff16
+from .conftest import held_elsewhere, read_tiff16
 
 FAST = dict(weights=None, size=48, snapshot_every=0)
 
@@ -219,30 +217,6 @@ def test_callback_can_stop_and_run_resumes(small_pair, tmp_path):
     assert r.status == "stopped" and len(r.history) == 3
     done = resume(r.run_dir, progress=False)
     assert done.status == "completed" and len(done.history) == 8
-
-
-_HOLDER = """
-import json, sys, time
-from nst_lib.runs import hold, lock_file
-with hold(sys.argv[1]):
-    if sys.argv[3]:  # as a process on another machine (one sharing the folder over NFS) would say
-        lock_file(sys.argv[1]).write_text(json.dumps({"pid": 7, "host": sys.argv[3], "since": "then"}))
-    print("held", flush=True)
-    time.sleep(float(sys.argv[2]))
-"""
-
-
-def held_elsewhere(folder, seconds: float = 120.0, host: str = "") -> subprocess.Popen:
-    """Another process holding ``folder`` for ``seconds`` (as a second resume or sweep of it would), saying it is on
-    ``host`` where one is given."""
-    child = subprocess.Popen(
-        [sys.executable, "-c", _HOLDER, str(folder), str(seconds), host], stdout=subprocess.PIPE, text=True
-    )
-    if child.stdout.readline().strip() != "held":
-        child.kill()
-        child.wait()
-        raise AssertionError(f"the holding process did not hold {folder}")
-    return child
 
 
 @pytest.mark.skipif(backend.name() == "jax", reason="backend-independent (the run folder's lock): run under TensorFlow")

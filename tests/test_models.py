@@ -333,7 +333,7 @@ def test_a_training_run_another_process_holds_is_not_resumed(tmp_path):
     from nst_lib.errors import RunInUseError
     from nst_lib.models import resume_training, train_or_load
 
-    from .test_engine import held_elsewhere
+    from .conftest import held_elsewhere
 
     data = tiny_paintings(32, 16)
     first = train(DCGAN(image_size=16, batch_size=16), data, 1, out=tmp_path, name="g", timestamp=False, progress=False)

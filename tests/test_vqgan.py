@@ -281,7 +281,7 @@ def test_an_interrupted_guidance_run_resumes_to_the_same_image(trained_vqgan, tm
     with pytest.raises(NSTError, match=r"another config \(checkpoint_every: 2 → 3\)"):
         G.guide(vq, content, prompt, resume=cut.run_dir, **{**kw, "checkpoint_every": 3})
     # a run another process holds is left to it, its record untouched
-    from .test_engine import held_elsewhere
+    from .conftest import held_elsewhere
 
     before = (cut.run_dir / "config.json").read_bytes()
     child = held_elsewhere(cut.run_dir)

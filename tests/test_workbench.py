@@ -212,7 +212,7 @@ def test_a_failing_cell_is_reported_and_the_others_still_run(tmp_path):
 
 @pytest.mark.skipif(backend.name() == "jax", reason="backend-independent (the run folder's lock): run under TensorFlow")
 def test_a_cell_another_sweep_is_running_is_left_to_it_and_the_others_still_run(tmp_path):
-    from .test_engine import held_elsewhere
+    from .conftest import held_elsewhere
 
     base = StyleConfig(weights=None, size=48, steps=2, snapshot_every=0)
     out = tmp_path / "sweep"

@@ -407,10 +407,7 @@ def _guide(
     require_tensorflow("guided generation")
     import tensorflow as tf
 
-    resumed = None
-    if resume is not None:
-        held.enter_context(hold(Run.open(resume, kind="guidance").path))
-        resumed = Run.open(resume, kind="guidance")  # read once held: its holder may have written it
+    resumed = held.enter_context(Run.held(resume, kind="guidance")) if resume is not None else None
     recorded = resumed.record.get("guidance_config") if resumed is not None else None
     # a resume goes on with the run's own config unless one is given; overrides must agree with it
     c = (config or (GuidanceConfig.from_dict(recorded) if recorded else GuidanceConfig())).replace(**overrides)

@@ -133,12 +133,11 @@ def resume_training(
     A run another process is training is refused (``RunInUseError``)."""
     strategy = resolve_strategy(distribute)
     chief = strategy is None or is_chief(strategy)  # the other workers of a multi-worker run write a copy
-    with hold(Run.open(run_dir, kind="training").path) if chief else nullcontext():
-        return _resume_training(run_dir, data, epochs, callbacks, progress, strategy)
+    with Run.held(run_dir, kind="training") if chief else nullcontext(Run.open(run_dir, kind="training")) as run:
+        return _resume_training(run, data, epochs, callbacks, progress, strategy)
 
 
-def _resume_training(run_dir, data, epochs, callbacks, progress, strategy) -> TrainResult:
-    run = Run.open(run_dir, kind="training")  # read once held: its holder may have written it
+def _resume_training(run: Run, data, epochs, callbacks, progress, strategy) -> TrainResult:
     scratch = None
     if strategy is not None and not is_chief(strategy):  # a multi-worker run's other workers write elsewhere
         scratch = tempfile.mkdtemp(prefix="nst-worker-")

@@ -31,6 +31,7 @@ from ..config import OUTPUT_FIELDS, StyleConfig
 from ..errors import NSTError
 from ..images import DecodedImage, ImageLike, load_image, resize, save_image
 from ..runs import Run, changed_setting
+from ..transfer import tiff_to_write
 from .sweeps import changed_inputs
 from .viz import figure, image_grid
 
@@ -135,16 +136,6 @@ def _resumable(folder: Path, config: StyleConfig, content: ImageLike, style: Ima
     return None
 
 
-def _tiff_missing(run: Run, config: StyleConfig) -> bool:
-    """Whether a completed case was asked for the 16-bit TIFF it did not write and can still write it."""
-    if not config.tiff16 or (run.path / "output.tif").is_file():
-        return False
-    if not (run.path / "checkpoint.npz").is_file():
-        warnings.warn(f"{run.path}: no checkpoint to write output.tif from; the case is kept without it", stacklevel=3)
-        return False
-    return True
-
-
 def _run_child(code: str, argument: str) -> int:
     """``code`` in a new Python process; Ctrl-C here (or a notebook's interrupt, which the child does not see) is
     passed on as SIGINT, so the child stops after its step and checkpoints instead of being killed; a second Ctrl-C
@@ -231,11 +222,11 @@ def resolution_study(
             folder = out / f"{size}px_{mode}"
             cfg = case_config(config, size, mode, fixed_style_size)
             run = _completed(folder, cfg, *images)
-            # a completed case asked for a TIFF it did not write goes through resume, which writes it from its
-            # checkpoint (no step runs); without a checkpoint it is kept as it is, with a warning
-            earlier = run if run is not None and _tiff_missing(run, cfg) else None
-            if run is None or earlier is not None:
-                earlier = earlier or _resumable(folder, cfg, *images)
+            # a completed case asked for a TIFF it did not write goes through resume, which writes it (no step runs);
+            # its result stands whatever happens to that
+            for_tiff = run if run is not None and tiff_to_write(run.path, cfg) else None
+            if run is None or for_tiff is not None:
+                earlier = for_tiff or _resumable(folder, cfg, *images)
                 spec = {
                     "content": str(content),
                     "style": str(style),
@@ -253,7 +244,6 @@ def resolution_study(
                     reason_file = Path(scratch) / "reason.txt"
                     code = _run_child(_CHILD, json.dumps({**spec, "reason": str(reason_file)}))
                     reason = reason_file.read_text() if reason_file.is_file() else f"exit code {code}"
-                for_tiff = run  # a completed case resumed only for its TIFF: its result stands whatever happens
                 run = _completed(folder, cfg, *images)
                 if run is None and for_tiff is not None:  # the resume failed part-way: the record says 'failed'
                     run = Run.open(for_tiff.path)

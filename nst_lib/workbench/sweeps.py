@@ -33,7 +33,7 @@ from ..errors import ConfigError
 from ..images import ImageLike, pixel_digest, read_image, source_name, style_list
 from ..optim import Callback, StepInfo
 from ..runs import Run, changed_setting, hold, slug
-from ..transfer import resume, stylize, total_steps
+from ..transfer import resume, stylize, tiff_to_write, total_steps
 from .ray_executor import failed_status
 from .viz import image_grid
 
@@ -206,10 +206,7 @@ def _run_cell(cell: SweepCell, config: StyleConfig, content: ImageLike, style: I
     # a finished cell asked for a TIFF it did not write goes through resume, which writes it (no step runs) from
     # its checkpoint; without one it is kept as it is, with a warning
     done = record.get("status") == "completed" and record.get("steps_done", 0) >= config.steps
-    tiff_missing = done and config.tiff16 and not (cell.run_dir / "output.tif").is_file()
-    if tiff_missing and not (cell.run_dir / "checkpoint.npz").is_file():
-        warnings.warn(f"sweep cell {cell.run_dir.name}: no checkpoint to write output.tif from", stacklevel=2)
-        tiff_missing = False
+    tiff_missing = done and tiff_to_write(cell.run_dir, config)
     if done and not tiff_missing:
         cell.status = "skipped (done)"
         cell.history = Run.open(cell.run_dir).read_rows("losses.csv")
